@@ -1,0 +1,65 @@
+"""Use case: register a user. Validate, claim the unique values, record the request."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from domain.form import parse_registration_form
+from domain.registration import Registration
+from domain.reservations import Claim, Reservation
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A registration's new events and the reservations among them, to be appended atomically."""
+
+    registration_id: uuid.UUID
+    events: Sequence[Any]
+    claims: Mapping[uuid.UUID, Claim]
+
+
+class RegistrationLog(Protocol):
+    """Where accepted registrations are recorded (the event store).
+
+    ``append`` returns once the submission is durable, or raises the domain's
+    ``AlreadyRegistered`` naming the claim someone else holds, or ``StoreUnavailable``.
+    """
+
+    async def append(self, submission: Submission) -> None: ...
+
+
+class StoreUnavailable(Exception):
+    """The event store cannot be reached; nothing was recorded and the client may retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    registration_id: uuid.UUID
+
+
+@dataclass(slots=True)
+class RegisterUser:
+    log: RegistrationLog
+    reservation_key: bytes
+
+    async def __call__(self, form: object) -> Accepted:
+        details = parse_registration_form(form)
+        registration = Registration.request(details)
+        reservations = {
+            claim: Reservation.hold(claim, registration.id, self.reservation_key)
+            for claim in registration.claims()
+        }
+        events = list(registration.collect_events())
+        for reservation in reservations.values():
+            events.extend(reservation.collect_events())
+        await self.log.append(
+            Submission(
+                registration_id=registration.id,
+                events=events,
+                claims={reservation.id: claim for claim, reservation in reservations.items()},
+            )
+        )
+        return Accepted(registration.id)

@@ -1,0 +1,17 @@
+"""What the entry points (HTTP, CLI) are given by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from application.idempotency import IdempotencyStore
+from application.registering import RegisterUser
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    register_user: RegisterUser
+    idempotency: IdempotencyStore
+    # Each backing server's name and whether it answers.
+    readiness: Callable[[], Awaitable[dict[str, bool]]]

@@ -1,0 +1,118 @@
+"""The composition root: the one place that builds engines, clients and use cases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+from litestar import Litestar
+from redis.asyncio import Redis
+
+from application.registering import RegisterUser
+from application.services import Services
+from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
+from infrastructure.idempotency import RedisIdempotencyStore
+from infrastructure.logging import configure_logging
+from infrastructure.settings import Settings
+from interfaces.http.app import create_app
+
+log = structlog.get_logger(__name__)
+
+
+def migrate(settings: Settings) -> None:
+    """Create or upgrade every schema this service owns."""
+    assert settings.database_url, "DATABASE_URL is required to migrate"
+    events = open_event_store(settings.database_url, pool_size=1, create_table=True)
+    events.close()
+    log.info("migrated", schema="event_store")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    events: SignupEvents
+    redis: Redis
+    group_commit: GroupCommit
+    register_user: RegisterUser
+    idempotency: RedisIdempotencyStore
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Container:
+        assert settings.database_url and settings.redis_url, "database and Redis URLs must be set"
+        events = await asyncio.to_thread(
+            open_event_store, settings.database_url, settings.db_pool_size
+        )
+        redis = Redis.from_url(settings.redis_url)
+        group_commit = GroupCommit(
+            BatchRecorder(events),
+            max_size=settings.batch_max_size,
+            max_wait=settings.batch_max_wait_ms / 1000,
+            concurrency=settings.append_concurrency,
+        )
+        group_commit.start()
+        return cls(
+            settings=settings,
+            events=events,
+            redis=redis,
+            group_commit=group_commit,
+            register_user=RegisterUser(group_commit, settings.reservation_key.encode()),
+            idempotency=RedisIdempotencyStore(
+                redis,
+                ttl_seconds=settings.idempotency_ttl_seconds,
+                in_flight_seconds=settings.idempotency_in_flight_seconds,
+            ),
+        )
+
+    async def stop(self) -> None:
+        await self.group_commit.stop()
+        await self.redis.aclose()
+        await asyncio.to_thread(self.events.close)
+
+    async def readiness(self) -> dict[str, bool]:
+        """Whether each server answers, checked concurrently."""
+
+        def postgres() -> bool:
+            try:
+                with self.events.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+                    conn.execute("SELECT 1")
+                return True
+            except Exception:
+                return False
+
+        async def redis() -> bool:
+            try:
+                return bool(await asyncio.wait_for(self.redis.ping(), timeout=2))
+            except Exception:
+                return False
+
+        async def postgres_in_time() -> bool:
+            try:
+                return await asyncio.wait_for(asyncio.to_thread(postgres), timeout=3)
+            except TimeoutError:
+                return False
+
+        pg_ok, redis_ok = await asyncio.gather(postgres_in_time(), redis())
+        return {"postgres": pg_ok, "redis": redis_ok}
+
+
+@contextlib.asynccontextmanager
+async def running_services(settings: Settings) -> AsyncIterator[Services]:
+    container = await Container.start(settings)
+    try:
+        yield Services(container.register_user, container.idempotency, container.readiness)
+    finally:
+        await container.stop()
+
+
+def build_app(settings: Settings) -> Litestar:
+    return create_app(lambda: running_services(settings))
+
+
+def build_app_from_env() -> Litestar:
+    """For ASGI servers that import a factory (``uvicorn --factory``), one per worker process."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    return build_app(settings)

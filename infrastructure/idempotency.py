@@ -1,0 +1,70 @@
+"""Idempotency records in Redis: one key per Idempotency-Key, claimed atomically."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import msgspec
+from redis.asyncio import Redis
+
+from application.idempotency import (
+    Claimed,
+    ClaimOutcome,
+    InProgress,
+    KeyReused,
+    Replay,
+    StoredAnswer,
+)
+
+
+class _Record(msgspec.Struct, omit_defaults=True):
+    fingerprint: str
+    done: bool = False
+    status: int = 0
+    body: str = ""  # base64: answers are bytes
+    headers: dict[str, str] = {}
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(_Record).decode
+
+
+@dataclass(slots=True)
+class RedisIdempotencyStore:
+    redis: Redis
+    ttl_seconds: int
+    # An in-flight claim expires on its own, so a crashed process cannot block a key for a day.
+    in_flight_seconds: int = 30
+    prefix: str = "signup:idempotency:"
+
+    async def claim(self, key: str, fingerprint: str) -> ClaimOutcome:
+        # SET NX GET: claims the key, or returns what is already there, in one atomic step.
+        previous = await self.redis.set(
+            self.prefix + key,
+            _encode(_Record(fingerprint=fingerprint)),
+            nx=True,
+            get=True,
+            ex=self.in_flight_seconds,
+        )
+        if previous is None:
+            return Claimed()
+        record = _decode(previous)
+        if record.fingerprint != fingerprint:
+            return KeyReused()
+        if not record.done:
+            return InProgress()
+        return Replay(StoredAnswer(record.status, base64.b64decode(record.body), record.headers))
+
+    async def complete(self, key: str, fingerprint: str, answer: StoredAnswer) -> None:
+        record = _Record(
+            fingerprint=fingerprint,
+            done=True,
+            status=answer.status,
+            body=base64.b64encode(answer.body).decode(),
+            headers=answer.headers,
+        )
+        await self.redis.set(self.prefix + key, _encode(record), ex=self.ttl_seconds)
+
+    async def release(self, key: str) -> None:
+        await self.redis.delete(self.prefix + key)

@@ -1,0 +1,61 @@
+"""The Litestar application. Built by ``create_app``; connects only when it starts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from application.idempotency import IdempotencyStore
+from application.registering import RegisterUser
+from application.services import Services
+from interfaces.http import health, registrations
+from interfaces.http.logging import canonical_log_line
+from interfaces.http.problems import exception_handlers, problem_details_plugin
+
+
+def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]]) -> Litestar:
+    """``open_services`` is entered when the app starts and left when it stops."""
+    holder: dict[str, Services] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with open_services() as services:
+            holder["services"] = services
+            try:
+                yield
+            finally:
+                del holder["services"]
+
+    def services() -> Services:
+        return holder["services"]
+
+    def register_user() -> RegisterUser:
+        return holder["services"].register_user
+
+    def idempotency() -> IdempotencyStore:
+        return holder["services"].idempotency
+
+    return Litestar(
+        route_handlers=[registrations.register, health.live, health.ready],
+        dependencies={
+            "services": Provide(services, sync_to_thread=False),
+            "register_user": Provide(register_user, sync_to_thread=False),
+            "idempotency": Provide(idempotency, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        plugins=[problem_details_plugin()],
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        middleware=[canonical_log_line],
+        openapi_config=OpenAPIConfig(
+            title="signup",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=False,
+    )

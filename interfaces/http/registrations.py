@@ -1,0 +1,79 @@
+"""POST /registrations: parse, call the use case, map the answer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.plugins.problem_details import ProblemDetailsException
+
+from application.idempotency import IdempotencyStore, StoredAnswer
+from application.registering import RegisterUser
+from domain.errors import DomainError
+from interfaces.http.idempotent import answer_once, check_key
+from interfaces.http.problems import PROBLEM_JSON, from_domain, problem
+from interfaces.http.shapes import RegistrationAccepted
+
+MAX_BODY_BYTES = 16 * 1024
+_encode = msgspec.json.Encoder().encode
+
+
+def _decode_form(request: Request[Any, Any, Any], body: bytes) -> object:
+    media_type, _ = request.content_type
+    if media_type != "application/json":
+        raise problem(415, "unsupported_media_type", "Send the form as application/json.")
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as error:
+        raise problem(400, "malformed_json", f"The body is not valid JSON: {error}.") from None
+
+
+def _problem_answer(request: Request[Any, Any, Any], error: ProblemDetailsException) -> StoredAnswer:
+    response = error.to_response(request)
+    return StoredAnswer(
+        error.status_code,
+        _encode(response.content),
+        {"content-type": PROBLEM_JSON, **(error.headers or {})},
+    )
+
+
+async def _register(register_user: RegisterUser, form: object) -> StoredAnswer:
+    accepted = await register_user(form)
+    registration_id = str(accepted.registration_id)
+    body = RegistrationAccepted(registration_id=uuid.UUID(registration_id), status="pending")
+    return StoredAnswer(
+        202,
+        _encode(body),
+        {"content-type": "application/json", "location": f"/registrations/{registration_id}"},
+    )
+
+
+@post(
+    "/registrations",
+    status_code=202,
+    request_max_body_size=MAX_BODY_BYTES,
+    summary="Request a registration",
+    description="Records the request and answers 202; poll the Location for its status.",
+    tags=["registrations"],
+)
+async def register(
+    request: Request[Any, Any, Any],
+    register_user: RegisterUser,
+    idempotency: IdempotencyStore,
+) -> Response[bytes]:
+    body = await request.body()
+    form = _decode_form(request, body)
+    key = request.headers.get("idempotency-key")
+
+    async def produce() -> StoredAnswer:
+        try:
+            return await _register(register_user, form)
+        except DomainError as error:
+            return _problem_answer(request, from_domain(error))
+
+    answer = await (produce() if key is None else answer_once(idempotency, check_key(key), body, produce))
+    headers = dict(answer.headers)
+    media_type = headers.pop("content-type", "application/json")
+    return Response(answer.body, status_code=answer.status, headers=headers, media_type=media_type)
