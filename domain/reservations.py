@@ -49,14 +49,21 @@ class Claim:
 
 class Reservation(Aggregate):
     class Reserved(Aggregate.Created):
+        claim_id: uuid.UUID
         registration_id: uuid.UUID
         kind: str
 
     @event(Reserved)
-    def __init__(self, *, registration_id: uuid.UUID, kind: str) -> None:
+    def __init__(self, *, claim_id: uuid.UUID, registration_id: uuid.UUID, kind: str) -> None:
         self.registration_id = registration_id
         self.kind = kind
 
+    @staticmethod
+    def create_id(claim_id: uuid.UUID) -> uuid.UUID:
+        return claim_id
+
     @classmethod
     def hold(cls, claim: Claim, registration_id: uuid.UUID, key: bytes) -> Reservation:
-        return cls(id=claim.reservation_id(key), registration_id=registration_id, kind=claim.kind)
+        return cls(
+            claim_id=claim.reservation_id(key), registration_id=registration_id, kind=claim.kind
+        )

@@ -10,8 +10,6 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from application.idempotency import IdempotencyStore
-from application.registering import RegisterUser
 from application.services import Services
 from interfaces.http import health, registrations
 from interfaces.http.logging import canonical_log_line
@@ -34,18 +32,10 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
     def services() -> Services:
         return holder["services"]
 
-    def register_user() -> RegisterUser:
-        return holder["services"].register_user
-
-    def idempotency() -> IdempotencyStore:
-        return holder["services"].idempotency
-
     return Litestar(
         route_handlers=[registrations.register, health.live, health.ready],
         dependencies={
             "services": Provide(services, sync_to_thread=False),
-            "register_user": Provide(register_user, sync_to_thread=False),
-            "idempotency": Provide(idempotency, sync_to_thread=False),
         },
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],

@@ -9,8 +9,9 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.plugins.problem_details import ProblemDetailsException
 
-from application.idempotency import IdempotencyStore, StoredAnswer
+from application.idempotency import StoredAnswer
 from application.registering import RegisterUser
+from application.services import Services
 from domain.errors import DomainError
 from interfaces.http.idempotent import answer_once, check_key
 from interfaces.http.problems import PROBLEM_JSON, from_domain, problem
@@ -60,8 +61,7 @@ async def _register(register_user: RegisterUser, form: object) -> StoredAnswer:
 )
 async def register(
     request: Request[Any, Any, Any],
-    register_user: RegisterUser,
-    idempotency: IdempotencyStore,
+    services: Services,
 ) -> Response[bytes]:
     body = await request.body()
     form = _decode_form(request, body)
@@ -69,11 +69,11 @@ async def register(
 
     async def produce() -> StoredAnswer:
         try:
-            return await _register(register_user, form)
+            return await _register(services.register_user, form)
         except DomainError as error:
             return _problem_answer(request, from_domain(error))
 
-    answer = await (produce() if key is None else answer_once(idempotency, check_key(key), body, produce))
+    answer = await (produce() if key is None else answer_once(services.idempotency, check_key(key), body, produce))
     headers = dict(answer.headers)
     media_type = headers.pop("content-type", "application/json")
     return Response(answer.body, status_code=answer.status, headers=headers, media_type=media_type)

@@ -1,0 +1,75 @@
+"""Real servers for the tests: embedded PostgreSQL and Valkey from PyPI wheels."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def create_database(server_url: str) -> str:
+    """A fresh, empty database on the server, so tests never see each other's rows."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = server_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_ready(base_url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base_url} did not become ready in {timeout}s")
+
+
+@contextmanager
+def signup_process(
+    args: list[str], env: Mapping[str, str], base_url: str, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``signup ARGS`` as its own process until ready; SIGINT it on exit."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "interfaces.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, "SIGNUP_LOG_FORMAT": "json", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        try:
+            wait_until_ready(base_url)
+        except TimeoutError:
+            process.kill()
+            raise AssertionError(log_path.read_text()[-4000:]) from None
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(2)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
