@@ -1,0 +1,142 @@
+"""Group commit: concurrent registrations share a transaction, and a conflict spares the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from application.registering import RegisterUser, Submission
+from domain.errors import CpfAlreadyRegistered, EmailAlreadyRegistered
+from infrastructure.event_store import BatchRecorder, GroupCommit, open_event_store
+from infrastructure.settings import Settings
+from tests.unit.factories import make_cpf, valid_form
+
+KEY = b"test-key"
+
+
+class _Capture:
+    """A RegistrationLog that keeps submissions instead of appending them."""
+
+    def __init__(self) -> None:
+        self.submissions: list[Submission] = []
+
+    async def append(self, submission: Submission) -> None:
+        self.submissions.append(submission)
+
+
+async def _submissions(*forms: dict[str, object]) -> list[Submission]:
+    capture = _Capture()
+    register = RegisterUser(capture, KEY)
+    for form in forms:
+        await register(form)
+    return capture.submissions
+
+
+def _form(n: int, email: str | None = None) -> dict[str, object]:
+    address = email or f"user{n}@example.com"
+    return valid_form(cpf=make_cpf(n), email=address, email_confirmation=address)
+
+
+def _stored_registrations(recorder: BatchRecorder, submissions: list[Submission]) -> set[uuid.UUID]:
+    found = set()
+    for submission in submissions:
+        if recorder.app.recorder.select_events(submission.registration_id):
+            found.add(submission.registration_id)
+    return found
+
+
+async def test_a_batch_holding_one_conflict_still_commits_the_others(settings: Settings) -> None:
+    assert settings.database_url
+    recorder = BatchRecorder(open_event_store(settings.database_url))
+    first = await _submissions(_form(1, "taken@example.com"))
+    assert recorder.record(first) == [None]
+
+    batch = await _submissions(_form(2), _form(3, "TAKEN@example.com"), _form(4), _form(1, "x@example.com"))
+    outcomes = recorder.record(batch)
+
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], EmailAlreadyRegistered)
+    assert isinstance(outcomes[3], CpfAlreadyRegistered)
+    assert _stored_registrations(recorder, batch) == {batch[0].registration_id, batch[2].registration_id}
+
+
+async def test_duplicates_inside_one_batch_keep_the_first_and_reject_the_rest(settings: Settings) -> None:
+    assert settings.database_url
+    recorder = BatchRecorder(open_event_store(settings.database_url))
+    batch = await _submissions(_form(10, "same@example.com"), _form(11), _form(12, "same@example.com"))
+
+    outcomes = recorder.record(batch)
+
+    assert outcomes[0] is None and outcomes[1] is None
+    assert isinstance(outcomes[2], EmailAlreadyRegistered)
+
+
+class _BlindToExisting(BatchRecorder):
+    """Sees no existing reservations before saving, as when another API process commits the
+    same email between this process's check and its save."""
+
+    def __init__(self, app: object) -> None:
+        super().__init__(app)  # type: ignore[arg-type]
+        self.checks = 0
+
+    def reserved(self, reservation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+        self.checks += 1
+        return set() if self.checks == 1 else super().reserved(reservation_ids)
+
+
+async def test_a_conflict_that_races_past_the_check_is_isolated_by_the_primary_key(
+    settings: Settings,
+) -> None:
+    assert settings.database_url
+    app = open_event_store(settings.database_url)
+    assert BatchRecorder(app).record(await _submissions(_form(20, "raced@example.com"))) == [None]
+
+    racing = _BlindToExisting(app)
+    batch = await _submissions(_form(21), _form(22), _form(23, "raced@example.com"), _form(24))
+    outcomes = racing.record(batch)
+
+    assert [o is None for o in outcomes] == [True, True, False, True]
+    assert isinstance(outcomes[2], EmailAlreadyRegistered)
+    assert len(_stored_registrations(racing, batch)) == 3
+
+
+async def test_concurrent_appends_are_committed_together_in_few_transactions(
+    settings: Settings,
+) -> None:
+    assert settings.database_url
+    group = GroupCommit(BatchRecorder(open_event_store(settings.database_url)), max_wait=0.005)
+    group.start()
+    try:
+        submissions = await _submissions(*(_form(100 + n) for n in range(100)))
+        await asyncio.gather(*(group.append(s) for s in submissions))
+    finally:
+        await group.stop()
+
+    assert sum(group.batch_sizes) == 100
+    assert len(group.batch_sizes) < 20, group.batch_sizes
+
+
+async def test_an_append_raises_the_conflict_only_for_its_own_submission(settings: Settings) -> None:
+    assert settings.database_url
+    group = GroupCommit(BatchRecorder(open_event_store(settings.database_url)), max_wait=0.005)
+    group.start()
+    try:
+        submissions = await _submissions(_form(200, "dup@example.com"), _form(201), _form(202, "dup@example.com"))
+        results = await asyncio.gather(*(group.append(s) for s in submissions), return_exceptions=True)
+    finally:
+        await group.stop()
+
+    assert results[0] is None and results[1] is None
+    assert isinstance(results[2], EmailAlreadyRegistered)
+
+
+@pytest.mark.parametrize("person_type", ["PF", "PJ"])
+async def test_reservation_events_hold_no_email_or_document(settings: Settings, person_type: str) -> None:
+    submissions = await _submissions(_form(300) if person_type == "PF" else {**_form(300), "person_type": "PJ", "cnpj": "11.222.333/0001-81"})
+    reservation_events = [e for e in submissions[0].events if type(e).__name__ == "Reserved"]
+    assert len(reservation_events) == 2
+    for reserved in reservation_events:
+        assert "example.com" not in repr(reserved.__dict__)
+        assert make_cpf(300) not in repr(reserved.__dict__)
