@@ -1,0 +1,71 @@
+"""`signup up` keeps what it accepted across a restart, and Ctrl-C leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.servers import free_port, signup_process
+from tests.unit.factories import make_cpf, valid_form
+
+
+def _processes_using(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(data_dir) in cmdline and process.pid != os.getpid():
+            found.append(process)
+    return found
+
+
+@pytest.fixture
+def embedded_env() -> dict[str, str]:
+    # `signup up` must start its own servers, whatever the developer's shell has set.
+    return {"DATABASE_URL": "", "REDIS_URL": ""}
+
+
+def test_an_accepted_registration_survives_a_restart_of_the_system(
+    data_dir: Path, tmp_path: Path, embedded_env: dict[str, str]
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["up", "--port", str(port), "--data-dir", str(data_dir)]
+    form = valid_form(cpf=make_cpf(7))
+
+    with signup_process(args, embedded_env, url, tmp_path / "first.log") as first:
+        accepted = httpx.post(f"{url}/registrations", json=form, timeout=30)
+        assert accepted.status_code == 202
+        first.send_signal(signal.SIGINT)
+        assert first.wait(60) == 0
+    assert _processes_using(data_dir) == []
+
+    with signup_process(args, embedded_env, url, tmp_path / "second.log"):
+        again = httpx.post(f"{url}/registrations", json=form, timeout=30)
+        other = valid_form(cpf=make_cpf(8), email="other@example.com", email_confirmation="other@example.com")
+        fresh = httpx.post(f"{url}/registrations", json=other, timeout=30)
+
+    assert again.status_code == 409
+    assert again.json()["field"] == "email"
+    assert fresh.status_code == 202
+    assert _processes_using(data_dir) == []
+
+
+def test_sigterm_also_stops_the_embedded_servers(
+    data_dir: Path, tmp_path: Path, embedded_env: dict[str, str]
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with signup_process(["up", "--port", str(port), "--data-dir", str(data_dir)], embedded_env, url, tmp_path / "up.log") as process:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert _processes_using(data_dir) == []
