@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 
 from application.services import Services
 from interfaces.http.shapes import Health
@@ -14,7 +15,7 @@ async def live() -> Health:
 
 
 @get("/health/ready", tags=["operations"], summary="PostgreSQL and Redis answer")
-async def ready(services: Services) -> Response[Health]:
+async def ready(services: NamedDependency[Services]) -> Response[Health]:
     checks = await services.readiness()
     healthy = all(checks.values())
     return Response(

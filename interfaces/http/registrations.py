@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.plugins.problem_details import ProblemDetailsException
 
 from application.idempotency import StoredAnswer
@@ -27,7 +28,7 @@ def _decode_form(request: Request[Any, Any, Any], body: bytes) -> object:
         raise problem(415, "unsupported_media_type", "Send the form as application/json.")
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
         raise problem(400, "malformed_json", f"The body is not valid JSON: {error}.") from None
 
 
@@ -61,7 +62,7 @@ async def _register(register_user: RegisterUser, form: object) -> StoredAnswer:
 )
 async def register(
     request: Request[Any, Any, Any],
-    services: Services,
+    services: NamedDependency[Services],
 ) -> Response[bytes]:
     body = await request.body()
     form = _decode_form(request, body)

@@ -1,0 +1,72 @@
+"""Idempotency-Key: a retry gets the first answer; misuse gets a precise error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from infrastructure.idempotency import RedisIdempotencyStore
+from infrastructure.settings import Settings
+from tests.e2e.api_client import post_registration, problem
+from tests.unit.factories import make_cpf, valid_form
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+def _person(n: int) -> dict[str, object]:
+    email = f"idem{n}@example.com"
+    return valid_form(cpf=make_cpf(500 + n), email=email, email_confirmation=email)
+
+
+async def test_a_retry_with_the_same_key_and_body_replays_the_first_answer(client: Client) -> None:
+    first = await post_registration(client, _person(1), key="retry-1")
+    second = await post_registration(client, _person(1), key="retry-1")
+
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert second.json() == first.json()
+    assert second.headers["location"] == first.headers["location"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+
+
+async def test_a_replayed_rejection_is_the_same_rejection(client: Client) -> None:
+    bad = {**_person(2), "cpf": "111.111.111-11"}
+    first = await post_registration(client, bad, key="retry-2")
+    second = await post_registration(client, bad, key="retry-2")
+
+    assert (first.status_code, second.status_code) == (422, 422)
+    assert second.json() == first.json()
+    assert second.headers["idempotent-replayed"] == "true"
+
+
+async def test_the_same_key_with_another_body_is_refused(client: Client) -> None:
+    assert (await post_registration(client, _person(3), key="retry-3")).status_code == 202
+
+    body = problem(await post_registration(client, _person(4), key="retry-3"), 422)
+
+    assert body["code"] == "idempotency_key_reused"
+
+
+async def test_a_retry_while_the_first_is_in_flight_is_told_so(client: Client, settings: Settings) -> None:
+    body = json.dumps(_person(5)).encode()
+    assert settings.redis_url
+    redis = Redis.from_url(settings.redis_url)
+    # The first request with this key has claimed it and is still being processed.
+    await RedisIdempotencyStore(redis, ttl_seconds=60).claim("retry-5", hashlib.sha256(body).hexdigest())
+    await redis.aclose()
+
+    response = await client.post(
+        "/registrations",
+        content=body,
+        headers={"content-type": "application/json", "Idempotency-Key": "retry-5"},
+    )
+
+    assert problem(response, 409)["code"] == "idempotency_request_in_progress"
+
+
+async def test_a_key_of_non_printable_characters_is_refused(client: Client) -> None:
+    response = await post_registration(client, _person(6), key="bad\tkey")
+    assert problem(response, 400)["code"] == "invalid_idempotency_key"
