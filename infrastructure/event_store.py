@@ -55,7 +55,9 @@ def postgres_env(database_url: str, pool_size: int, *, create_table: bool) -> di
     }
 
 
-def open_event_store(database_url: str, pool_size: int = 8, *, create_table: bool = False) -> SignupEvents:
+def open_event_store(
+    database_url: str, pool_size: int = 8, *, create_table: bool = False
+) -> SignupEvents:
     return SignupEvents(env=postgres_env(database_url, pool_size, create_table=create_table))
 
 
@@ -94,7 +96,8 @@ class BatchRecorder:
         recorder = self.app.recorder
         assert isinstance(recorder, PostgresApplicationRecorder)
         statement = SQL(
-            "SELECT originator_id FROM {}.{} WHERE originator_id = ANY(%s) AND originator_version = 1"
+            "SELECT originator_id FROM {}.{}"
+            " WHERE originator_id = ANY(%s) AND originator_version = 1"
         ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, (list(reservation_ids),))
@@ -120,7 +123,9 @@ class BatchRecorder:
         except IntegrityError:
             if len(group) == 1:
                 submission = batch[group[0]]
-                outcomes[group[0]] = self._conflict(submission, self.reserved(set(submission.claims)))
+                outcomes[group[0]] = self._conflict(
+                    submission, self.reserved(set(submission.claims))
+                )
                 if outcomes[group[0]] is None:
                     raise  # not a reservation clash: a real fault, not the client's
                 return

@@ -49,7 +49,7 @@ class RedisIdempotencyStore:
         )
         if previous is None:
             return Claimed()
-        record = _decode(previous)
+        record = _decode(previous)  # type: ignore[arg-type]
         if record.fingerprint != fingerprint:
             return KeyReused()
         if not record.done:

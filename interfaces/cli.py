@@ -58,7 +58,11 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 def up(args: argparse.Namespace, settings: Settings) -> None:
     with _servers(settings, Path(args.data_dir)) as running:
         migrate(running)
-        log.info("signup_up", url=f"http://{args.host}:{args.port}", docs=f"http://{args.host}:{args.port}/schema")
+        log.info(
+            "signup_up",
+            url=f"http://{args.host}:{args.port}",
+            docs=f"http://{args.host}:{args.port}/schema",
+        )
         _serve(running, args.host, args.port)
 
 
@@ -89,7 +93,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="signup", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
-    run_up = commands.add_parser("up", help="the whole system, on embedded servers when no URLs are set")
+    run_up = commands.add_parser(
+        "up", help="the whole system, on embedded servers when no URLs are set"
+    )
     run_up.add_argument("--host", default="127.0.0.1")
     run_up.add_argument("--port", type=int, default=8000)
     run_up.add_argument("--data-dir", default="./.signup")

@@ -61,12 +61,12 @@ def from_domain(error: DomainError) -> ProblemDetailsException:
             422,
             error.code,
             "One or more fields are invalid.",
-            errors=[
-                {"field": e.field, "code": e.code, "message": e.message} for e in error.errors
-            ],
+            errors=[{"field": e.field, "code": e.code, "message": e.message} for e in error.errors],
         )
     if isinstance(error, AlreadyRegistered):
-        return problem(409, error.code, f"This {error.field} is already registered.", field=error.field)
+        return problem(
+            409, error.code, f"This {error.field} is already registered.", field=error.field
+        )
     return problem(422, error.code, str(error))
 
 

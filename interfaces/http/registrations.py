@@ -32,7 +32,9 @@ def _decode_form(request: Request[Any, Any, Any], body: bytes) -> object:
         raise problem(400, "malformed_json", f"The body is not valid JSON: {error}.") from None
 
 
-def _problem_answer(request: Request[Any, Any, Any], error: ProblemDetailsException) -> StoredAnswer:
+def _problem_answer(
+    request: Request[Any, Any, Any], error: ProblemDetailsException
+) -> StoredAnswer:
     response = error.to_response(request)
     return StoredAnswer(
         error.status_code,
@@ -74,7 +76,11 @@ async def register(
         except DomainError as error:
             return _problem_answer(request, from_domain(error))
 
-    answer = await (produce() if key is None else answer_once(services.idempotency, check_key(key), body, produce))
+    answer = await (
+        produce()
+        if key is None
+        else answer_once(services.idempotency, check_key(key), body, produce)
+    )
     headers = dict(answer.headers)
     media_type = headers.pop("content-type", "application/json")
     return Response(answer.body, status_code=answer.status, headers=headers, media_type=media_type)

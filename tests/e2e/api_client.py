@@ -13,7 +13,9 @@ async def post_registration(
     client: Any, form: object, *, key: str | None = None, **kwargs: Any
 ) -> httpx.Response:
     headers = {"Idempotency-Key": key} if key is not None else {}
-    response: httpx.Response = await client.post("/registrations", json=form, headers=headers, **kwargs)
+    response: httpx.Response = await client.post(
+        "/registrations", json=form, headers=headers, **kwargs
+    )
     return response
 
 

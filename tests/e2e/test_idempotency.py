@@ -50,12 +50,16 @@ async def test_the_same_key_with_another_body_is_refused(client: Client) -> None
     assert body["code"] == "idempotency_key_reused"
 
 
-async def test_a_retry_while_the_first_is_in_flight_is_told_so(client: Client, settings: Settings) -> None:
+async def test_a_retry_while_the_first_is_in_flight_is_told_so(
+    client: Client, settings: Settings
+) -> None:
     body = json.dumps(_person(5)).encode()
     assert settings.redis_url
     redis = Redis.from_url(settings.redis_url)
     # The first request with this key has claimed it and is still being processed.
-    await RedisIdempotencyStore(redis, ttl_seconds=60).claim("retry-5", hashlib.sha256(body).hexdigest())
+    await RedisIdempotencyStore(redis, ttl_seconds=60).claim(
+        "retry-5", hashlib.sha256(body).hexdigest()
+    )
     await redis.aclose()
 
     response = await client.post(

@@ -7,7 +7,15 @@ import uuid
 from litestar.testing import AsyncTestClient
 
 from tests.e2e.api_client import post_registration, problem
-from tests.unit.factories import MISSING, make_cnpj, make_cpf, mask_cnpj, valid_address, valid_form, valid_pj_form
+from tests.unit.factories import (
+    MISSING,
+    make_cnpj,
+    make_cpf,
+    mask_cnpj,
+    valid_address,
+    valid_form,
+    valid_pj_form,
+)
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -20,7 +28,11 @@ def _person(n: int, **overrides: object) -> dict[str, object]:
 
 def _company(n: int, cpf: str, **overrides: object) -> dict[str, object]:
     email = f"company{n}@example.com"
-    defaults: dict[str, object] = {"cnpj": mask_cnpj(make_cnpj(n)), "email": email, "email_confirmation": email}
+    defaults: dict[str, object] = {
+        "cnpj": mask_cnpj(make_cnpj(n)),
+        "email": email,
+        "email_confirmation": email,
+    }
     return valid_pj_form(**{"cpf": cpf, **defaults, **overrides})
 
 
@@ -71,7 +83,9 @@ async def test_a_registered_email_in_another_spelling_gets_a_conflict_naming_the
 
 async def test_a_persons_cpf_can_be_registered_only_once(client: Client) -> None:
     assert (await post_registration(client, _person(6))).status_code == 202
-    same_cpf = valid_form(cpf=make_cpf(6), email="new6@example.com", email_confirmation="new6@example.com")
+    same_cpf = valid_form(
+        cpf=make_cpf(6), email="new6@example.com", email_confirmation="new6@example.com"
+    )
 
     body = problem(await post_registration(client, same_cpf), 409)
 
@@ -91,7 +105,9 @@ async def test_a_person_may_be_responsible_for_several_companies(client: Client)
 async def test_a_company_cnpj_can_be_registered_only_once(client: Client) -> None:
     assert (await post_registration(client, _company(3, make_cpf(8)))).status_code == 202
     email = "other-company@example.com"
-    same_cnpj = valid_pj_form(cpf=make_cpf(9), cnpj=make_cnpj(3), email=email, email_confirmation=email)
+    same_cnpj = valid_pj_form(
+        cpf=make_cpf(9), cnpj=make_cnpj(3), email=email, email_confirmation=email
+    )
 
     body = problem(await post_registration(client, same_cnpj), 409)
 
@@ -101,7 +117,10 @@ async def test_a_company_cnpj_can_be_registered_only_once(client: Client) -> Non
 async def test_an_alphanumeric_cnpj_is_accepted(client: Client) -> None:
     email = "alfa@example.com"
     form = valid_pj_form(
-        cpf=make_cpf(10), cnpj=mask_cnpj(make_cnpj(42, alphanumeric=True)).lower(), email=email, email_confirmation=email
+        cpf=make_cpf(10),
+        cnpj=mask_cnpj(make_cnpj(42, alphanumeric=True)).lower(),
+        email=email,
+        email_confirmation=email,
     )
 
     assert (await post_registration(client, form)).status_code == 202
@@ -109,7 +128,9 @@ async def test_an_alphanumeric_cnpj_is_accepted(client: Client) -> None:
 
 async def test_a_company_without_cnpj_and_a_person_with_one_are_invalid(client: Client) -> None:
     company = problem(await post_registration(client, _company(4, make_cpf(11), cnpj=MISSING)), 422)
-    person = problem(await post_registration(client, _person(12, cnpj=mask_cnpj(make_cnpj(5)))), 422)
+    person = problem(
+        await post_registration(client, _person(12, cnpj=mask_cnpj(make_cnpj(5)))), 422
+    )
 
     assert [e["field"] for e in company["errors"]] == ["cnpj"]
     assert [e["field"] for e in person["errors"]] == ["cnpj"]
@@ -124,7 +145,9 @@ async def test_malformed_json_is_a_bad_request(client: Client) -> None:
 
 async def test_invalid_utf8_is_a_bad_request(client: Client) -> None:
     response = await client.post(
-        "/registrations", content=b'{"name": "\xff\xfe"}', headers={"content-type": "application/json"}
+        "/registrations",
+        content=b'{"name": "\xff\xfe"}',
+        headers={"content-type": "application/json"},
     )
     problem(response, 400)
 

@@ -53,19 +53,28 @@ async def test_a_batch_holding_one_conflict_still_commits_the_others(settings: S
     first = await _submissions(_form(1, "taken@example.com"))
     assert recorder.record(first) == [None]
 
-    batch = await _submissions(_form(2), _form(3, "TAKEN@example.com"), _form(4), _form(1, "x@example.com"))
+    batch = await _submissions(
+        _form(2), _form(3, "TAKEN@example.com"), _form(4), _form(1, "x@example.com")
+    )
     outcomes = recorder.record(batch)
 
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], EmailAlreadyRegistered)
     assert isinstance(outcomes[3], CpfAlreadyRegistered)
-    assert _stored_registrations(recorder, batch) == {batch[0].registration_id, batch[2].registration_id}
+    assert _stored_registrations(recorder, batch) == {
+        batch[0].registration_id,
+        batch[2].registration_id,
+    }
 
 
-async def test_duplicates_inside_one_batch_keep_the_first_and_reject_the_rest(settings: Settings) -> None:
+async def test_duplicates_inside_one_batch_keep_the_first_and_reject_the_rest(
+    settings: Settings,
+) -> None:
     assert settings.database_url
     recorder = BatchRecorder(open_event_store(settings.database_url))
-    batch = await _submissions(_form(10, "same@example.com"), _form(11), _form(12, "same@example.com"))
+    batch = await _submissions(
+        _form(10, "same@example.com"), _form(11), _form(12, "same@example.com")
+    )
 
     outcomes = recorder.record(batch)
 
@@ -118,13 +127,19 @@ async def test_concurrent_appends_are_committed_together_in_few_transactions(
     assert len(group.batch_sizes) < 20, group.batch_sizes
 
 
-async def test_an_append_raises_the_conflict_only_for_its_own_submission(settings: Settings) -> None:
+async def test_an_append_raises_the_conflict_only_for_its_own_submission(
+    settings: Settings,
+) -> None:
     assert settings.database_url
     group = GroupCommit(BatchRecorder(open_event_store(settings.database_url)), max_wait=0.005)
     group.start()
     try:
-        submissions = await _submissions(_form(200, "dup@example.com"), _form(201), _form(202, "dup@example.com"))
-        results = await asyncio.gather(*(group.append(s) for s in submissions), return_exceptions=True)
+        submissions = await _submissions(
+            _form(200, "dup@example.com"), _form(201), _form(202, "dup@example.com")
+        )
+        results = await asyncio.gather(
+            *(group.append(s) for s in submissions), return_exceptions=True
+        )
     finally:
         await group.stop()
 
@@ -133,8 +148,14 @@ async def test_an_append_raises_the_conflict_only_for_its_own_submission(setting
 
 
 @pytest.mark.parametrize("person_type", ["PF", "PJ"])
-async def test_reservation_events_hold_no_email_or_document(settings: Settings, person_type: str) -> None:
-    submissions = await _submissions(_form(300) if person_type == "PF" else {**_form(300), "person_type": "PJ", "cnpj": "11.222.333/0001-81"})
+async def test_reservation_events_hold_no_email_or_document(
+    settings: Settings, person_type: str
+) -> None:
+    submissions = await _submissions(
+        _form(300)
+        if person_type == "PF"
+        else {**_form(300), "person_type": "PJ", "cnpj": "11.222.333/0001-81"}
+    )
     reservation_events = [e for e in submissions[0].events if type(e).__name__ == "Reserved"]
     assert len(reservation_events) == 2
     for reserved in reservation_events:

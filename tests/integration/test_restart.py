@@ -47,7 +47,9 @@ def test_an_accepted_registration_survives_a_restart_of_the_system(
 
     with signup_process(args, embedded_env, url, tmp_path / "second.log"):
         again = httpx.post(f"{url}/registrations", json=form, timeout=30)
-        other = valid_form(cpf=make_cpf(8), email="other@example.com", email_confirmation="other@example.com")
+        other = valid_form(
+            cpf=make_cpf(8), email="other@example.com", email_confirmation="other@example.com"
+        )
         fresh = httpx.post(f"{url}/registrations", json=other, timeout=30)
 
     assert again.status_code == 409
@@ -61,7 +63,12 @@ def test_sigterm_also_stops_the_embedded_servers(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with signup_process(["up", "--port", str(port), "--data-dir", str(data_dir)], embedded_env, url, tmp_path / "up.log") as process:
+    with signup_process(
+        ["up", "--port", str(port), "--data-dir", str(data_dir)],
+        embedded_env,
+        url,
+        tmp_path / "up.log",
+    ) as process:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(60)

@@ -46,5 +46,7 @@ async def test_two_hundred_concurrent_submissions_over_twenty_emails_give_twenty
     assert statuses == {202: 20, 409: 180}
     conflicts = [answer.json() for answer in answers if answer.status_code == 409]
     assert {(c["code"], c["field"]) for c in conflicts} == {("email_already_registered", "email")}
-    accepted_ids = {answer.json()["registration_id"] for answer in answers if answer.status_code == 202}
+    accepted_ids = {
+        answer.json()["registration_id"] for answer in answers if answer.status_code == 202
+    }
     assert len(accepted_ids) == 20
