@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.settings import Settings
 from tests.e2e.api_client import post_registration, problem
-from tests.unit.factories import make_cpf, valid_form
+from tests.factories import make_cpf, valid_form
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 

@@ -7,7 +7,7 @@ import uuid
 from litestar.testing import AsyncTestClient
 
 from tests.e2e.api_client import post_registration, problem
-from tests.unit.factories import (
+from tests.factories import (
     MISSING,
     make_cnpj,
     make_cpf,

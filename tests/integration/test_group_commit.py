@@ -11,7 +11,7 @@ from application.registering import RegisterUser, Submission
 from domain.errors import CpfAlreadyRegistered, EmailAlreadyRegistered
 from infrastructure.event_store import BatchRecorder, GroupCommit, open_event_store
 from infrastructure.settings import Settings
-from tests.unit.factories import make_cpf, valid_form
+from tests.factories import make_cpf, valid_form
 
 KEY = b"test-key"
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tests.servers import free_port, signup_process
-from tests.unit.factories import make_cpf, valid_form
+from tests.factories import make_cpf, valid_form
 
 
 def _processes_using(data_dir: Path) -> list[psutil.Process]:

@@ -10,7 +10,7 @@ import httpx
 
 from infrastructure.settings import Settings
 from tests.servers import free_port, signup_process
-from tests.unit.factories import make_cpf, valid_form
+from tests.factories import make_cpf, valid_form
 
 
 def _spellings(email: str, n: int) -> str:

@@ -1,0 +1,291 @@
+"""The ``POST /registrations`` body: parsed, checked and normalised in one pass.
+
+``parse_registration_form`` reports every invalid field at once through ``InvalidRegistration``;
+each ``FieldError`` names the field by dotted path (``address.cep``; ``""`` for the whole body).
+
+Error codes (stable; clients may branch on them):
+
+- ``wrong_type``: the JSON type is wrong (a number where a string is expected, a body or
+  ``address`` that is not an object, ``accepted_terms`` that is not a boolean).
+- ``required``: a required field is absent, ``null`` or blank.
+- ``unknown_field``: a field that the form does not have, at the top level or in ``address``.
+- ``not_allowed``: ``cnpj`` given for a ``PF`` registration (it must be absent or ``null``).
+- ``invalid_choice``: ``person_type`` is not ``PF``/``PJ``, or ``address.state`` is not a UF.
+- ``too_short`` / ``too_long``: a text is outside its length range (counted after trimming);
+  ``too_long`` also applies to an email over 254 characters.
+- ``invalid_characters``: a text contains control characters or lone surrogates.
+- ``invalid_format``: ``cpf``, ``cnpj`` or ``address.cep`` has the wrong length or characters.
+- ``repeated_digits``: a CPF or CNPJ made of one repeated digit (``111.111.111-11``).
+- ``invalid_check_digits``: a CPF or CNPJ whose check digits do not match.
+- ``invalid_email``: ``email`` is not a syntactically valid address.
+- ``invalid_phone``: not a valid Brazilian phone number at all.
+- ``not_mobile``: ``mobile_phone`` is valid but not a mobile (area code + 9 digits, first 9).
+- ``not_landline``: ``phone`` is valid but not a landline.
+- ``mismatch``: ``email_confirmation`` differs from ``email`` after normalisation.
+- ``must_be_true``: ``accepted_terms`` is ``false``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from domain.address import Address, normalise_cep, normalise_state
+from domain.contact import normalise_email, normalise_landline, normalise_mobile_phone
+from domain.documents import normalise_cnpj, normalise_cpf
+from domain.errors import FieldError, InvalidRegistration
+from domain.values import (
+    INVALID_CHARACTERS,
+    INVALID_CHOICE,
+    MISMATCH,
+    MUST_BE_TRUE,
+    NOT_ALLOWED,
+    REQUIRED,
+    TOO_LONG,
+    TOO_SHORT,
+    UNKNOWN_FIELD,
+    WRONG_TYPE,
+    InvalidValue,
+)
+
+PF = "PF"
+PJ = "PJ"
+
+_FIELDS = (
+    "person_type", "cpf", "cnpj", "name", "mobile_phone", "phone", "email",
+    "email_confirmation", "address", "accepted_terms",
+)  # fmt: skip
+_ADDRESS_FIELDS = ("cep", "street", "number", "complement", "neighborhood", "city", "state")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationDetails:
+    """What a registration records: the form minus confirmation and terms, normalised."""
+
+    person_type: str
+    cpf: str
+    cnpj: str | None
+    name: str
+    mobile_phone: str
+    phone: str | None
+    email: str
+    address: Address
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "person_type": self.person_type,
+            "cpf": self.cpf,
+            "cnpj": self.cnpj,
+            "name": self.name,
+            "mobile_phone": self.mobile_phone,
+            "phone": self.phone,
+            "email": self.email,
+            "address": self.address.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> RegistrationDetails:
+        """Rebuild from :meth:`to_dict` output (e.g. a stored event); types are checked."""
+
+        def text(key: str, *, optional: bool = False) -> str | None:
+            value = data.get(key)
+            if (value is None and optional) or isinstance(value, str):
+                return value
+            raise TypeError(f"{key} must be a string")
+
+        address = data.get("address")
+        if not isinstance(address, Mapping):
+            raise TypeError("address must be a mapping")
+        return cls(
+            person_type=_present(text("person_type")),
+            cpf=_present(text("cpf")),
+            cnpj=text("cnpj", optional=True),
+            name=_present(text("name")),
+            mobile_phone=_present(text("mobile_phone")),
+            phone=text("phone", optional=True),
+            email=_present(text("email")),
+            address=Address.from_dict(address),
+        )
+
+
+def _present(value: str | None) -> str:
+    # Only reached once every required field was found valid, so None is a programming error.
+    if value is None:
+        raise RuntimeError("a required value is missing after validation")
+    return value
+
+
+class _Reader:
+    """Reads one JSON object, recording a FieldError per bad field instead of stopping."""
+
+    def __init__(
+        self, data: Mapping[object, object], prefix: str, errors: list[FieldError]
+    ) -> None:
+        self.data = data
+        self.prefix = prefix
+        self.errors = errors
+
+    def fail(self, key: str, code: str, message: str) -> None:
+        self.errors.append(FieldError(self.prefix + key, code, message))
+
+    def reject_unknown(self, known: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in known:
+                self.fail(str(key), UNKNOWN_FIELD, f"Unknown field {self.prefix}{key}")
+
+    def string(self, key: str, label: str, *, required: bool) -> str | None:
+        """The raw string, or None when absent/null/blank (an error if it is required)."""
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                self.fail(key, REQUIRED, f"{label} is required")
+            return None
+        if not isinstance(value, str):
+            self.fail(key, WRONG_TYPE, f"{label} must be a string")
+            return None
+        if not value.strip():
+            if required:
+                self.fail(key, REQUIRED, f"{label} is required")
+            return None
+        return value
+
+    def normalised(
+        self, key: str, label: str, normalise: Callable[[str], str], *, required: bool = True
+    ) -> str | None:
+        value = self.string(key, label, required=required)
+        if value is None:
+            return None
+        try:
+            return normalise(value)
+        except InvalidValue as error:
+            self.fail(key, error.code, error.message)
+            return None
+
+    def text(
+        self, key: str, label: str, *, min_len: int = 1, max_len: int = 200, required: bool = True
+    ) -> str | None:
+        """Free text, trimmed and NFC-normalised so equal-looking strings are stored equal."""
+        value = self.string(key, label, required=required)
+        if value is None:
+            return None
+        text = unicodedata.normalize("NFC", value.strip())
+        # PostgreSQL text rejects NUL and UTF-8 cannot encode lone surrogates.
+        if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
+            self.fail(key, INVALID_CHARACTERS, f"{label} contains control characters")
+        elif len(text) < min_len:
+            self.fail(key, TOO_SHORT, f"{label} must be at least {min_len} characters")
+        elif len(text) > max_len:
+            self.fail(key, TOO_LONG, f"{label} must be at most {max_len} characters")
+        else:
+            return text
+        return None
+
+
+def parse_registration_form(data: object) -> RegistrationDetails:
+    """Validate and normalise a decoded JSON body; raise ``InvalidRegistration`` listing all."""
+    errors: list[FieldError] = []
+    if not isinstance(data, Mapping):
+        raise InvalidRegistration([FieldError("", WRONG_TYPE, "The body must be a JSON object")])
+    form = _Reader(data, "", errors)
+    form.reject_unknown(_FIELDS)
+
+    person_type = _person_type(form)
+    cpf = form.normalised("cpf", "CPF", normalise_cpf)
+    cnpj = _cnpj(form, person_type)
+    name = form.text("name", "Name", min_len=2)
+    mobile_phone = form.normalised("mobile_phone", "Mobile phone", normalise_mobile_phone)
+    phone = form.normalised("phone", "Phone", normalise_landline, required=False)
+    email = form.normalised("email", "Email", normalise_email)
+    _email_confirmation(form, email)
+    address = _address(form)
+    _accepted_terms(form)
+
+    if errors:
+        raise InvalidRegistration(errors)
+    return RegistrationDetails(
+        person_type=_present(person_type),
+        cpf=_present(cpf),
+        cnpj=cnpj,
+        name=_present(name),
+        mobile_phone=_present(mobile_phone),
+        phone=phone,
+        email=_present(email),
+        address=_present_address(address),
+    )
+
+
+def _present_address(address: Address | None) -> Address:
+    if address is None:
+        raise RuntimeError("address is missing after validation")
+    return address
+
+
+def _person_type(form: _Reader) -> str | None:
+    value = form.string("person_type", "Person type", required=True)
+    if value is not None and value not in (PF, PJ):
+        form.fail("person_type", INVALID_CHOICE, "Person type must be PF or PJ")
+        return None
+    return value
+
+
+def _cnpj(form: _Reader, person_type: str | None) -> str | None:
+    if person_type == PF:
+        if form.data.get("cnpj") is not None:
+            form.fail("cnpj", NOT_ALLOWED, "CNPJ must be absent or null for a PF registration")
+        return None
+    # With an unknown person type the CNPJ is still checked, just not demanded.
+    return form.normalised("cnpj", "CNPJ", normalise_cnpj, required=person_type == PJ)
+
+
+def _email_confirmation(form: _Reader, email: str | None) -> None:
+    confirmation = form.string("email_confirmation", "Email confirmation", required=True)
+    if email is None or confirmation is None:
+        return
+    try:
+        matches = normalise_email(confirmation) == email
+    except InvalidValue:
+        matches = False
+    if not matches:
+        form.fail("email_confirmation", MISMATCH, "Email confirmation does not match email")
+
+
+def _address(form: _Reader) -> Address | None:
+    value = form.data.get("address")
+    if value is None:
+        form.fail("address", REQUIRED, "Address is required")
+        return None
+    if not isinstance(value, Mapping):
+        form.fail("address", WRONG_TYPE, "Address must be an object")
+        return None
+    before = len(form.errors)
+    address = _Reader(value, "address.", form.errors)
+    address.reject_unknown(_ADDRESS_FIELDS)
+    cep = address.normalised("cep", "CEP", normalise_cep)
+    street = address.text("street", "Street")
+    number = address.text("number", "Number", max_len=20)
+    complement = address.text("complement", "Complement", required=False)
+    neighborhood = address.text("neighborhood", "Neighborhood")
+    city = address.text("city", "City")
+    state = address.normalised("state", "State", normalise_state)
+    if len(form.errors) > before:
+        return None
+    return Address(
+        cep=_present(cep),
+        street=_present(street),
+        number=_present(number),
+        complement=complement,
+        neighborhood=_present(neighborhood),
+        city=_present(city),
+        state=_present(state),
+    )
+
+
+def _accepted_terms(form: _Reader) -> None:
+    value = form.data.get("accepted_terms")
+    if value is None:
+        form.fail("accepted_terms", REQUIRED, "Accepting the terms is required")
+    elif not isinstance(value, bool):
+        form.fail("accepted_terms", WRONG_TYPE, "Accepted terms must be the boolean true")
+    elif value is not True:
+        form.fail("accepted_terms", MUST_BE_TRUE, "The terms must be accepted")
