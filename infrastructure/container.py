@@ -10,34 +10,48 @@ from dataclasses import dataclass
 import structlog
 from litestar import Litestar
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.registering import RegisterUser
 from application.services import Services
+from application.status import GetRegistrationStatus
 from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.logging import configure_logging
+from infrastructure.read_side import ReadSide
+from infrastructure.read_store import make_engine
 from infrastructure.settings import Settings
+from infrastructure.status_queries import StatusQueries
 from interfaces.http.app import create_app
 
 log = structlog.get_logger(__name__)
 
 
 def migrate(settings: Settings) -> None:
-    """Create or upgrade every schema this service owns."""
+    """Create or upgrade every schema this service owns: event store, read models, shards."""
     assert settings.database_url, "DATABASE_URL is required to migrate"
     events = open_event_store(settings.database_url, pool_size=1, create_table=True)
     events.close()
-    log.info("migrated", schema="event_store")
+
+    async def read_models() -> None:
+        read_side = ReadSide.open(settings)
+        try:
+            await read_side.migrate()
+        finally:
+            await read_side.close()
+
+    asyncio.run(read_models())
+    log.info("migrated", shards=len(settings.shard_urls))
 
 
 @dataclass
 class Container:
     settings: Settings
     events: SignupEvents
+    read_engine: AsyncEngine
     redis: Redis
     group_commit: GroupCommit
-    register_user: RegisterUser
-    idempotency: RedisIdempotencyStore
+    services: Services
 
     @classmethod
     async def start(cls, settings: Settings) -> Container:
@@ -46,6 +60,7 @@ class Container:
             open_event_store, settings.database_url, settings.db_pool_size
         )
         redis = Redis.from_url(settings.redis_url)
+        read_engine = make_engine(settings.read_url, pool_size=settings.db_pool_size)
         group_commit = GroupCommit(
             BatchRecorder(events),
             max_size=settings.batch_max_size,
@@ -53,22 +68,25 @@ class Container:
             concurrency=settings.append_concurrency,
         )
         group_commit.start()
-        return cls(
-            settings=settings,
-            events=events,
-            redis=redis,
-            group_commit=group_commit,
+        container = cls(settings, events, read_engine, redis, group_commit, None)  # type: ignore[arg-type]
+        container.services = Services(
             register_user=RegisterUser(group_commit, settings.reservation_key.encode()),
             idempotency=RedisIdempotencyStore(
                 redis,
                 ttl_seconds=settings.idempotency_ttl_seconds,
                 in_flight_seconds=settings.idempotency_in_flight_seconds,
             ),
+            get_status=GetRegistrationStatus(
+                StatusQueries(read_engine, events, redis, settings.status_cache_seconds)
+            ),
+            readiness=container.readiness,
         )
+        return container
 
     async def stop(self) -> None:
         await self.group_commit.stop()
         await self.redis.aclose()
+        await self.read_engine.dispose()
         await asyncio.to_thread(self.events.close)
 
     async def readiness(self) -> dict[str, bool]:
@@ -82,16 +100,16 @@ class Container:
             except Exception:
                 return False
 
-        async def redis() -> bool:
-            try:
-                return bool(await asyncio.wait_for(self.redis.ping(), timeout=2))
-            except Exception:
-                return False
-
         async def postgres_in_time() -> bool:
             try:
                 return await asyncio.wait_for(asyncio.to_thread(postgres), timeout=3)
             except TimeoutError:
+                return False
+
+        async def redis() -> bool:
+            try:
+                return bool(await asyncio.wait_for(self.redis.ping(), timeout=2))
+            except Exception:
                 return False
 
         pg_ok, redis_ok = await asyncio.gather(postgres_in_time(), redis())
@@ -102,7 +120,7 @@ class Container:
 async def running_services(settings: Settings) -> AsyncIterator[Services]:
     container = await Container.start(settings)
     try:
-        yield Services(container.register_user, container.idempotency, container.readiness)
+        yield container.services
     finally:
         await container.stop()
 
@@ -116,3 +134,13 @@ def build_app_from_env() -> Litestar:
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     return build_app(settings)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Projectors and the process manager, until ``stop`` is set."""
+    read_side = ReadSide.open(settings)
+    try:
+        log.info("worker_started", projections=[p.name for p in read_side.all_projectors])
+        await read_side.run(stop)
+    finally:
+        await read_side.close()

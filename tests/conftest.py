@@ -38,8 +38,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def settings(postgres_url: str, redis_url: str) -> Settings:
-    """Settings for a fresh, migrated database of its own."""
-    configured = Settings(database_url=create_database(postgres_url), redis_url=redis_url)
+    """Settings for fresh, migrated databases of its own: events and read models, two shards."""
+    configured = Settings(
+        database_url=create_database(postgres_url),
+        redis_url=redis_url,
+        shard_database_urls=(create_database(postgres_url), create_database(postgres_url)),
+        retry_base_seconds=0.05,
+        retry_max_seconds=0.2,
+        retry_max_attempts=3,
+    )
     migrate(configured)
     return configured
 

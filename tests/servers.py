@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
+
+from infrastructure.embedded import ensure_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,10 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def create_database(server_url: str) -> str:
     """A fresh, empty database on the server, so tests never see each other's rows."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, query = server_url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    return ensure_database(server_url, name)
 
 
 def free_port() -> int:

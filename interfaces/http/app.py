@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from application.services import Services
-from interfaces.http import health, registrations
+from interfaces.http import health, registrations, status
 from interfaces.http.logging import canonical_log_line
 from interfaces.http.problems import exception_handlers, problem_details_plugin
 
@@ -33,7 +33,12 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
         return holder["services"]
 
     return Litestar(
-        route_handlers=[registrations.register, health.live, health.ready],
+        route_handlers=[
+            registrations.register,
+            status.registration_status,
+            health.live,
+            health.ready,
+        ],
         dependencies={
             "services": Provide(services, sync_to_thread=False),
         },

@@ -1,0 +1,62 @@
+"""The process manager: retries projections that failed on an event, with backoff, and
+dead-letters the ones that keep failing (the policy is ``RetryPolicy``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class FailedProjection(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def projection(self) -> str: ...
+
+    @property
+    def notification_id(self) -> int: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+
+class FailureLog(Protocol):
+    async def due(self, limit: int = 100) -> list[FailedProjection]: ...
+
+    async def resolve(self, failure: FailedProjection) -> None: ...
+
+    async def attempt_failed(self, failure: FailedProjection, error: str) -> FailedProjection: ...
+
+
+class Replayer(Protocol):
+    async def replay(self, projection: str, notification_id: int) -> None:
+        """Project that one event again; raises what the projection raises."""
+
+    def transient(self, error: BaseException) -> bool:
+        """Whether the error is an outage (not the event's fault), so it costs no attempt."""
+
+
+@dataclass
+class ProcessManager:
+    failures: FailureLog
+    replayer: Replayer
+
+    async def retry(self, failure: FailedProjection) -> bool:
+        """One attempt; True when the event is now projected."""
+        try:
+            await self.replayer.replay(failure.projection, failure.notification_id)
+        except Exception as error:
+            if self.replayer.transient(error):
+                raise
+            await self.failures.attempt_failed(failure, repr(error))
+            return False
+        await self.failures.resolve(failure)
+        return True
+
+    async def retry_due(self, limit: int = 100) -> int:
+        """Retry every failure whose time has come; returns how many were retried."""
+        due = await self.failures.due(limit)
+        for failure in due:
+            await self.retry(failure)
+        return len(due)

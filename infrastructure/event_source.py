@@ -1,0 +1,77 @@
+"""Reads the event store's notification log for the projectors, in batches, asynchronously."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Mapper, StoredEvent
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infrastructure.event_store import SignupEvents
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: int
+    registration_id: uuid.UUID
+    topic: str
+    event: Any  # the domain event, decoded only for topics the reader asked for
+
+
+def event_mapper() -> Mapper[uuid.UUID]:
+    """The same transcoding the event store writes with, without opening a connection."""
+    return SignupEvents(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper
+
+
+@dataclass
+class EventSource:
+    engine: AsyncEngine
+    mapper: Mapper[uuid.UUID]
+    table: str = "signup_events"
+
+    async def read(
+        self, after: int, limit: int, topics: Sequence[str], up_to: int | None = None
+    ) -> tuple[list[Notification], int]:
+        """Events of ``topics`` after ``after``, and the position the read reached.
+
+        Every notification is scanned so the position passes events of other topics too, but
+        only the wanted ones bring their payload over the wire.
+        """
+        statement = text(
+            f"SELECT notification_id, originator_id, originator_version, topic,"
+            f" CASE WHEN topic = ANY(:topics) THEN state END AS state"
+            f' FROM "{self.table}" WHERE notification_id > :after'
+            + (" AND notification_id <= :up_to" if up_to is not None else "")
+            + " ORDER BY notification_id LIMIT :limit"
+        )
+        params: dict[str, Any] = {"after": after, "limit": limit, "topics": list(topics)}
+        if up_to is not None:
+            params["up_to"] = up_to
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(statement, params)).all()
+        reached = rows[-1].notification_id if rows else after
+        return [self._decode(row) for row in rows if row.state is not None], reached
+
+    async def read_one(self, notification_id: int) -> Notification | None:
+        statement = text(
+            f"SELECT notification_id, originator_id, originator_version, topic, state"
+            f' FROM "{self.table}" WHERE notification_id = :id'
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(statement, {"id": notification_id})).first()
+        return self._decode(row) if row is not None else None
+
+    async def head(self) -> int:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(text(f'SELECT max(notification_id) FROM "{self.table}"'))
+            return int(result.scalar_one_or_none() or 0)
+
+    def _decode(self, row: Any) -> Notification:
+        event = self.mapper.to_domain_event(
+            StoredEvent(row.originator_id, row.originator_version, row.topic, bytes(row.state))
+        )
+        return Notification(row.notification_id, row.originator_id, row.topic, event)

@@ -1,0 +1,204 @@
+"""Parked events and dead letters, kept beside the registration status read model.
+
+The status read model and this table share a database so that a registration's status and
+its failures change in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from application.retry_policy import RetryPolicy
+from infrastructure.event_source import Notification
+from infrastructure.read_store import DEAD, RETRYING, projection_failures, row_dict
+from projections.registration_status import COMPLETED, FAILED
+from projections.shards import user_id_for
+
+# A later event of a registration whose earlier event is parked waits behind it.
+WAITING = "waiting behind an earlier failed event of this registration"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    id: int
+    projection: str
+    notification_id: int
+    registration_id: uuid.UUID
+    topic: str
+    error: str
+    attempts: int
+    state: str
+    first_failed_at: datetime
+    last_failed_at: datetime
+    next_attempt_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Failure:
+        return cls(**row_dict(row))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class FailureLog:
+    engine: AsyncEngine
+    policy: RetryPolicy
+
+    async def held(self, projection: str, registration_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these registrations have an open failure in this projection."""
+        ids = list(set(registration_ids))
+        if not ids:
+            return set()
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(projection_failures.c.registration_id).where(
+                    projection_failures.c.projection == projection,
+                    projection_failures.c.registration_id.in_(ids),
+                )
+            )
+            return set(result.scalars())
+
+    async def park(self, projection: str, notification: Notification, error: str, *, first_attempt: bool) -> None:
+        """Record that ``projection`` could not handle this event (``first_attempt``) or that
+        it waits behind an earlier failure of its registration."""
+        attempts = 1 if first_attempt else 0
+        dead = first_attempt and self.policy.gives_up(attempts)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(projection_failures)
+                .values(
+                    projection=projection,
+                    notification_id=notification.id,
+                    registration_id=notification.registration_id,
+                    topic=notification.topic,
+                    error=error,
+                    attempts=attempts,
+                    state=DEAD if dead else RETRYING,
+                    next_attempt_at=_now() + self.policy.delay_after(attempts),
+                )
+                .on_conflict_do_nothing()
+            )
+            if dead:
+                await mark_failed(conn, notification.registration_id, error)
+
+    async def due(self, limit: int = 100) -> list[Failure]:
+        """Retrying failures whose time has come, oldest event first; a registration's later
+        events wait until its earlier ones are resolved."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                text(
+                    "SELECT f.* FROM projection_failures f"
+                    " WHERE f.state = :retrying AND f.next_attempt_at <= now()"
+                    " AND NOT EXISTS (SELECT 1 FROM projection_failures e"
+                    "   WHERE e.projection = f.projection"
+                    "   AND e.registration_id = f.registration_id"
+                    "   AND e.notification_id < f.notification_id)"
+                    " ORDER BY f.notification_id LIMIT :limit"
+                ),
+                {"retrying": RETRYING, "limit": limit},
+            )
+            return [Failure.from_row(row) for row in result]
+
+    async def get(self, failure_id: int) -> Failure | None:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(projection_failures).where(projection_failures.c.id == failure_id)
+            )
+            row = result.first()
+            return Failure.from_row(row) if row is not None else None
+
+    async def list(self, state: str | None = DEAD) -> list[Failure]:
+        statement = select(projection_failures).order_by(projection_failures.c.notification_id)
+        if state is not None:
+            statement = statement.where(projection_failures.c.state == state)
+        async with self.engine.connect() as conn:
+            return [Failure.from_row(row) for row in await conn.execute(statement)]
+
+    async def count(self) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(projection_failures.c.state, func.count()).group_by(
+                    projection_failures.c.state
+                )
+            )
+            return {state: int(n) for state, n in result.all()}
+
+    async def resolve(self, failure: Failure) -> None:
+        """The event is now projected: forget the failure and, when nothing else of this
+        registration is open and the status projector has already seen it, complete it."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                projection_failures.delete().where(projection_failures.c.id == failure.id)
+            )
+            await conn.execute(
+                text(
+                    "UPDATE registration_status SET status = :completed, reason = NULL,"
+                    " user_id = :uid, updated_at = now()"
+                    " WHERE registration_id = :rid AND status <> :completed"
+                    " AND NOT EXISTS (SELECT 1 FROM projection_failures"
+                    "   WHERE registration_id = :rid)"
+                ),
+                {
+                    "completed": COMPLETED,
+                    "rid": failure.registration_id,
+                    "uid": user_id_for(failure.registration_id),
+                },
+            )
+
+    async def attempt_failed(self, failure: Failure, error: str) -> Failure:
+        attempts = failure.attempts + 1
+        dead = self.policy.gives_up(attempts)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                projection_failures.update()
+                .where(projection_failures.c.id == failure.id)
+                .values(
+                    attempts=attempts,
+                    error=error,
+                    state=DEAD if dead else RETRYING,
+                    last_failed_at=func.now(),
+                    next_attempt_at=_now() + self.policy.delay_after(attempts),
+                )
+                .returning(*projection_failures.c)
+            )
+            updated = Failure.from_row(result.one())
+            if dead:
+                await mark_failed(conn, failure.registration_id, error)
+            return updated
+
+    async def discard(self, failure_id: int) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                projection_failures.delete()
+                .where(projection_failures.c.id == failure_id)
+                .returning(projection_failures.c.id)
+            )
+            return result.first() is not None
+
+
+async def mark_failed(conn: AsyncConnection, registration_id: uuid.UUID, error: str) -> None:
+    """A dead letter fails its registration, if the status projector has seen it already
+    (otherwise that projector will find the dead letter itself)."""
+    await conn.execute(
+        text(
+            "UPDATE registration_status SET status = :failed, reason = :reason, updated_at = now()"
+            " WHERE registration_id = :rid AND status <> :failed"
+        ),
+        {"failed": FAILED, "reason": _reason(error), "rid": registration_id},
+    )
+
+
+def _reason(error: str) -> str:
+    # The reason is shown to the client: say what happened, never the internals.
+    del error
+    return "The registration could not be completed; an operator has been notified."

@@ -1,0 +1,219 @@
+"""Projectors: read the notification log in batches, write rows and position in one transaction.
+
+A batch that fails is replayed one event at a time, so the event at fault is parked for the
+process manager while the others are projected; a registration whose event is parked has its
+later events parked behind it, so its own events stay in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from infrastructure.event_source import EventSource, Notification
+from infrastructure.failures import WAITING, FailureLog
+from infrastructure.read_store import DEAD, ProjectionStore, Row, projection_tables
+from projections.model import Projection
+from projections.registration_status import FAILED, PENDING
+
+log = structlog.get_logger(__name__)
+
+# Errors that say the database is unreachable, not that an event is bad: retry the batch.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, _UNAVAILABLE):
+        return True
+    return isinstance(error, DBAPIError) and (
+        error.connection_invalidated or isinstance(error.orig, _UNAVAILABLE)
+    )
+
+
+class TableSwitched(Exception):
+    """A rebuild switched the active table while this batch was being prepared."""
+
+
+@dataclass
+class Projector:
+    projection: Projection
+    store: ProjectionStore
+    source: EventSource
+    failures: FailureLog
+    batch_size: int = 1000
+    # The status projector may not pass the slowest of the others.
+    gate: Callable[[], Awaitable[int]] | None = None
+    table: str | None = None
+    projected: int = field(default=0, init=False)
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    async def step(self, table: str | None = None, *, up_to: int | None = None) -> int:
+        """Project the next batch into ``table`` (the active one by default).
+
+        Returns how many notifications it moved past, 0 when caught up.
+        """
+        live = table is None
+        target = table or await self.store.active_table()
+        position = await self.store.position(target)
+        limit = up_to
+        if self.gate is not None:
+            gate = await self.gate()
+            limit = gate if limit is None else min(limit, gate)
+        notes, reached = await self.source.read(
+            position, self.batch_size, self.projection.topics, limit
+        )
+        if reached == position:
+            return 0
+        held = await self.failures.held(self.name, (n.registration_id for n in notes))
+        try:
+            async with self.store.engine.begin() as conn:
+                if live:
+                    await self._check_active(conn, target)
+                waiting = [n for n in notes if n.registration_id in held]
+                if waiting:
+                    raise _Isolate
+                await self.write(conn, target, notes, reached)
+        except TableSwitched:
+            return 1
+        except Exception as error:
+            if is_unavailable(error):
+                raise
+            await self._one_by_one(target, notes, reached, held, live=live)
+        self.projected += len(notes)
+        return reached - position
+
+    async def write(
+        self, conn: AsyncConnection, table: str, notes: Sequence[Notification], position: int
+    ) -> None:
+        rows = [row for note in notes for row in self.projection.reduce(note.event)]
+        await self.store.write(table, rows, position, conn)
+
+    async def apply(self, note: Notification) -> None:
+        """Project one event into the active table without moving the position (a retry)."""
+        table = await self.store.active_table()
+        async with self.store.engine.begin() as conn:
+            await self.write(conn, table, [note], position=0)
+
+    async def _check_active(self, conn: AsyncConnection, planned: str) -> None:
+        # FOR SHARE: a rebuild switching tables holds this row FOR UPDATE, so this batch
+        # either commits before the switch (and the rebuild's catch-up sees it) or sees it.
+        result = await conn.execute(
+            select(projection_tables.c.active_table)
+            .where(projection_tables.c.projection == self.name)
+            .with_for_update(read=True)
+        )
+        if result.scalar_one() != planned:
+            raise TableSwitched
+
+    async def _one_by_one(
+        self,
+        table: str,
+        notes: Sequence[Notification],
+        reached: int,
+        held: set[Any],
+        *,
+        live: bool,
+    ) -> None:
+        for note in notes:
+            if note.registration_id in held:
+                await self.failures.park(self.name, note, WAITING, first_attempt=False)
+            else:
+                try:
+                    async with self.store.engine.begin() as conn:
+                        await self.write(conn, table, [note], note.id)
+                    continue
+                except Exception as error:
+                    if is_unavailable(error):
+                        raise
+                    log.warning(
+                        "projection_failed",
+                        projection=self.name,
+                        notification_id=note.id,
+                        error=repr(error),
+                    )
+                    await self.failures.park(self.name, note, repr(error), first_attempt=True)
+                    held.add(note.registration_id)
+            # The failure is recorded before the position passes the event, so whoever sees
+            # the new position also sees the failure.
+            async with self.store.engine.begin() as conn:
+                await self.store.write(table, [], note.id, conn)
+        async with self.store.engine.begin() as conn:
+            await self.store.write(table, [], reached, conn)
+
+
+class _Isolate(Exception):
+    """Some events of the batch must be parked: go through it one event at a time."""
+
+
+@dataclass
+class StatusProjector(Projector):
+    """Writes each registration's status from the failures the other projectors recorded."""
+
+    async def write(
+        self, conn: AsyncConnection, table: str, notes: Sequence[Notification], position: int
+    ) -> None:
+        rows = [row for note in notes for row in self.projection.reduce(note.event)]
+        if rows:
+            # FOR SHARE: the process manager's resolve/give-up waits for this transaction,
+            # and then its own update sees the row written here.
+            result = await conn.execute(
+                text(
+                    "SELECT registration_id, state FROM projection_failures"
+                    " WHERE registration_id = ANY(:ids) FOR SHARE"
+                ),
+                {"ids": [row["registration_id"] for row in rows]},
+            )
+            states: dict[Any, set[str]] = {}
+            for rid, state in result.all():
+                states.setdefault(rid, set()).add(state)
+            rows = [_with_failures(row, states.get(row["registration_id"], set())) for row in rows]
+        await self.store.write(table, rows, position, conn)
+
+    async def apply(self, note: Notification) -> None:
+        raise NotImplementedError("the status projector is not retried event by event")
+
+
+def _with_failures(row: Row, states: set[str]) -> Row:
+    if DEAD in states:
+        return {
+            **row,
+            "status": FAILED,
+            "user_id": None,
+            "reason": "The registration could not be completed; an operator has been notified.",
+        }
+    if states:
+        return {**row, "status": PENDING, "user_id": None}
+    return row
+
+
+async def run_forever(
+    projector: Projector, stop: asyncio.Event, idle: float = 0.05, backoff: float = 1.0
+) -> None:
+    """Step until ``stop`` is set; sleep when caught up; back off while a database is down."""
+    while not stop.is_set():
+        try:
+            moved = await projector.step()
+        except Exception as error:
+            log.warning("projector_unavailable", projection=projector.name, error=repr(error))
+            moved = 0
+            await _sleep(stop, backoff)
+            continue
+        if moved == 0:
+            await _sleep(stop, idle)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,188 @@
+"""The read side's parts, wired: engines, projectors, the process manager, rebuilds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.process_manager import ProcessManager
+from application.retry_policy import RetryPolicy
+from infrastructure.event_source import EventSource, event_mapper
+from infrastructure.failures import FailureLog
+from infrastructure.projector import Projector, StatusProjector, is_unavailable, run_forever
+from infrastructure.read_store import ProjectionStore, make_engine, main_catalog
+from infrastructure.settings import Settings
+from projections.email_lookup import email_lookup
+from projections.model import Projection
+from projections.registration_status import registration_status
+from projections.shards import ShardMap
+from projections.users import users
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ReadSide:
+    settings: Settings
+    events_engine: AsyncEngine
+    read_engine: AsyncEngine
+    shard_engines: list[AsyncEngine]
+    source: EventSource
+    failures: FailureLog
+    projectors: dict[str, Projector]
+    status: StatusProjector
+    process_manager: ProcessManager = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.process_manager = ProcessManager(self.failures, self)  # type: ignore[arg-type]
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        customise: Callable[[Projection], Projection] | None = None,
+    ) -> ReadSide:
+        """``customise`` lets a test wrap a projection (to make it fail on an event)."""
+        wrap = customise or (lambda projection: projection)
+        events_engine = make_engine(settings.database_url or settings.read_url, pool_size=4)
+        read_engine = make_engine(settings.read_url, pool_size=4)
+        shard_engines = [make_engine(url, pool_size=2) for url in settings.shard_urls]
+        source = EventSource(events_engine, event_mapper())
+        policy = RetryPolicy(
+            max_attempts=settings.retry_max_attempts,
+            base=timedelta(seconds=settings.retry_base_seconds),
+            cap=timedelta(seconds=settings.retry_max_seconds),
+        )
+        failures = FailureLog(read_engine, policy)
+        shard_map = ShardMap(settings.logical_shards, settings.shard_urls)
+        batch = settings.projection_batch_size
+
+        def projector(projection: Projection, engine: AsyncEngine) -> Projector:
+            return Projector(wrap(projection), ProjectionStore(projection, engine), source, failures, batch)
+
+        projectors = {
+            p.name: p
+            for p in [
+                projector(email_lookup(settings.logical_shards), read_engine),
+                *(
+                    projector(users(shard_map, index), engine)
+                    for index, engine in enumerate(shard_engines)
+                ),
+            ]
+        }
+        status_projection = wrap(registration_status())
+        status = StatusProjector(
+            status_projection,
+            ProjectionStore(status_projection, read_engine),
+            source,
+            failures,
+            batch,
+        )
+        read_side = cls(
+            settings, events_engine, read_engine, shard_engines, source, failures, projectors, status
+        )
+        status.gate = read_side.slowest_position
+        return read_side
+
+    @property
+    def all_projectors(self) -> list[Projector]:
+        return [*self.projectors.values(), self.status]
+
+    def projector(self, name: str) -> Projector:
+        for projector in self.all_projectors:
+            if projector.name == name:
+                return projector
+        raise KeyError(name)
+
+    async def migrate(self) -> None:
+        async with self.read_engine.begin() as conn:
+            await conn.run_sync(main_catalog.create_all)
+        for projector in self.all_projectors:
+            await projector.store.ensure()
+
+    async def slowest_position(self) -> int:
+        positions = []
+        for projector in self.projectors.values():
+            positions.append(await projector.store.position(await projector.store.active_table()))
+        return min(positions)
+
+    async def replay(self, projection: str, notification_id: int) -> None:
+        note = await self.source.read_one(notification_id)
+        if note is None:
+            raise LookupError(f"no event {notification_id} in the event store")
+        await self.projector(projection).apply(note)
+
+    def transient(self, error: BaseException) -> bool:
+        return is_unavailable(error)
+
+    async def lag(self) -> dict[str, tuple[int, int]]:
+        """Each projection's position and how many notifications it is behind."""
+        head = await self.source.head()
+        report = {}
+        for projector in self.all_projectors:
+            position = await projector.store.position(await projector.store.active_table())
+            report[projector.name] = (position, head - position)
+        return report
+
+    async def run(self, stop: asyncio.Event, retry_every: float = 0.5) -> None:
+        """Every projector and the process manager, until ``stop`` is set."""
+        tasks = [asyncio.create_task(run_forever(p, stop)) for p in self.all_projectors]
+        tasks.append(asyncio.create_task(self._retry_loop(stop, retry_every)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _retry_loop(self, stop: asyncio.Event, every: float) -> None:
+        while not stop.is_set():
+            try:
+                await self.process_manager.retry_due()
+            except Exception as error:
+                log.warning("process_manager_unavailable", error=repr(error))
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except TimeoutError:
+                pass
+
+    async def rebuild(
+        self, name: str, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[str, str]:
+        """Replay every event into a new table beside the live one, then switch atomically.
+
+        Returns (old table, new table). Queries read the old table until the switch.
+        """
+        projector = self.projector(name)
+        store = projector.store
+        new_table = f"{projector.projection.table_version}_r{int(time.time())}"
+        async with store.engine.begin() as conn:
+            await store.create_table(conn, new_table)
+        head = await self.source.head()
+        while await projector.step(new_table) > 0:
+            if progress is not None:
+                progress(await store.position(new_table), head)
+            head = max(head, await self.source.head())
+        # The switch: lock the catalog row (live batches wait), catch up the last events,
+        # and point the view at the new table, in one transaction.
+        async with store.engine.begin() as conn:
+            await store.lock_catalog(conn)
+            while True:
+                moved = await projector.step(new_table)
+                if moved == 0:
+                    break
+            old_table = await store.switch(conn, new_table)
+        await store.drop(old_table)
+        if progress is not None:
+            progress(await store.position(new_table), await self.source.head())
+        return old_table, new_table
+
+    async def close(self) -> None:
+        for engine in {self.events_engine, self.read_engine, *self.shard_engines}:
+            await engine.dispose()

@@ -1,0 +1,263 @@
+"""Read-model storage on PostgreSQL (SQLAlchemy 2, asyncpg).
+
+Each projection writes into a versioned table (``email_lookup_v1``) through which queries look
+via a view of the plain name (``email_lookup``), so a rebuild can fill a new table beside the
+live one and switch the view atomically. Each table has its own tracking row in the same
+database, written in the same transaction as its rows: exactly-once per database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from projections.model import Projection, Row
+
+catalog = MetaData()
+
+# Which table each projection currently answers from.
+projection_tables = Table(
+    "projection_tables",
+    catalog,
+    Column("projection", String(100), primary_key=True),
+    Column("active_table", String(100), nullable=False),
+)
+
+projection_tracking = Table(
+    "projection_tracking",
+    catalog,
+    Column("table_name", String(100), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+# Events a projection failed on: retried with backoff while ``retrying``, kept as dead
+# letters once ``dead``. Lives in the main read database, beside the status read model.
+main_catalog = MetaData()
+
+projection_failures = Table(
+    "projection_failures",
+    main_catalog,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("projection", String(100), nullable=False),
+    Column("notification_id", BigInteger, nullable=False),
+    Column("registration_id", UUID(as_uuid=True), nullable=False, index=True),
+    Column("topic", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("first_failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    # One row per (projection, event): parking it again after a crash cannot duplicate it.
+    UniqueConstraint("projection", "notification_id"),
+)
+
+RETRYING = "retrying"
+DEAD = "dead"
+
+
+def email_lookup_table(name: str) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column("email", Text, primary_key=True),
+        Column("registration_id", UUID(as_uuid=True), nullable=False),
+        Column("shard", Integer, nullable=False),
+        Column("registered_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+def users_table(name: str) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column("user_id", UUID(as_uuid=True), primary_key=True),
+        Column("registration_id", UUID(as_uuid=True), nullable=False, unique=True),
+        Column("logical_shard", Integer, nullable=False, index=True),
+        Column("person_type", String(2), nullable=False),
+        Column("cpf", String(11), nullable=False),
+        Column("cnpj", String(14)),
+        Column("name", Text, nullable=False),
+        Column("mobile_phone", String(20), nullable=False),
+        Column("phone", String(20)),
+        Column("email", Text, nullable=False),
+        Column("address", JSONB, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+def status_table(name: str) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column("registration_id", UUID(as_uuid=True), primary_key=True),
+        Column("status", String(10), nullable=False),
+        Column("user_id", UUID(as_uuid=True)),
+        Column("reason", Text),
+        Column("requested_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+_TABLE_SHAPES = {
+    "email_lookup": email_lookup_table,
+    "registration_status": status_table,
+}
+
+
+def table_for(projection: Projection, name: str) -> Table:
+    shape = _TABLE_SHAPES.get(projection.name, users_table)
+    return shape(name)
+
+
+def view_name(projection: Projection) -> str:
+    """Queries read this name; it is a view of the active table."""
+    return "users" if projection.name.startswith("users_shard") else projection.name
+
+
+def async_url(url: str) -> str:
+    """SQLAlchemy wants the driver in the scheme; operators give plain PostgreSQL URLs."""
+    scheme, _, rest = url.partition("://")
+    return f"postgresql+asyncpg://{rest}" if scheme in {"postgres", "postgresql"} else url
+
+
+def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+@dataclass
+class ProjectionStore:
+    """One projection's tables and tracking in its database."""
+
+    projection: Projection
+    engine: AsyncEngine
+
+    async def ensure(self) -> str:
+        """Create the catalog, the first table and its view if missing; return the active table."""
+        async with self.engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('signup_migrate'))"))
+            await conn.run_sync(catalog.create_all)
+            active = await self._active(conn)
+            if active is None:
+                active = self.projection.table_version
+                await self.create_table(conn, active)
+                await conn.execute(
+                    insert(projection_tables).values(
+                        projection=self.projection.name, active_table=active
+                    )
+                )
+                await self._point_view(conn, active)
+            return active
+
+    async def create_table(self, conn: AsyncConnection, name: str) -> None:
+        await conn.run_sync(table_for(self.projection, name).metadata.create_all)
+        await conn.execute(
+            insert(projection_tracking)
+            .values(table_name=name, position=0)
+            .on_conflict_do_nothing()
+        )
+
+    async def _active(self, conn: AsyncConnection) -> str | None:
+        result = await conn.execute(
+            select(projection_tables.c.active_table).where(
+                projection_tables.c.projection == self.projection.name
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def _point_view(self, conn: AsyncConnection, table: str) -> None:
+        view = view_name(self.projection)
+        await conn.execute(text(f'DROP VIEW IF EXISTS "{view}"'))
+        await conn.execute(text(f'CREATE VIEW "{view}" AS SELECT * FROM "{table}"'))
+
+    async def active_table(self) -> str:
+        async with self.engine.connect() as conn:
+            active = await self._active(conn)
+        assert active is not None, f"{self.projection.name} is not migrated"
+        return active
+
+    async def position(self, table: str) -> int:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(projection_tracking.c.position).where(
+                    projection_tracking.c.table_name == table
+                )
+            )
+            return int(result.scalar_one_or_none() or 0)
+
+    async def write(
+        self, table: str, rows: Sequence[Row], position: int | None, conn: AsyncConnection
+    ) -> None:
+        """Rows and (when given) the new position, in the caller's transaction."""
+        if rows:
+            statement = insert(table_for(self.projection, table)).on_conflict_do_nothing()
+            await conn.execute(statement, [dict(row) for row in rows])
+        if position is not None:
+            await conn.execute(
+                projection_tracking.update()
+                .where(projection_tracking.c.table_name == table)
+                .values(position=func.greatest(projection_tracking.c.position, position))
+            )
+
+    async def lock_catalog(self, conn: AsyncConnection) -> None:
+        """Hold this projection's catalog row: live batches wait until the transaction ends."""
+        await conn.execute(
+            select(projection_tables)
+            .where(projection_tables.c.projection == self.projection.name)
+            .with_for_update()
+        )
+
+    async def switch(self, conn: AsyncConnection, new_table: str) -> str:
+        """Make ``new_table`` the one queries read; returns the table it replaced."""
+        old = await self._active(conn)
+        assert old is not None
+        await conn.execute(
+            projection_tables.update()
+            .where(projection_tables.c.projection == self.projection.name)
+            .values(active_table=new_table)
+        )
+        await self._point_view(conn, new_table)
+        return old
+
+    async def drop(self, table: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+            await conn.execute(
+                projection_tracking.delete().where(projection_tracking.c.table_name == table)
+            )
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    registration_id: uuid.UUID
+    status: str
+    requested_at: datetime
+    updated_at: datetime
+    user_id: uuid.UUID | None
+    reason: str | None

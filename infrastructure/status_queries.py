@@ -1,0 +1,87 @@
+"""Answers status queries: Redis cache, then the status read model, then the event store.
+
+The event store is the last resort for the moments between the 202 and the projectors
+catching up: a registration it holds is ``pending`` even before any read model knows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.status import RegistrationStatus
+from domain.registration import UserRegistrationRequested
+from infrastructure.event_store import SignupEvents
+from projections.registration_status import COMPLETED, PENDING
+
+log = structlog.get_logger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(RegistrationStatus).decode
+
+
+@dataclass
+class StatusQueries:
+    read_engine: AsyncEngine
+    events: SignupEvents
+    redis: Redis
+    cache_seconds: int
+    prefix: str = "signup:status:"
+
+    async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
+        cached = await self._cached(registration_id)
+        if cached is not None:
+            return cached
+        found = await self._from_read_model(registration_id)
+        if found is None:
+            return await asyncio.to_thread(self._from_event_store, registration_id)
+        if found.status == COMPLETED:
+            # Only completed is final: a failed registration can still be retried to completed.
+            await self._cache(found)
+        return found
+
+    async def _cached(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
+        try:
+            raw = await self.redis.get(self.prefix + str(registration_id))
+        except RedisError as error:
+            log.warning("status_cache_unavailable", error=str(error))
+            return None
+        return _decode(raw) if raw else None
+
+    async def _cache(self, status: RegistrationStatus) -> None:
+        try:
+            await self.redis.set(
+                self.prefix + str(status.registration_id), _encode(status), ex=self.cache_seconds
+            )
+        except RedisError as error:
+            log.warning("status_cache_unavailable", error=str(error))
+
+    async def _from_read_model(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
+        async with self.read_engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT registration_id, status, requested_at, updated_at, user_id, reason"
+                        " FROM registration_status WHERE registration_id = :id"
+                    ),
+                    {"id": registration_id},
+                )
+            ).first()
+        return RegistrationStatus(**row._mapping) if row is not None else None
+
+    def _from_event_store(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
+        stored = self.events.recorder.select_events(registration_id, limit=1)
+        if not stored:
+            return None
+        event = self.events.mapper.to_domain_event(stored[0])
+        if not isinstance(event, UserRegistrationRequested):
+            return None  # a reservation's id is not a registration's
+        return RegistrationStatus(registration_id, PENDING, event.timestamp, event.timestamp)

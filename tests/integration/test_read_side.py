@@ -1,0 +1,147 @@
+"""The read side: projections turn accepted registrations into users, statuses and lookups."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+
+from infrastructure.read_side import ReadSide
+from infrastructure.settings import Settings
+from projections.model import Projection, Row
+from tests.factories import make_cpf, valid_form
+from tests.read_models import eventually, replayed_rows, table_rows
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+def _person(n: int, email: str | None = None) -> dict[str, Any]:
+    address = email or f"reader{n}@example.com"
+    return valid_form(cpf=make_cpf(2000 + n), email=address, email_confirmation=address)
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, customise: Callable[[Projection], Projection] | None = None
+) -> AsyncIterator[ReadSide]:
+    read_side = ReadSide.open(settings, customise)
+    stop = asyncio.Event()
+    task = asyncio.create_task(read_side.run(stop, retry_every=0.05))
+    try:
+        yield read_side
+    finally:
+        stop.set()
+        await task
+        await read_side.close()
+
+
+async def _register(client: Client, count: int, start: int = 0) -> list[str]:
+    ids = []
+    for n in range(start, start + count):
+        response = await client.post("/registrations", json=_person(n))
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["registration_id"])
+    return ids
+
+
+async def _status(client: Client, registration_id: str) -> dict[str, Any]:
+    response = await client.get(f"/registrations/{registration_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _all_have_status(client: Client, ids: Sequence[str], status: str) -> bool:
+    statuses = [(await _status(client, rid))["status"] for rid in ids]
+    return all(found == status for found in statuses)
+
+
+async def test_a_registration_is_pending_until_the_read_models_have_the_user(
+    client: Client, settings: Settings
+) -> None:
+    [registration_id] = await _register(client, 1)
+
+    before = await _status(client, registration_id)
+    assert before["status"] == "pending"
+    assert set(before) == {"registration_id", "status", "requested_at", "updated_at"}
+
+    async with running_worker(settings):
+        await eventually(lambda: _all_have_status(client, [registration_id], "completed"))
+
+    after = await _status(client, registration_id)
+    assert after["user_id"] and after["requested_at"] == before["requested_at"]
+    assert "reader0@example.com" not in str(after)
+
+
+async def test_every_user_lands_in_exactly_one_shard_and_the_read_models_equal_a_replay(
+    client: Client, settings: Settings
+) -> None:
+    ids = await _register(client, 40)
+    async with running_worker(settings) as read_side:
+        await eventually(lambda: _all_have_status(client, ids, "completed"))
+        rows = await table_rows(read_side)
+        expected = await replayed_rows(read_side)
+
+    assert rows == expected
+    shard_rows = [rows[name] for name in rows if name.startswith("users_shard")]
+    assert len(shard_rows) == 2 and all(shard_rows), "both shards hold some users"
+    assert sum(len(r) for r in shard_rows) == 40
+    assert len(rows["email_lookup"]) == 40
+
+
+async def test_unknown_and_malformed_ids_are_not_found(client: Client) -> None:
+    for registration_id in ["0b7a1c3e-0000-4000-8000-000000000000", "not-a-uuid", "1" * 300]:
+        response = await client.get(f"/registrations/{registration_id}")
+        assert response.status_code == 404
+        assert response.json()["code"] == "registration_not_found"
+
+
+class Poison:
+    """Makes the users projections fail for one email, until fixed."""
+
+    def __init__(self, email: str) -> None:
+        self.email = email
+        self.active = True
+
+    def __call__(self, projection: Projection) -> Projection:
+        if not projection.name.startswith("users_shard"):
+            return projection
+
+        def reduce(event: Any) -> Sequence[Row]:
+            rows = projection.reduce(event)
+            # Only the shard the user lives in fails, as a real fault in its database would.
+            if self.active and rows and event.email == self.email:
+                raise RuntimeError("poisoned by the test")
+            return rows
+
+        return Projection(projection.name, projection.version, projection.topics, reduce)
+
+
+async def test_a_poison_event_is_retried_then_dead_lettered_and_a_retry_after_the_fix_completes_it(
+    client: Client, settings: Settings
+) -> None:
+    poison = Poison("poison@example.com")
+    async with running_worker(settings, poison) as read_side:
+        before = await _register(client, 5)
+        response = await client.post("/registrations", json=_person(99, "poison@example.com"))
+        poisoned = response.json()["registration_id"]
+        after = await _register(client, 5, start=50)
+
+        await eventually(lambda: _all_have_status(client, before + after, "completed"))
+        await eventually(lambda: _all_have_status(client, [poisoned], "failed"))
+        failed = await _status(client, poisoned)
+        assert failed["reason"] and "user_id" not in failed
+        [dead] = await read_side.failures.list()
+        assert dead.attempts == settings.retry_max_attempts
+        assert str(dead.registration_id) == poisoned
+
+        poison.active = False
+        assert await read_side.process_manager.retry(dead)
+        await eventually(lambda: _all_have_status(client, [poisoned], "completed"))
+        assert await read_side.failures.list(state=None) == []
+        rows = await table_rows(read_side)
+        assert rows == await replayed_rows(read_side)

@@ -1,0 +1,58 @@
+"""What the read models hold, and what a fresh replay of the event store says they should."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import text
+
+from infrastructure.read_side import ReadSide
+
+
+async def table_rows(read_side: ReadSide) -> dict[str, set[tuple[Any, ...]]]:
+    """Every projection's rows, as sets of tuples, read through the views queries use."""
+    found: dict[str, set[tuple[Any, ...]]] = {}
+    for projector in read_side.all_projectors:
+        table = await projector.store.active_table()
+        async with projector.store.engine.connect() as conn:
+            rows = (await conn.execute(text(f'SELECT * FROM "{table}"'))).all()
+        found[projector.name] = {_comparable(row._mapping, projector.name) for row in rows}
+    return found
+
+
+async def replayed_rows(read_side: ReadSide) -> dict[str, set[tuple[Any, ...]]]:
+    """The rows the pure reducers give for every event in the store, from the first."""
+    expected: dict[str, set[tuple[Any, ...]]] = {p.name: set() for p in read_side.all_projectors}
+    position = 0
+    while True:
+        notes, reached = await read_side.source.read(position, 1000, _topics(read_side))
+        if reached == position:
+            return expected
+        for note in notes:
+            for projector in read_side.all_projectors:
+                for row in projector.projection.reduce(note.event):
+                    expected[projector.name].add(_comparable(row, projector.name))
+        position = reached
+
+
+def _topics(read_side: ReadSide) -> list[str]:
+    return sorted({t for p in read_side.all_projectors for t in p.projection.topics})
+
+
+def _comparable(row: Any, projection: str) -> tuple[Any, ...]:
+    # updated_at is when the row was written, not a fact of the event.
+    items = {k: v for k, v in dict(row).items() if k != "updated_at"}
+    if "address" in items:
+        items["address"] = tuple(sorted(items["address"].items()))
+    return tuple(sorted(items.items()))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {check}")
+        await asyncio.sleep(0.1)
