@@ -145,3 +145,41 @@ async def test_a_poison_event_is_retried_then_dead_lettered_and_a_retry_after_th
         assert await read_side.failures.list(state=None) == []
         rows = await table_rows(read_side)
         assert rows == await replayed_rows(read_side)
+
+
+async def test_rebuilding_each_projection_gives_the_same_rows_while_status_queries_keep_answering(
+    client: Client, settings: Settings
+) -> None:
+    ids = await _register(client, 60)
+    async with running_worker(settings) as read_side:
+        await eventually(lambda: _all_have_status(client, ids, "completed"))
+        live = await table_rows(read_side)
+        answers: list[int] = []
+        rebuilding = True
+
+        async def poll() -> None:
+            while rebuilding:
+                for rid in ids[:5]:
+                    answers.append((await client.get(f"/registrations/{rid}")).status_code)
+                await asyncio.sleep(0)
+
+        poller = asyncio.create_task(poll())
+        tables = {}
+        for projector in read_side.all_projectors:
+            before = await projector.store.active_table()
+            _, tables[projector.name] = await read_side.rebuild(projector.name)
+            assert tables[projector.name] != before
+        rebuilding = False
+        await poller
+        # New registrations keep flowing into the rebuilt tables.
+        more = await _register(client, 5, start=60)
+        await eventually(lambda: _all_have_status(client, more, "completed"))
+        rebuilt = await table_rows(read_side)
+        replayed = await replayed_rows(read_side)
+        active = {p.name: await p.store.active_table() for p in read_side.all_projectors}
+
+    assert active == tables
+    assert answers and set(answers) == {200}
+    assert all(live[name] <= rebuilt[name] for name in live)
+    assert len(rebuilt["email_lookup"]) == len(live["email_lookup"]) + 5
+    assert rebuilt == replayed
