@@ -1,0 +1,113 @@
+"""A worker killed with SIGKILL at random points loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+from infrastructure.read_side import ReadSide
+from infrastructure.settings import Settings
+from tests.factories import make_cpf, valid_form
+from tests.read_models import eventually, replayed_rows, table_rows
+from tests.servers import ROOT, free_port, signup_process
+
+REGISTRATIONS = int(os.environ.get("SIGNUP_CRASH_TEST_REGISTRATIONS", "5000"))
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
+        "SHARD_DATABASE_URLS": ",".join(settings.shard_database_urls),
+        "SIGNUP_PROJECTION_BATCH_SIZE": "200",
+    }
+
+
+def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "interfaces.cli", "worker"],
+            cwd=ROOT,
+            env={**os.environ, "SIGNUP_LOG_FORMAT": "json", **_env(settings)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "worker.log"
+    kills = 0
+    with signup_process(["api", "--port", str(port)], _env(settings), url, tmp_path / "api.log"):
+        worker = _start_worker(settings, log)
+        sending = True
+
+        async def chaos() -> None:
+            nonlocal worker, kills
+            while sending:
+                await asyncio.sleep(rng.uniform(0.2, 1.2))
+                worker.send_signal(signal.SIGKILL)
+                worker.wait()
+                kills += 1
+                worker = _start_worker(settings, log)
+
+        async def send() -> list[str]:
+            limits = httpx.Limits(max_connections=32)
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+                queue = list(range(REGISTRATIONS))
+                accepted: list[str] = []
+
+                async def one_client() -> None:
+                    while queue:
+                        n = queue.pop()
+                        email = f"crash{n}@example.com"
+                        form = valid_form(cpf=make_cpf(10_000 + n), email=email, email_confirmation=email)
+                        response = await client.post("/registrations", json=form)
+                        assert response.status_code == 202, response.text
+                        accepted.append(response.json()["registration_id"])
+
+                await asyncio.gather(*(one_client() for _ in range(32)))
+                return accepted
+
+        chaos_task = asyncio.create_task(chaos())
+        accepted = await send()
+        sending = False
+        await chaos_task
+
+        read_side = ReadSide.open(settings)
+        try:
+
+            async def all_completed() -> bool:
+                async with read_side.read_engine.connect() as conn:
+                    result = await conn.execute(
+                        text("SELECT count(*) FROM registration_status WHERE status = 'completed'")
+                    )
+                    return result.scalar_one() == len(accepted)
+
+            await eventually(all_completed, timeout=180)
+            rows = await table_rows(read_side)
+            expected = await replayed_rows(read_side)
+        finally:
+            await read_side.close()
+            worker.send_signal(signal.SIGINT)
+            worker.wait(30)
+
+    assert kills >= 2, f"seed {seed}: the worker was killed only {kills} times"
+    assert len(accepted) == REGISTRATIONS
+    shard_users = [user for name in rows if name.startswith("users_shard") for user in rows[name]]
+    assert len(shard_users) == REGISTRATIONS, f"seed {seed}"
+    assert len({dict(user)["user_id"] for user in shard_users}) == REGISTRATIONS, f"seed {seed}"
+    assert rows == expected, f"seed {seed}"
