@@ -16,7 +16,8 @@ class RetryPolicy:
     cap: timedelta = timedelta(minutes=5)
 
     def delay_after(self, attempts: int) -> timedelta:
-        return min(self.cap, self.base * (2 ** max(0, attempts - 1)))
+        delay: timedelta = self.base * (2 ** max(0, attempts - 1))
+        return min(self.cap, delay)
 
     def gives_up(self, attempts: int) -> bool:
         return attempts >= self.max_attempts

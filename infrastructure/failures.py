@@ -68,7 +68,9 @@ class FailureLog:
             )
             return set(result.scalars())
 
-    async def park(self, projection: str, notification: Notification, error: str, *, first_attempt: bool) -> None:
+    async def park(
+        self, projection: str, notification: Notification, error: str, *, first_attempt: bool
+    ) -> None:
         """Record that ``projection`` could not handle this event (``first_attempt``) or that
         it waits behind an earlier failure of its registration."""
         attempts = 1 if first_attempt else 0

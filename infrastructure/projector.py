@@ -8,6 +8,7 @@ later events parked behind it, so its own events stay in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infrastructure.event_source import EventSource, Notification
 from infrastructure.failures import WAITING, FailureLog
-from infrastructure.read_store import DEAD, ProjectionStore, Row, projection_tables
-from projections.model import Projection
+from infrastructure.read_store import DEAD, ProjectionStore, projection_tables
+from projections.model import Projection, Row
 from projections.registration_status import FAILED, PENDING
 
 log = structlog.get_logger(__name__)
@@ -206,14 +207,12 @@ async def run_forever(
         except Exception as error:
             log.warning("projector_unavailable", projection=projector.name, error=repr(error))
             moved = 0
-            await _sleep(stop, backoff)
+            await sleep_unless_stopped(stop, backoff)
             continue
         if moved == 0:
-            await _sleep(stop, idle)
+            await sleep_unless_stopped(stop, idle)
 
 
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

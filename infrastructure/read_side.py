@@ -15,8 +15,14 @@ from application.process_manager import ProcessManager
 from application.retry_policy import RetryPolicy
 from infrastructure.event_source import EventSource, event_mapper
 from infrastructure.failures import FailureLog
-from infrastructure.projector import Projector, StatusProjector, is_unavailable, run_forever
-from infrastructure.read_store import ProjectionStore, make_engine, main_catalog
+from infrastructure.projector import (
+    Projector,
+    StatusProjector,
+    is_unavailable,
+    run_forever,
+    sleep_unless_stopped,
+)
+from infrastructure.read_store import ProjectionStore, main_catalog, make_engine
 from infrastructure.settings import Settings
 from projections.email_lookup import email_lookup
 from projections.model import Projection
@@ -64,7 +70,9 @@ class ReadSide:
         batch = settings.projection_batch_size
 
         def projector(projection: Projection, engine: AsyncEngine) -> Projector:
-            return Projector(wrap(projection), ProjectionStore(projection, engine), source, failures, batch)
+            return Projector(
+                wrap(projection), ProjectionStore(projection, engine), source, failures, batch
+            )
 
         projectors = {
             p.name: p
@@ -85,7 +93,14 @@ class ReadSide:
             batch,
         )
         read_side = cls(
-            settings, events_engine, read_engine, shard_engines, source, failures, projectors, status
+            settings,
+            events_engine,
+            read_engine,
+            shard_engines,
+            source,
+            failures,
+            projectors,
+            status,
         )
         status.gate = read_side.slowest_position
         return read_side
@@ -147,10 +162,7 @@ class ReadSide:
                 await self.process_manager.retry_due()
             except Exception as error:
                 log.warning("process_manager_unavailable", error=repr(error))
-            try:
-                await asyncio.wait_for(stop.wait(), every)
-            except TimeoutError:
-                pass
+            await sleep_unless_stopped(stop, every)
 
     async def rebuild(
         self, name: str, progress: Callable[[int, int], None] | None = None

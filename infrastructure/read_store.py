@@ -174,9 +174,7 @@ class ProjectionStore:
     async def create_table(self, conn: AsyncConnection, name: str) -> None:
         await conn.run_sync(table_for(self.projection, name).metadata.create_all)
         await conn.execute(
-            insert(projection_tracking)
-            .values(table_name=name, position=0)
-            .on_conflict_do_nothing()
+            insert(projection_tracking).values(table_name=name, position=0).on_conflict_do_nothing()
         )
 
     async def _active(self, conn: AsyncConnection) -> str | None:

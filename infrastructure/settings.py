@@ -56,7 +56,9 @@ class Settings:
             retry_base_seconds=float(
                 env.get("SIGNUP_RETRY_BASE_SECONDS", defaults.retry_base_seconds)
             ),
-            retry_max_seconds=float(env.get("SIGNUP_RETRY_MAX_SECONDS", defaults.retry_max_seconds)),
+            retry_max_seconds=float(
+                env.get("SIGNUP_RETRY_MAX_SECONDS", defaults.retry_max_seconds)
+            ),
             status_cache_seconds=int(
                 env.get("SIGNUP_STATUS_CACHE_SECONDS", defaults.status_cache_seconds)
             ),

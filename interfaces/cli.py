@@ -23,6 +23,7 @@ from infrastructure.embedded import embedded_servers
 from infrastructure.logging import configure_logging
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
+from interfaces import bench
 
 log = structlog.get_logger("signup")
 
@@ -180,8 +181,12 @@ def _progress_bar() -> Callable[[int, int], None]:
         width = 40
         filled = width if total == 0 else min(width, width * done // total)
         percent = 100 if total == 0 else min(100, 100 * done // total)
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {percent:3d}% {done}/{total}", end="",
-              file=sys.stderr, flush=True)
+        print(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {percent:3d}% {done}/{total}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return show
 
@@ -191,10 +196,13 @@ def dead_letters(args: argparse.Namespace, settings: Settings) -> None:
         failures = read_side.failures
         if args.action == "list":
             rows = await failures.list(state=None if args.all else "dead")
-            print(f"{'id':>6} {'projection':<20} {'event':>10} {'state':<9} {'tries':>5}  registration")
+            header = f"{'id':>6} {'projection':<20} {'event':>10} {'state':<9} {'tries':>5}"
+            print(f"{header}  registration")
             for f in rows:
-                print(f"{f.id:>6} {f.projection:<20} {f.notification_id:>10} {f.state:<9}"
-                      f" {f.attempts:>5}  {f.registration_id}")
+                print(
+                    f"{f.id:>6} {f.projection:<20} {f.notification_id:>10} {f.state:<9}"
+                    f" {f.attempts:>5}  {f.registration_id}"
+                )
             return 0
         if args.action == "retry" and args.all:
             targets = await failures.list(state="dead")
@@ -264,8 +272,14 @@ def parser() -> argparse.ArgumentParser:
     letters = command("dead-letters", dead_letters, help="events the process manager gave up on")
     letters.add_argument("action", choices=["list", "show", "retry", "discard"])
     letters.add_argument("id", nargs="?", type=int)
-    letters.add_argument("--all", action="store_true", help="retry: every dead letter; list: also those still retrying")
+    letters.add_argument(
+        "--all",
+        action="store_true",
+        help="retry: every dead letter; list: also those still retrying",
+    )
     data_dir(letters)
+
+    bench.add_parser(commands)
     return root
 
 

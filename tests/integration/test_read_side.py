@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
 
-from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from projections.model import Projection, Row
 from tests.factories import make_cpf, valid_form
-from tests.read_models import eventually, replayed_rows, table_rows
+from tests.read_models import (
+    all_have_status,
+    eventually,
+    replayed_rows,
+    running_worker,
+    status_of,
+    table_rows,
+)
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -22,21 +26,6 @@ Client = AsyncTestClient  # type: ignore[type-arg]
 def _person(n: int, email: str | None = None) -> dict[str, Any]:
     address = email or f"reader{n}@example.com"
     return valid_form(cpf=make_cpf(2000 + n), email=address, email_confirmation=address)
-
-
-@asynccontextmanager
-async def running_worker(
-    settings: Settings, customise: Callable[[Projection], Projection] | None = None
-) -> AsyncIterator[ReadSide]:
-    read_side = ReadSide.open(settings, customise)
-    stop = asyncio.Event()
-    task = asyncio.create_task(read_side.run(stop, retry_every=0.05))
-    try:
-        yield read_side
-    finally:
-        stop.set()
-        await task
-        await read_side.close()
 
 
 async def _register(client: Client, count: int, start: int = 0) -> list[str]:
@@ -48,31 +37,19 @@ async def _register(client: Client, count: int, start: int = 0) -> list[str]:
     return ids
 
 
-async def _status(client: Client, registration_id: str) -> dict[str, Any]:
-    response = await client.get(f"/registrations/{registration_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def _all_have_status(client: Client, ids: Sequence[str], status: str) -> bool:
-    statuses = [(await _status(client, rid))["status"] for rid in ids]
-    return all(found == status for found in statuses)
-
-
 async def test_a_registration_is_pending_until_the_read_models_have_the_user(
     client: Client, settings: Settings
 ) -> None:
     [registration_id] = await _register(client, 1)
 
-    before = await _status(client, registration_id)
+    before = await status_of(client, registration_id)
     assert before["status"] == "pending"
     assert set(before) == {"registration_id", "status", "requested_at", "updated_at"}
 
     async with running_worker(settings):
-        await eventually(lambda: _all_have_status(client, [registration_id], "completed"))
+        await eventually(lambda: all_have_status(client, [registration_id], "completed"))
 
-    after = await _status(client, registration_id)
+    after = await status_of(client, registration_id)
     assert after["user_id"] and after["requested_at"] == before["requested_at"]
     assert "reader0@example.com" not in str(after)
 
@@ -82,7 +59,7 @@ async def test_every_user_lands_in_exactly_one_shard_and_the_read_models_equal_a
 ) -> None:
     ids = await _register(client, 40)
     async with running_worker(settings) as read_side:
-        await eventually(lambda: _all_have_status(client, ids, "completed"))
+        await eventually(lambda: all_have_status(client, ids, "completed"))
         rows = await table_rows(read_side)
         expected = await replayed_rows(read_side)
 
@@ -131,9 +108,9 @@ async def test_a_poison_event_is_retried_then_dead_lettered_and_a_retry_after_th
         poisoned = response.json()["registration_id"]
         after = await _register(client, 5, start=50)
 
-        await eventually(lambda: _all_have_status(client, before + after, "completed"))
-        await eventually(lambda: _all_have_status(client, [poisoned], "failed"))
-        failed = await _status(client, poisoned)
+        await eventually(lambda: all_have_status(client, before + after, "completed"))
+        await eventually(lambda: all_have_status(client, [poisoned], "failed"))
+        failed = await status_of(client, poisoned)
         assert failed["reason"] and "user_id" not in failed
         [dead] = await read_side.failures.list()
         assert dead.attempts == settings.retry_max_attempts
@@ -141,7 +118,7 @@ async def test_a_poison_event_is_retried_then_dead_lettered_and_a_retry_after_th
 
         poison.active = False
         assert await read_side.process_manager.retry(dead)
-        await eventually(lambda: _all_have_status(client, [poisoned], "completed"))
+        await eventually(lambda: all_have_status(client, [poisoned], "completed"))
         assert await read_side.failures.list(state=None) == []
         rows = await table_rows(read_side)
         assert rows == await replayed_rows(read_side)
@@ -152,7 +129,7 @@ async def test_rebuilding_each_projection_gives_the_same_rows_while_status_queri
 ) -> None:
     ids = await _register(client, 60)
     async with running_worker(settings) as read_side:
-        await eventually(lambda: _all_have_status(client, ids, "completed"))
+        await eventually(lambda: all_have_status(client, ids, "completed"))
         live = await table_rows(read_side)
         answers: list[int] = []
         rebuilding = True
@@ -173,7 +150,7 @@ async def test_rebuilding_each_projection_gives_the_same_rows_while_status_queri
         await poller
         # New registrations keep flowing into the rebuilt tables.
         more = await _register(client, 5, start=60)
-        await eventually(lambda: _all_have_status(client, more, "completed"))
+        await eventually(lambda: all_have_status(client, more, "completed"))
         rebuilt = await table_rows(read_side)
         replayed = await replayed_rows(read_side)
         active = {p.name: await p.store.active_table() for p in read_side.all_projectors}

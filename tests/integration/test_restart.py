@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.servers import free_port, signup_process
 from tests.factories import make_cpf, valid_form
+from tests.servers import free_port, signup_process
 
 
 def _processes_using(data_dir: Path) -> list[psutil.Process]:
@@ -22,6 +23,14 @@ def _processes_using(data_dir: Path) -> list[psutil.Process]:
         if str(data_dir) in cmdline and process.pid != os.getpid():
             found.append(process)
     return found
+
+
+def _wait_for_status(location: str, status: str, timeout: float = 60) -> None:
+    """`signup up` runs the worker too, so an accepted registration completes by itself."""
+    deadline = time.monotonic() + timeout
+    while (found := httpx.get(location, timeout=10).json()["status"]) != status:
+        assert time.monotonic() < deadline, f"still {found} after {timeout}s"
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -41,9 +50,14 @@ def test_an_accepted_registration_survives_a_restart_of_the_system(
     with signup_process(args, embedded_env, url, tmp_path / "first.log") as first:
         accepted = httpx.post(f"{url}/registrations", json=form, timeout=30)
         assert accepted.status_code == 202
+        location = f"{url}{accepted.headers['location']}"
+        _wait_for_status(location, "completed")
+        children = psutil.Process(first.pid).children(recursive=True)
+        assert children, "the worker and the servers run beside the API"
         first.send_signal(signal.SIGINT)
         assert first.wait(60) == 0
     assert _processes_using(data_dir) == []
+    assert not [child for child in children if child.is_running() and child.status() != "zombie"]
 
     with signup_process(args, embedded_env, url, tmp_path / "second.log"):
         again = httpx.post(f"{url}/registrations", json=form, timeout=30)
@@ -51,6 +65,8 @@ def test_an_accepted_registration_survives_a_restart_of_the_system(
             cpf=make_cpf(8), email="other@example.com", email_confirmation="other@example.com"
         )
         fresh = httpx.post(f"{url}/registrations", json=other, timeout=30)
+
+        _wait_for_status(location, "completed")
 
     assert again.status_code == 409
     assert again.json()["field"] == "email"

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 
 from infrastructure.settings import Settings
-from tests.servers import free_port, signup_process
 from tests.factories import make_cpf, valid_form
+from tests.servers import free_port, signup_process
 
 
 def _spellings(email: str, n: int) -> str:

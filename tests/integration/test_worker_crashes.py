@@ -74,7 +74,9 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
                     while queue:
                         n = queue.pop()
                         email = f"crash{n}@example.com"
-                        form = valid_form(cpf=make_cpf(10_000 + n), email=email, email_confirmation=email)
+                        form = valid_form(
+                            cpf=make_cpf(10_000 + n), email=email, email_confirmation=email
+                        )
                         response = await client.post("/registrations", json=form)
                         assert response.status_code == 202, response.text
                         accepted.append(response.json()["registration_id"])
