@@ -1,0 +1,274 @@
+"""What the bench learns from the target besides its answers to the load.
+
+Plain ``urllib`` in a thread: a few requests a second do not need the generator's clients,
+and the parent process stays free of an event loop.
+
+- reachability and which optional endpoints exist (``GET /registrations/{id}``, ``/metrics``);
+- ``/metrics`` once a second: projection lag per projection and the event-store batch-size
+  histogram, when the server exports them;
+- CPU used by the server's processes, found by the port they listen on, so the report can
+  say whether the server or the generator ran out of CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+import psutil
+
+LAG_METRIC: Final = "signup_projection_lag_events"
+BATCH_METRIC: Final = "signup_event_store_batch_size"
+UNAVAILABLE: Final = "unavailable"
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+class Unreachable(Exception):
+    """No HTTP answer at all from the target."""
+
+
+def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """Status and body of ``GET url``; any HTTP status is an answer, only no answer raises."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), bytes(error.read())
+    except (urllib.error.URLError, OSError) as error:
+        raise Unreachable(f"{url}: {getattr(error, 'reason', error)}") from None
+
+
+def wait_until_answering(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, _ = get(f"{url}/health/live", timeout=1.0)
+            if status == 200:
+                return
+        except Unreachable:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise Unreachable(f"{url}/health/live did not answer 200 in {timeout}s")
+        time.sleep(0.1)
+
+
+def has_status_endpoint(url: str) -> bool:
+    """Whether the target documents ``GET /registrations/{id}`` in its OpenAPI schema.
+
+    The endpoint answers 404 for an unknown id, and so does a server without the endpoint,
+    so only the schema tells them apart.
+    """
+    try:
+        status, body = get(f"{url}/schema/openapi.json", timeout=5.0)
+    except Unreachable:
+        return False
+    if status != 200:
+        return False
+    paths = json.loads(body).get("paths", {})
+    return any(
+        path.startswith("/registrations/{") and "get" in operations
+        for path, operations in paths.items()
+    )
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of a Prometheus text exposition: (name, labels, value)."""
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        name, labels, value = match.groups()
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        samples.append((name, dict(_LABEL.findall(labels or "")), number))
+    return samples
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    at: float
+    """Seconds since the start of the run."""
+    lag: dict[str, float]
+    batch_buckets: dict[float, float]
+    """Cumulative count per upper bound (``le``), summed over any other labels."""
+    batch_sum: float
+    batch_count: float
+
+
+def read_scrape(text: str, at: float) -> Scrape:
+    lag: dict[str, float] = {}
+    buckets: dict[float, float] = defaultdict(float)
+    total = count = 0.0
+    for name, labels, value in parse_prometheus(text):
+        if name == LAG_METRIC:
+            projection = labels.get("projection", "")
+            lag[projection] = lag.get(projection, 0.0) + value
+        elif name == f"{BATCH_METRIC}_bucket" and "le" in labels:
+            buckets[float(labels["le"])] += value
+        elif name == f"{BATCH_METRIC}_sum":
+            total += value
+        elif name == f"{BATCH_METRIC}_count":
+            count += value
+    return Scrape(at, lag, dict(buckets), total, count)
+
+
+@dataclass
+class Scraper:
+    """Scrapes ``/metrics`` once a second in a thread while the load runs."""
+
+    url: str
+    start: float
+    scrapes: list[Scrape] = field(default_factory=list)
+    status: str = "pending"
+    """``measured``, or ``unavailable`` when /metrics does not answer 200."""
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def begin(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="bench-scraper", daemon=True)
+        self._thread.start()
+
+    def finish(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.scrape_once()  # the final state, after the load stopped
+
+    def scrape_once(self) -> None:
+        if self.status == UNAVAILABLE:
+            return
+        try:
+            code, body = get(f"{self.url}/metrics", timeout=2.0)
+        except Unreachable:
+            return  # a busy server may miss one scrape; the next one is a second away
+        if code != 200:
+            self.status = UNAVAILABLE
+            return
+        self.status = "measured"
+        self.scrapes.append(
+            read_scrape(body.decode(errors="replace"), time.monotonic() - self.start)
+        )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            self.scrape_once()
+            self._stop.wait(max(0.0, 1.0 - (time.monotonic() - began)))
+
+
+def _listening_process(url: str) -> psutil.Process | None:
+    port = urlsplit(url).port or 80
+    try:
+        for connection in psutil.net_connections(kind="tcp"):
+            if (
+                connection.status == psutil.CONN_LISTEN
+                and connection.laddr
+                and connection.laddr.port == port
+                and connection.pid
+            ):
+                return psutil.Process(connection.pid)
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return None
+    return None
+
+
+def _tree(root: psutil.Process) -> list[psutil.Process]:
+    processes = [root]
+    with contextlib.suppress(psutil.Error):
+        processes += root.children(recursive=True)
+    return processes
+
+
+_BUSY_FIELDS: Final = ("user", "nice", "system", "irq", "softirq", "steal")
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (guest time is already inside user)."""
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in _BUSY_FIELDS)
+
+
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds so far."""
+    found = {}
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if times is not None:
+            found[process.pid] = (process.info["name"] or "?", times.user + times.system)
+    return found
+
+
+class CpuMeter:
+    """Where the machine's CPU went between ``begin`` and ``end``.
+
+    Per process rather than only the server's tree: an embedded or local PostgreSQL is not a
+    child of the API (it daemonises), and on a shared machine other work shows up too. The
+    server's tree is found by the port it listens on.
+    """
+
+    def __init__(self, url: str, generator_pids: list[int]) -> None:
+        self._server = _listening_process(url)
+        self._generators = set(generator_pids)
+        self._before: dict[int, tuple[str, float]] = {}
+        self._machine_start = 0.0
+        self._wall_start = 0.0
+
+    def begin(self) -> None:
+        self._before = _cpu_by_process()
+        self._machine_start = _machine_busy()
+        self._wall_start = time.monotonic()
+
+    def end(self) -> dict[str, object]:
+        wall = max(time.monotonic() - self._wall_start, 1e-9)
+        busy = _machine_busy() - self._machine_start
+        after = _cpu_by_process()
+        server = {p.pid for p in _tree(self._server)} if self._server is not None else set()
+
+        def percent(seconds: float) -> float:
+            # Percent of one core, like top: 200 means two cores fully busy.
+            return round(100 * seconds / wall, 1)
+
+        used: dict[int, float] = {}
+        by_name: dict[str, float] = defaultdict(float)
+        for pid, (name, seconds) in after.items():
+            # A process born during the run started from zero.
+            delta = seconds - self._before.get(pid, (name, 0.0))[1]
+            used[pid] = delta
+            if pid in server:
+                label = f"server {name} {pid}"
+            elif pid in self._generators:
+                label = "bench generator"
+            else:
+                label = name
+            by_name[label] += delta
+        top = sorted(by_name.items(), key=lambda item: -item[1])[:8]
+        return {
+            "cores": psutil.cpu_count(),
+            "wall_s": round(wall, 2),
+            "machine_busy_percent": percent(busy),
+            "generator_percent_per_process": [
+                percent(used.get(pid, 0.0)) for pid in sorted(self._generators)
+            ],
+            "server_percent": (
+                percent(sum(used.get(pid, 0.0) for pid in server)) if server else UNAVAILABLE
+            ),
+            "server_pid": self._server.pid if self._server is not None else None,
+            "top_percent_by_process": {label: percent(seconds) for label, seconds in top},
+        }
