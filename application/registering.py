@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from domain.errors import EmailAlreadyRegistered
 from domain.form import parse_registration_form
 from domain.registration import Registration
 from domain.reservations import Claim, Reservation
@@ -31,6 +32,12 @@ class RegistrationLog(Protocol):
     async def append(self, submission: Submission) -> None: ...
 
 
+class KnownEmails(Protocol):
+    """The email lookup read model: a fast, possibly stale answer to "is this email taken?"."""
+
+    async def registered(self, email: str) -> bool: ...
+
+
 class StoreUnavailable(Exception):
     """The event store cannot be reached; nothing was recorded and the client may retry."""
 
@@ -44,9 +51,14 @@ class Accepted:
 class RegisterUser:
     log: RegistrationLog
     reservation_key: bytes
+    # Rejects most duplicates without touching the event store; its reservations stay the
+    # authority, so a stale or missing answer here never lets a duplicate through.
+    known_emails: KnownEmails | None = None
 
     async def __call__(self, form: object) -> Accepted:
         details = parse_registration_form(form)
+        if self.known_emails is not None and await self.known_emails.registered(details.email):
+            raise EmailAlreadyRegistered()
         registration = Registration.request(details)
         reservations = {
             claim: Reservation.hold(claim, registration.id, self.reservation_key)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.registering import RegisterUser
 from application.services import Services
 from application.status import GetRegistrationStatus
+from infrastructure.email_index import EmailIndex
 from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.logging import configure_logging
@@ -70,7 +71,11 @@ class Container:
         group_commit.start()
         container = cls(settings, events, read_engine, redis, group_commit, None)  # type: ignore[arg-type]
         container.services = Services(
-            register_user=RegisterUser(group_commit, settings.reservation_key.encode()),
+            register_user=RegisterUser(
+                group_commit,
+                settings.reservation_key.encode(),
+                EmailIndex(read_engine) if settings.fast_reject else None,
+            ),
             idempotency=RedisIdempotencyStore(
                 redis,
                 ttl_seconds=settings.idempotency_ttl_seconds,

@@ -25,6 +25,8 @@ class Settings:
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     status_cache_seconds: int = 3600
+    # Ask the email lookup read model before appending, to reject known emails cheaply.
+    fast_reject: bool = True
     reservation_key: str = DEVELOPMENT_RESERVATION_KEY
     batch_max_size: int = 500
     batch_max_wait_ms: float = 2.0
@@ -74,6 +76,7 @@ class Settings:
             idempotency_ttl_seconds=int(
                 env.get("SIGNUP_IDEMPOTENCY_TTL_SECONDS", defaults.idempotency_ttl_seconds)
             ),
+            fast_reject=env.get("SIGNUP_FAST_REJECT", "true").lower() in {"1", "true", "yes"},
             log_format=env.get("SIGNUP_LOG_FORMAT", defaults.log_format),
             log_level=env.get("SIGNUP_LOG_LEVEL", defaults.log_level),
         )

@@ -6,8 +6,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from litestar.testing import AsyncTestClient
 
+from application.registering import RegisterUser, Submission
+from domain.errors import EmailAlreadyRegistered
+from infrastructure.email_index import EmailIndex
 from infrastructure.settings import Settings
 from projections.model import Projection, Row
 from tests.factories import make_cpf, valid_form
@@ -160,3 +164,23 @@ async def test_rebuilding_each_projection_gives_the_same_rows_while_status_queri
     assert all(live[name] <= rebuilt[name] for name in live)
     assert len(rebuilt["email_lookup"]) == len(live["email_lookup"]) + 5
     assert rebuilt == replayed
+
+
+async def test_a_known_email_is_rejected_from_the_read_model_before_the_event_store(
+    client: Client, settings: Settings
+) -> None:
+    [first] = await _register(client, 1, start=700)
+    async with running_worker(settings) as read_side:
+        await eventually(lambda: all_have_status(client, [first], "completed"))
+        appended: list[Submission] = []
+
+        class EventStore:
+            async def append(self, submission: Submission) -> None:
+                appended.append(submission)
+
+        register = RegisterUser(EventStore(), b"key", EmailIndex(read_side.read_engine))
+        with pytest.raises(EmailAlreadyRegistered):
+            await register(_person(701, "  Reader700@Example.com"))
+        await register(_person(702))
+
+    assert len(appended) == 1  # only the new email reached the event store
