@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
-from projections.model import Projection
+from projections.model import Projection, Row
 
 
 async def table_rows(read_side: ReadSide) -> dict[str, set[tuple[Any, ...]]]:
@@ -86,3 +86,24 @@ async def status_of(client: Any, registration_id: str) -> dict[str, Any]:
 async def all_have_status(client: Any, ids: Sequence[str], status: str) -> bool:
     statuses = [(await status_of(client, rid))["status"] for rid in ids]
     return all(found == status for found in statuses)
+
+
+class Poison:
+    """Makes the users projections fail for one email, until fixed."""
+
+    def __init__(self, email: str) -> None:
+        self.email = email
+        self.active = True
+
+    def __call__(self, projection: Projection) -> Projection:
+        if not projection.name.startswith("users_shard"):
+            return projection
+
+        def reduce(event: Any) -> Sequence[Row]:
+            rows = projection.reduce(event)
+            # Only the shard the user lives in fails, as a real fault in its database would.
+            if self.active and rows and event.email == self.email:
+                raise RuntimeError("poisoned by the test")
+            return rows
+
+        return Projection(projection.name, projection.version, projection.topics, reduce)

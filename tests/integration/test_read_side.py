@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
 from infrastructure.email_index import EmailIndex
 from infrastructure.settings import Settings
-from projections.model import Projection, Row
 from tests.factories import make_cpf, valid_form
 from tests.read_models import (
     all_have_status,
@@ -79,27 +77,6 @@ async def test_unknown_and_malformed_ids_are_not_found(client: Client) -> None:
         response = await client.get(f"/registrations/{registration_id}")
         assert response.status_code == 404
         assert response.json()["code"] == "registration_not_found"
-
-
-class Poison:
-    """Makes the users projections fail for one email, until fixed."""
-
-    def __init__(self, email: str) -> None:
-        self.email = email
-        self.active = True
-
-    def __call__(self, projection: Projection) -> Projection:
-        if not projection.name.startswith("users_shard"):
-            return projection
-
-        def reduce(event: Any) -> Sequence[Row]:
-            rows = projection.reduce(event)
-            # Only the shard the user lives in fails, as a real fault in its database would.
-            if self.active and rows and event.email == self.email:
-                raise RuntimeError("poisoned by the test")
-            return rows
-
-        return Projection(projection.name, projection.version, projection.topics, reduce)
 
 
 async def test_a_poison_event_is_retried_then_dead_lettered_and_a_retry_after_the_fix_completes_it(
