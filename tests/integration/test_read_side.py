@@ -14,6 +14,7 @@ from infrastructure.email_index import EmailIndex
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.read_models import (
+    Poison,
     all_have_status,
     eventually,
     replayed_rows,
