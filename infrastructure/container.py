@@ -19,6 +19,7 @@ from infrastructure.email_index import EmailIndex
 from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.logging import configure_logging
+from infrastructure.metrics import serve_worker_metrics
 from infrastructure.read_side import ReadSide
 from infrastructure.read_store import make_engine
 from infrastructure.settings import Settings
@@ -53,6 +54,9 @@ class Container:
     redis: Redis
     group_commit: GroupCommit
     services: Services
+    read_side: ReadSide | None = None
+    _gauges: asyncio.Task[None] | None = None
+    _stop_gauges: asyncio.Event | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Container:
@@ -86,9 +90,21 @@ class Container:
             ),
             readiness=container.readiness,
         )
+        # Projection lag and dead letters on the API's /metrics, where operators and the
+        # bench look; every API process reports the same figures.
+        container.read_side = ReadSide.open(settings)
+        container._stop_gauges = asyncio.Event()
+        container._gauges = asyncio.create_task(
+            container.read_side.publish_gauges(container._stop_gauges)
+        )
         return container
 
     async def stop(self) -> None:
+        if self._stop_gauges is not None and self._gauges is not None:
+            self._stop_gauges.set()
+            await self._gauges
+        if self.read_side is not None:
+            await self.read_side.close()
         await self.group_commit.stop()
         await self.redis.aclose()
         await self.read_engine.dispose()
@@ -144,6 +160,7 @@ def build_app_from_env() -> Litestar:
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Projectors and the process manager, until ``stop`` is set."""
     read_side = ReadSide.open(settings)
+    serve_worker_metrics(settings.worker_metrics_port)
     try:
         log.info("worker_started", projections=[p.name for p in read_side.all_projectors])
         await read_side.run(stop)

@@ -10,6 +10,7 @@ between the check and the save) is isolated by splitting the batch.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.registering import StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered
+from infrastructure import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -207,10 +209,17 @@ class GroupCommit:
         try:
             loop = asyncio.get_running_loop()
             submissions = [pending.submission for pending in batch]
+            started = time.perf_counter()
             try:
                 outcomes: Sequence[Any] = await loop.run_in_executor(
                     self._executor, self.recorder.record, submissions
                 )
+                metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
+                recorded = [
+                    s for s, outcome in zip(submissions, outcomes, strict=True) if outcome is None
+                ]
+                metrics.REGISTRATIONS_RECORDED.inc(len(recorded))
+                metrics.EVENTS_APPENDED.inc(sum(len(s.events) for s in recorded))
             except (OperationalError, InterfaceError) as error:
                 log.error("event_store_unavailable", error=str(error), batch_size=len(batch))
                 failure = StoreUnavailable(str(error))
@@ -219,6 +228,7 @@ class GroupCommit:
                 log.exception("append_failed", batch_size=len(batch))
                 outcomes = [error] * len(batch)
             self.batch_sizes.append(len(batch))
+            metrics.BATCH_SIZE.observe(len(batch))
             for pending, outcome in zip(batch, outcomes, strict=True):
                 if pending.future.done():
                     continue

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.retry_policy import RetryPolicy
+from infrastructure import metrics
 from infrastructure.event_source import Notification
 from infrastructure.read_store import DEAD, RETRYING, projection_failures, row_dict
 from projections.registration_status import COMPLETED, FAILED
@@ -142,6 +143,7 @@ class FailureLog:
             await conn.execute(
                 projection_failures.delete().where(projection_failures.c.id == failure.id)
             )
+            metrics.RETRIES.labels("projected").inc()
             await conn.execute(
                 text(
                     "UPDATE registration_status SET status = :completed, reason = NULL,"
@@ -174,6 +176,7 @@ class FailureLog:
                 .returning(*projection_failures.c)
             )
             updated = Failure.from_row(result.one())
+            metrics.RETRIES.labels("dead_lettered" if dead else "failed").inc()
             if dead:
                 await mark_failed(conn, failure.registration_id, error)
             return updated

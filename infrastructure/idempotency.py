@@ -16,6 +16,7 @@ from application.idempotency import (
     Replay,
     StoredAnswer,
 )
+from infrastructure import metrics
 
 
 class _Record(msgspec.Struct, omit_defaults=True):
@@ -54,6 +55,7 @@ class RedisIdempotencyStore:
             return KeyReused()
         if not record.done:
             return InProgress()
+        metrics.IDEMPOTENT_REPLAYS.inc()
         return Replay(StoredAnswer(record.status, base64.b64decode(record.body), record.headers))
 
     async def complete(self, key: str, fingerprint: str, answer: StoredAnswer) -> None:

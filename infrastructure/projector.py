@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from infrastructure import metrics
 from infrastructure.event_source import EventSource, Notification
 from infrastructure.failures import WAITING, FailureLog
 from infrastructure.read_store import DEAD, ProjectionStore, projection_tables
@@ -91,6 +92,7 @@ class Projector:
                 raise
             await self._one_by_one(target, notes, reached, held, live=live)
         self.projected += len(notes)
+        metrics.PROJECTED.labels(self.name).inc(len(notes))
         return reached - position
 
     async def write(

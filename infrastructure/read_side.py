@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.process_manager import ProcessManager
 from application.retry_policy import RetryPolicy
+from infrastructure import metrics
 from infrastructure.event_source import EventSource, event_mapper
 from infrastructure.failures import FailureLog
 from infrastructure.projector import (
@@ -22,7 +23,7 @@ from infrastructure.projector import (
     run_forever,
     sleep_unless_stopped,
 )
-from infrastructure.read_store import ProjectionStore, main_catalog, make_engine
+from infrastructure.read_store import DEAD, RETRYING, ProjectionStore, main_catalog, make_engine
 from infrastructure.settings import Settings
 from projections.email_lookup import email_lookup
 from projections.model import Projection
@@ -144,6 +145,20 @@ class ReadSide:
             position = await projector.store.position(await projector.store.active_table())
             report[projector.name] = (position, head - position)
         return report
+
+    async def publish_gauges(self, stop: asyncio.Event, every: float = 1.0) -> None:
+        """Lag, positions and failure counts, read from the databases once a second."""
+        while not stop.is_set():
+            try:
+                for name, (position, lag) in (await self.lag()).items():
+                    metrics.PROJECTION_POSITION.labels(name).set(position)
+                    metrics.PROJECTION_LAG.labels(name).set(lag)
+                counts = await self.failures.count()
+                for state in (RETRYING, DEAD):
+                    metrics.PROJECTION_FAILURES.labels(state).set(counts.get(state, 0))
+            except Exception as error:
+                log.debug("metrics_refresh_failed", error=repr(error))
+            await sleep_unless_stopped(stop, every)
 
     async def run(self, stop: asyncio.Event, retry_every: float = 0.5) -> None:
         """Every projector and the process manager, until ``stop`` is set."""

@@ -27,6 +27,8 @@ class Settings:
     status_cache_seconds: int = 3600
     # Ask the email lookup read model before appending, to reject known emails cheaply.
     fast_reject: bool = True
+    # The worker serves its own /metrics here (off when unset: the API's /metrics has the lag).
+    worker_metrics_port: int | None = None
     reservation_key: str = DEVELOPMENT_RESERVATION_KEY
     batch_max_size: int = 500
     batch_max_wait_ms: float = 2.0
@@ -77,6 +79,9 @@ class Settings:
                 env.get("SIGNUP_IDEMPOTENCY_TTL_SECONDS", defaults.idempotency_ttl_seconds)
             ),
             fast_reject=env.get("SIGNUP_FAST_REJECT", "true").lower() in {"1", "true", "yes"},
+            worker_metrics_port=int(env["SIGNUP_WORKER_METRICS_PORT"])
+            if env.get("SIGNUP_WORKER_METRICS_PORT")
+            else None,
             log_format=env.get("SIGNUP_LOG_FORMAT", defaults.log_format),
             log_level=env.get("SIGNUP_LOG_LEVEL", defaults.log_level),
         )

@@ -9,6 +9,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from application.services import Services
 from interfaces.http import health, registrations, status
@@ -38,6 +39,7 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
             status.registration_status,
             health.live,
             health.ready,
+            PrometheusController,
         ],
         dependencies={
             "services": Provide(services, sync_to_thread=False),
@@ -45,7 +47,10 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        middleware=[canonical_log_line],
+        middleware=[
+            canonical_log_line,
+            PrometheusConfig(app_name="signup", prefix="signup_http", group_path=True).middleware,
+        ],
         openapi_config=OpenAPIConfig(
             title="signup",
             version="1.0.0",

@@ -1,0 +1,49 @@
+"""Prometheus metrics. Declaring them connects to nothing; /metrics (API) and the worker's
+metrics port expose them."""
+
+from __future__ import annotations
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = structlog.get_logger(__name__)
+
+BATCH_SIZE = Histogram(
+    "signup_event_store_batch_size",
+    "Registrations appended per event-store transaction (group commit).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+APPEND_SECONDS = Histogram(
+    "signup_event_store_append_seconds",
+    "Time to append one batch to the event store, commit included.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS_APPENDED = Counter(
+    "signup_events_appended", "Events appended to the event store (registrations and reservations)."
+)
+REGISTRATIONS_RECORDED = Counter(
+    "signup_registrations_recorded", "Registrations durably recorded (answered 202)."
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "signup_idempotent_replays", "Requests answered from a stored Idempotency-Key answer."
+)
+RATE_LIMITED = Counter("signup_rate_limited", "Requests refused with 429.", ["limit"])
+PROJECTION_POSITION = Gauge(
+    "signup_projection_position", "Last notification id a projection has handled.", ["projection"]
+)
+PROJECTION_LAG = Gauge(
+    "signup_projection_lag_events",
+    "Notifications in the event store a projection has not handled yet.",
+    ["projection"],
+)
+PROJECTION_FAILURES = Gauge(
+    "signup_projection_failures", "Parked events by state (retrying, dead).", ["state"]
+)
+PROJECTED = Counter("signup_projected_events", "Events projected, by projection.", ["projection"])
+RETRIES = Counter("signup_projection_retries", "Retries of parked events, by outcome.", ["outcome"])
+
+
+def serve_worker_metrics(port: int | None) -> None:
+    if port:
+        start_http_server(port)
+        log.info("worker_metrics", port=port)
