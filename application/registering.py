@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from application.rate_limits import RateLimited, RateLimiter
 from domain.errors import EmailAlreadyRegistered
 from domain.form import parse_registration_form
 from domain.registration import Registration
@@ -54,9 +55,14 @@ class RegisterUser:
     # Rejects most duplicates without touching the event store; its reservations stay the
     # authority, so a stale or missing answer here never lets a duplicate through.
     known_emails: KnownEmails | None = None
+    limiter: RateLimiter | None = None
 
-    async def __call__(self, form: object) -> Accepted:
+    async def __call__(self, form: object, client: str = "") -> Accepted:
+        # The client's limit comes first, so a flood of invalid bodies is throttled too.
+        await self._limit("client", client)
         details = parse_registration_form(form)
+        await self._limit("email", details.email)
+        await self._limit("cpf", details.cpf)
         if self.known_emails is not None and await self.known_emails.registered(details.email):
             raise EmailAlreadyRegistered()
         registration = Registration.request(details)
@@ -75,3 +81,9 @@ class RegisterUser:
             )
         )
         return Accepted(registration.id)
+
+    async def _limit(self, limit: str, key: str) -> None:
+        if self.limiter is not None and key:
+            retry_after = await self.limiter.hit(limit, key)
+            if retry_after is not None:
+                raise RateLimited(limit, retry_after)

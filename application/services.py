@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
 
 from application.idempotency import IdempotencyStore
 from application.registering import RegisterUser
 from application.status import GetRegistrationStatus
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-@dataclass(frozen=True, slots=True)
+
 class Services:
-    register_user: RegisterUser
-    idempotency: IdempotencyStore
-    get_status: GetRegistrationStatus
-    # Each backing server's name and whether it answers.
-    readiness: Callable[[], Awaitable[dict[str, bool]]]
+    # A plain class, not a dataclass: the web framework checks a dependency's type with
+    # isinstance, but would try to validate a dataclass field by field.
+    __slots__ = ("get_status", "idempotency", "readiness", "register_user", "trusted_proxies")
+
+    def __init__(
+        self,
+        register_user: RegisterUser,
+        idempotency: IdempotencyStore,
+        get_status: GetRegistrationStatus,
+        readiness: Callable[[], Awaitable[dict[str, bool]]],
+        trusted_proxies: Sequence[Network] = (),
+    ) -> None:
+        self.register_user = register_user
+        self.idempotency = idempotency
+        self.get_status = get_status
+        # Each backing server's name and whether it answers.
+        self.readiness = readiness
+        # Proxies whose X-Forwarded-For is believed when telling who the client is.
+        self.trusted_proxies = tuple(trusted_proxies)

@@ -20,11 +20,13 @@ from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents,
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.logging import configure_logging
 from infrastructure.metrics import serve_worker_metrics
+from infrastructure.rate_limits import RedisRateLimiter
 from infrastructure.read_side import ReadSide
 from infrastructure.read_store import make_engine
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
 from interfaces.http.app import create_app
+from interfaces.http.client_address import trusted_networks
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +81,16 @@ class Container:
                 group_commit,
                 settings.reservation_key.encode(),
                 EmailIndex(read_engine) if settings.fast_reject else None,
+                RedisRateLimiter(
+                    settings.redis_url,
+                    {
+                        "client": settings.rate_limit_per_client,
+                        "email": settings.rate_limit_per_email,
+                        "cpf": settings.rate_limit_per_cpf,
+                    },
+                ),
             ),
+            trusted_proxies=trusted_networks(settings.trusted_proxies),
             idempotency=RedisIdempotencyStore(
                 redis,
                 ttl_seconds=settings.idempotency_ttl_seconds,

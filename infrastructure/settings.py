@@ -29,6 +29,13 @@ class Settings:
     fast_reject: bool = True
     # The worker serves its own /metrics here (off when unset: the API's /metrics has the lag).
     worker_metrics_port: int | None = None
+    # Rates in the `limits` notation ("1200/minute"); empty turns a limit off. One address can
+    # hide many people (carrier NAT), so the per-client limit is generous.
+    rate_limit_per_client: str = "1200/minute"
+    rate_limit_per_email: str = "10/hour"
+    rate_limit_per_cpf: str = "10/hour"
+    # Peers (addresses or CIDRs) whose X-Forwarded-For names the real client.
+    trusted_proxies: tuple[str, ...] = ()
     reservation_key: str = DEVELOPMENT_RESERVATION_KEY
     batch_max_size: int = 500
     batch_max_wait_ms: float = 2.0
@@ -82,6 +89,16 @@ class Settings:
             worker_metrics_port=int(env["SIGNUP_WORKER_METRICS_PORT"])
             if env.get("SIGNUP_WORKER_METRICS_PORT")
             else None,
+            rate_limit_per_client=env.get(
+                "SIGNUP_RATE_LIMIT_PER_CLIENT", defaults.rate_limit_per_client
+            ),
+            rate_limit_per_email=env.get(
+                "SIGNUP_RATE_LIMIT_PER_EMAIL", defaults.rate_limit_per_email
+            ),
+            rate_limit_per_cpf=env.get("SIGNUP_RATE_LIMIT_PER_CPF", defaults.rate_limit_per_cpf),
+            trusted_proxies=tuple(
+                p.strip() for p in env.get("SIGNUP_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
             log_format=env.get("SIGNUP_LOG_FORMAT", defaults.log_format),
             log_level=env.get("SIGNUP_LOG_LEVEL", defaults.log_level),
         )

@@ -19,6 +19,15 @@ from infrastructure.embedded import ensure_database
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Test traffic all comes from 127.0.0.1: turn the per-client and per-person limits off unless
+# a test sets them.
+LOAD_FROM_ONE_ADDRESS = {
+    "SIGNUP_RATE_LIMIT_PER_CLIENT": "",
+    "SIGNUP_RATE_LIMIT_PER_EMAIL": "",
+    "SIGNUP_RATE_LIMIT_PER_CPF": "",
+}
+
+
 def create_database(server_url: str) -> str:
     """A fresh, empty database on the server, so tests never see each other's rows."""
     name = f"test_{uuid.uuid4().hex[:12]}"
@@ -52,7 +61,7 @@ def signup_process(
         process = subprocess.Popen(
             [sys.executable, "-m", "interfaces.cli", *args],
             cwd=ROOT,
-            env={**os.environ, "SIGNUP_LOG_FORMAT": "json", **env},
+            env={**os.environ, **LOAD_FROM_ONE_ADDRESS, "SIGNUP_LOG_FORMAT": "json", **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -14,6 +14,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 
+from application.rate_limits import RateLimited
 from application.registering import StoreUnavailable
 from domain.errors import AlreadyRegistered, DomainError, InvalidRegistration
 
@@ -92,6 +93,16 @@ def unavailable(_: StoreUnavailable) -> ProblemDetailsException:
     )
 
 
+def rate_limited(error: RateLimited) -> ProblemDetailsException:
+    return problem(
+        429,
+        "rate_limited",
+        f"Too many signup attempts ({error.limit}); retry in {error.retry_after} seconds.",
+        headers={"Retry-After": str(error.retry_after)},
+        limit=error.limit,
+    )
+
+
 def _internal_error(request: Request[Any, Any, Any], error: Exception) -> Any:
     log.exception("unhandled_error", path=request.url.path)
     return problem(500, "internal_error", "An unexpected error occurred.").to_response(request)
@@ -104,6 +115,7 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
                 HTTPException: from_http,
                 DomainError: from_domain,
                 StoreUnavailable: unavailable,
+                RateLimited: rate_limited,
             }
         )
     )

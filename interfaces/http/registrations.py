@@ -14,6 +14,7 @@ from application.idempotency import StoredAnswer
 from application.registering import RegisterUser
 from application.services import Services
 from domain.errors import DomainError
+from interfaces.http.client_address import client_address
 from interfaces.http.idempotent import answer_once, check_key
 from interfaces.http.problems import PROBLEM_JSON, from_domain, problem
 from interfaces.http.shapes import RegistrationAccepted
@@ -43,8 +44,8 @@ def _problem_answer(
     )
 
 
-async def _register(register_user: RegisterUser, form: object) -> StoredAnswer:
-    accepted = await register_user(form)
+async def _register(register_user: RegisterUser, form: object, client: str) -> StoredAnswer:
+    accepted = await register_user(form, client)
     registration_id = str(accepted.registration_id)
     body = RegistrationAccepted(registration_id=uuid.UUID(registration_id), status="pending")
     return StoredAnswer(
@@ -69,10 +70,12 @@ async def register(
     body = await request.body()
     form = _decode_form(request, body)
     key = request.headers.get("idempotency-key")
+    peer = request.client.host if request.client else ""
+    client = client_address(peer, request.headers.get("x-forwarded-for"), services.trusted_proxies)
 
     async def produce() -> StoredAnswer:
         try:
-            return await _register(services.register_user, form)
+            return await _register(services.register_user, form, client)
         except DomainError as error:
             return _problem_answer(request, from_domain(error))
 

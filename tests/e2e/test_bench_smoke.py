@@ -16,13 +16,15 @@ def test_bench_runs_against_signup_up_and_reports_what_it_got(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     report, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    # `signup up` must start its own servers, whatever the developer's shell has set.
-    embedded = {"DATABASE_URL": "", "REDIS_URL": ""}
+    # `signup up` must start its own servers, whatever the developer's shell has set; it
+    # trusts the bench as a proxy, so the per-client rate limit sees many clients, not one.
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "SIGNUP_TRUSTED_PROXIES": "127.0.0.1"}
     up = ["up", "--port", str(port), "--data-dir", str(data_dir)]
 
-    with signup_process(up, embedded, url, tmp_path / "signup.log"):
+    with signup_process(up, env, url, tmp_path / "signup.log"):
         command = [sys.executable, "-m", "interfaces.cli", "bench", "--url", url]
         command += ["--duration", "3", "--concurrency", "8", "--processes", "1"]
+        command += ["--client-addresses", "10000"]
         # A large invalid share, so a three-second run surely sends some.
         command += ["--invalid", "0.2", "--report", str(report), "--plot", str(plot)]
         bench = subprocess.run(
