@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,8 +62,15 @@ class RegisterUser:
         # The client's limit comes first, so a flood of invalid bodies is throttled too.
         await self._limit("client", client)
         details = parse_registration_form(form)
-        await self._limit("email", details.email)
-        await self._limit("cpf", details.cpf)
+        # Independent counters: ask for both at once, one round trip of waiting instead of two.
+        outcomes = await asyncio.gather(
+            self._limit("email", details.email),
+            self._limit("cpf", details.cpf),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         if self.known_emails is not None and await self.known_emails.registered(details.email):
             raise EmailAlreadyRegistered()
         registration = Registration.request(details)

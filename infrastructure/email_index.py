@@ -17,7 +17,9 @@ class EmailIndex:
 
     async def registered(self, email: str) -> bool:
         try:
+            # Autocommit: one round trip, instead of BEGIN, SELECT and ROLLBACK.
             async with self.read_engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 result = await conn.execute(
                     text("SELECT 1 FROM email_lookup WHERE email = :email"), {"email": email}
                 )

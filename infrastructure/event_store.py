@@ -52,7 +52,9 @@ def postgres_env(database_url: str, pool_size: int, *, create_table: bool) -> di
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
-        "POSTGRES_PRE_PING": "y",
+        # No pre-ping: it costs a round trip per batch; a dead connection fails the append,
+        # which the recorder retries on a fresh one.
+        "POSTGRES_PRE_PING": "n",
         "CREATE_TABLE": "y" if create_table else "n",
     }
 
