@@ -12,7 +12,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from application.services import Services
-from interfaces.http import health, registrations, status
+from interfaces.http import health, page, registrations, status
 from interfaces.http.logging import canonical_log_line
 from interfaces.http.problems import exception_handlers, problem_details_plugin
 
@@ -39,6 +39,8 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
             status.registration_status,
             health.live,
             health.ready,
+            page.signup_page,
+            page.static_assets(),
             PrometheusController,
         ],
         dependencies={
