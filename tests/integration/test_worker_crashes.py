@@ -85,12 +85,13 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
                 return accepted
 
         chaos_task = asyncio.create_task(chaos())
-        accepted = await send()
-        sending = False
-        await chaos_task
-
         read_side = ReadSide.open(settings)
         try:
+            try:
+                accepted = await send()
+            finally:
+                sending = False
+                await chaos_task
 
             async def all_completed() -> bool:
                 async with read_side.read_engine.connect() as conn:
@@ -104,7 +105,7 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
             expected = await replayed_rows(read_side)
         finally:
             await read_side.close()
-            worker.send_signal(signal.SIGINT)
+            worker.kill()  # whatever happened above: no worker outlives the test
             worker.wait(30)
 
     assert kills >= 2, f"seed {seed}: the worker was killed only {kills} times"
