@@ -52,8 +52,11 @@ class Projector:
     batch_size: int = 1000
     # The status projector may not pass the slowest of the others.
     gate: Callable[[], Awaitable[int]] | None = None
-    table: str | None = None
     projected: int = field(default=0, init=False)
+    # A running projector is its table's only writer, so it remembers where it is instead of
+    # asking the database before every batch; a rebuild's switch or an error clears this.
+    _live_table: str | None = field(default=None, init=False)
+    _live_position: int | None = field(default=None, init=False)
 
     @property
     def name(self) -> str:
@@ -65,8 +68,30 @@ class Projector:
         Returns how many notifications it moved past, 0 when caught up.
         """
         live = table is None
-        target = table or await self.store.active_table()
-        position = await self.store.position(target)
+        if live:
+            if self._live_table is None or self._live_position is None:
+                self._live_table = await self.store.active_table()
+                self._live_position = await self.store.position(self._live_table)
+            target, position = self._live_table, self._live_position
+        else:
+            assert table is not None
+            target, position = table, await self.store.position(table)
+        try:
+            return await self._step(target, position, up_to, live=live)
+        except BaseException:
+            self._forget()
+            raise
+
+    async def live_position(self) -> int:
+        """Where the live table is: remembered while running, else read."""
+        if self._live_position is not None:
+            return self._live_position
+        return await self.store.position(await self.store.active_table())
+
+    def _forget(self) -> None:
+        self._live_table = self._live_position = None
+
+    async def _step(self, target: str, position: int, up_to: int | None, *, live: bool) -> int:
         limit = up_to
         if self.gate is not None:
             gate = await self.gate()
@@ -86,11 +111,14 @@ class Projector:
                     raise _Isolate
                 await self.write(conn, target, notes, reached)
         except TableSwitched:
+            self._forget()
             return 1
         except Exception as error:
             if is_unavailable(error):
                 raise
             await self._one_by_one(target, notes, reached, held, live=live)
+        if live:
+            self._live_position = reached
         self.projected += len(notes)
         metrics.PROJECTED.labels(self.name).inc(len(notes))
         return reached - position
@@ -200,19 +228,29 @@ def _with_failures(row: Row, states: set[str]) -> Row:
 
 
 async def run_forever(
-    projector: Projector, stop: asyncio.Event, idle: float = 0.05, backoff: float = 1.0
+    projector: Projector,
+    stop: asyncio.Event,
+    idle: tuple[float, float] = (0.01, 0.25),
+    backoff: float = 1.0,
 ) -> None:
-    """Step until ``stop`` is set; sleep when caught up; back off while a database is down."""
+    """Step until ``stop`` is set; back off while a database is down.
+
+    When caught up it polls again after ``idle[0]`` seconds, doubling up to ``idle[1]`` while
+    nothing comes: quick to pick up a burst, cheap when quiet.
+    """
+    pause = idle[0]
     while not stop.is_set():
         try:
             moved = await projector.step()
         except Exception as error:
             log.warning("projector_unavailable", projection=projector.name, error=repr(error))
-            moved = 0
             await sleep_unless_stopped(stop, backoff)
             continue
-        if moved == 0:
-            await sleep_unless_stopped(stop, idle)
+        if moved:
+            pause = idle[0]
+        else:
+            await sleep_unless_stopped(stop, pause)
+            pause = min(idle[1], pause * 2)
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:

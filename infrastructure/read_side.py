@@ -123,10 +123,7 @@ class ReadSide:
             await projector.store.ensure()
 
     async def slowest_position(self) -> int:
-        positions = []
-        for projector in self.projectors.values():
-            positions.append(await projector.store.position(await projector.store.active_table()))
-        return min(positions)
+        return min([await projector.live_position() for projector in self.projectors.values()])
 
     async def replay(self, projection: str, notification_id: int) -> None:
         note = await self.source.read_one(notification_id)
