@@ -102,6 +102,12 @@ def execute(config: BenchConfig) -> int:
     report.write_json(config.report, document)
     report.print_table(summaries, ratio, sys.stdout)
     print(f"report: {config.report}  plot: {config.plot} ({document['plot']})")
+    if "429" in target["status_counts"]:
+        print(
+            "signup bench: the target rate-limited the bench (429): every request comes from "
+            "127.0.0.1 unless the target trusts it as a proxy and --client-addresses is set",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -33,8 +33,14 @@ class RequestFailed(Exception):
 
 
 class HttpClient(Protocol):
-    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        """The status code and body of the answer; raises :class:`RequestFailed`."""
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, forwarded_for: str | None = None
+    ) -> tuple[int, bytes]:
+        """The status code and body of the answer; raises :class:`RequestFailed`.
+
+        ``forwarded_for`` becomes an ``X-Forwarded-For`` header: the client a load balancer
+        would name, for a server that trusts the bench as a proxy.
+        """
         ...
 
     async def aclose(self) -> None: ...
@@ -78,14 +84,18 @@ class RawClient:
         self._busy: set[_Connection] = set()
         self._watchdog: asyncio.Task[None] | None = None
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, forwarded_for: str | None = None
+    ) -> tuple[int, bytes]:
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self._expire())
         connection = await self._slots.get()
         try:
             if connection is None:
                 connection = await self._connect()
-            status, answer, keep = await self._exchange(connection, method, path, body)
+            status, answer, keep = await self._exchange(
+                connection, method, path, body, forwarded_for
+            )
         except BaseException:
             if connection is not None:
                 self._busy.discard(connection)
@@ -112,7 +122,12 @@ class RawClient:
         return _Connection(reader, writer)
 
     async def _exchange(
-        self, connection: _Connection, method: str, path: str, body: bytes | None
+        self,
+        connection: _Connection,
+        method: str,
+        path: str,
+        body: bytes | None,
+        forwarded_for: str | None,
     ) -> tuple[int, bytes, bool]:
         head = [
             f"{method} {self._prefix}{path} HTTP/1.1".encode(),
@@ -120,6 +135,8 @@ class RawClient:
         ]
         if body is not None:
             head += [b"Content-Type: application/json", b"Content-Length: %d" % len(body)]
+        if forwarded_for is not None:
+            head.append(b"X-Forwarded-For: " + forwarded_for.encode())
         connection.started = time.monotonic()
         self._busy.add(connection)
         try:
@@ -196,9 +213,13 @@ class _HttpxClient:
             http2=False,
         )
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, forwarded_for: str | None = None
+    ) -> tuple[int, bytes]:
         httpx = self._httpx
-        headers = {"content-type": "application/json"} if body is not None else None
+        headers = {"content-type": "application/json"} if body is not None else {}
+        if forwarded_for is not None:
+            headers["x-forwarded-for"] = forwarded_for
         try:
             response = await self._client.request(method, path, content=body, headers=headers)
         except httpx.TimeoutException as error:

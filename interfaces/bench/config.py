@@ -33,6 +33,7 @@ class BenchConfig:
     timeout: float
     seed: int
     baseline: bool
+    client_addresses: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +65,7 @@ class BenchConfig:
             timeout=args.timeout,
             seed=seed,
             baseline=args.baseline,
+            client_addresses=args.client_addresses,
         )
 
 
@@ -154,6 +156,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout", type=_positive_float, default=30.0, help="per-request timeout, seconds"
+    )
+    parser.add_argument(
+        "--client-addresses",
+        type=int,
+        default=0,
+        metavar="N",
+        help="name N distinct clients (in 100.64.0.0/10) in X-Forwarded-For, as a load "
+        "balancer would; only a server that trusts 127.0.0.1 as a proxy uses it, e.g. so that "
+        "a per-client rate limit sees many clients (default 0: no header)",
     )
     parser.add_argument("--seed", type=int, help="seed of the body mix (default: random)")
     parser.add_argument(

@@ -68,6 +68,8 @@ class WorkerPlan:
     run_id: str
     offset: int
     seed: int
+    client_addresses: int
+    """How many distinct clients to name in X-Forwarded-For; 0 sends no such header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,7 @@ class _Worker:
         self._bodies = BodyFactory(
             plan.run_id, plan.offset, plan.process, plan.processes, plan.mix, plan.seed
         )
-        self._poll_random = random.Random(plan.seed * 7919 + plan.process)
+        self._random = random.Random(plan.seed * 7919 + plan.process)
         self._seconds: dict[int, Second] = {}
         self._start = 0.0
         self._end = float("inf")
@@ -140,12 +142,7 @@ class _Worker:
             await self._client.aclose()
             await self._poller.aclose()
         self._out.put(("seconds", plan.process, self._take_seconds(None)))
-        self._out.put(
-            (
-                "done",
-                WorkerDone(plan.process, self._last_answer_at),
-            )
-        )
+        self._out.put(("done", WorkerDone(plan.process, self._last_answer_at)))
 
     def _second(self, when: float) -> Second:
         index = int(when - self._start)
@@ -196,11 +193,10 @@ class _Worker:
                 continue
             n += 1
             self._issued += 1
+            self._second(due).launch_delay.add(now - due)
             kind, body, claim = self._bodies.next()
             if len(in_flight) >= backlog:
-                second = self._second(due)
-                second.sent += 1
-                second.errors["generator_backlog"] += 1
+                self._second(due).errors["generator_backlog"] += 1  # never sent
                 continue
             task = asyncio.create_task(self._post(kind, body, claim, due))
             in_flight.add(task)
@@ -211,7 +207,9 @@ class _Worker:
     async def _post(self, kind: str, body: bytes, claim: Claim | None, started: float) -> None:
         self._second(started).sent += 1
         try:
-            status, answer = await self._client.request("POST", "/registrations", body)
+            status, answer = await self._client.request(
+                "POST", "/registrations", body, self._client_address()
+            )
         except RequestFailed as error:
             now = time.monotonic()
             self._second(now).errors[error.kind] += 1
@@ -234,13 +232,25 @@ class _Worker:
         if claim is not None:
             self._bodies.accepted(claim)
         plan = self._plan
-        if plan.poll_completion and self._poll_random.random() < plan.poll_completion:
+        if plan.poll_completion and self._random.random() < plan.poll_completion:
             task = asyncio.create_task(self._poll(answer, now))
             self._polls.add(task)
             task.add_done_callback(self._polls.discard)
 
+    def _client_address(self) -> str | None:
+        """A client in 100.64.0.0/10, the carrier-grade NAT range most mobile signups come from."""
+        if not self._plan.client_addresses:
+            return None
+        n = self._random.randrange(self._plan.client_addresses) % (1 << 22)
+        return f"100.{64 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
+
     async def _poll(self, answer: bytes, accepted_at: float) -> None:
-        """Poll the registration's status until it is final; record how long that took."""
+        """Poll the registration's status until it is final; record how long that took.
+
+        The interval starts at 10 ms and grows to 250 ms, so a registration completed within
+        a few tens of milliseconds is timed closely and a slow one costs few requests; the
+        time recorded is when completion was *seen*, at most one interval late.
+        """
         try:
             registration_id = self._decode(answer)["registration_id"]
         except (msgspec.DecodeError, KeyError, TypeError):

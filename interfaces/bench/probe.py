@@ -271,4 +271,7 @@ class CpuMeter:
             ),
             "server_pid": self._server.pid if self._server is not None else None,
             "top_percent_by_process": {label: percent(seconds) for label, seconds in top},
+            # Busy time no live process accounts for: processes that ended during the run
+            # (another test suite, a shell loop) and the kernel's own work.
+            "unaccounted_percent": percent(max(0.0, busy - sum(used.values()))),
         }

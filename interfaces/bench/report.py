@@ -172,6 +172,9 @@ def summarise(measurement: Measurement, config: BenchConfig) -> dict[str, Any]:
         "transport_errors": dict(total.errors),
         "accept_latency_ms": _latency(total.accept_latency),
         "completion_ms": completion,
+        "generator_launch_delay_ms": (
+            _latency(total.launch_delay) if config.rate is not None else NOT_APPLICABLE
+        ),
         "projection_lag": _lag(measurement.scraper),
         "event_store_batch_size": _batch_sizes(measurement.scraper),
         "cpu": measurement.cpu,
@@ -224,16 +227,20 @@ def print_table(summaries: list[dict[str, Any]], ratio: dict[str, Any] | None, o
     statuses = sorted({code for s in summaries for code in s["status_counts"]}, key=int)
     for code in statuses:
         rows.append((f"status {code}", [s["status_counts"].get(code, 0) for s in summaries]))
-    rows.append(
-        ("unexpected answers", [_unexpected_text(s["unexpected_answers"]) for s in summaries])
-    )
+    rows += _unexpected_rows(summaries)
     errors = sorted({kind for s in summaries for kind in s["transport_errors"]})
     for kind in errors:
         rows.append((f"error {kind}", [s["transport_errors"].get(kind, 0) for s in summaries]))
     rows.append(("202→completed p50 ms", [_completion(s, "p50") for s in summaries]))
     rows.append(("202→completed p99 ms", [_completion(s, "p99") for s in summaries]))
-    rows.append(("projection lag max", [_lag_text(s) for s in summaries]))
-    rows.append(("event-store batch mean", [_batch_text(s) for s in summaries]))
+    rows += _lag_rows(summaries)
+    rows.append(("event-store batches", [_batch(s, "batches") for s in summaries]))
+    rows.append(("event-store batch mean", [_batch(s, "mean") for s in summaries]))
+    rows.append(("event-store batch p99 ≤", [_batch(s, "p99_at_most") for s in summaries]))
+    if any(s["generator_launch_delay_ms"] != NOT_APPLICABLE for s in summaries):
+        rows.append(
+            ("generator late p99 ms", [s["generator_launch_delay_ms"]["p99"] for s in summaries])
+        )
     rows.append(("generator CPU %", [_generator_cpu(s) for s in summaries]))
     rows.append(("server CPU %", [s["cpu"].get("server_percent") for s in summaries]))
     rows.append(("machine busy %", [s["cpu"].get("machine_busy_percent") for s in summaries]))
@@ -257,17 +264,34 @@ def print_table(summaries: list[dict[str, Any]], ratio: dict[str, Any] | None, o
     out.flush()
 
 
-def _unexpected_text(unexpected: dict[str, dict[str, int]] | None) -> str:
-    if unexpected is None:
-        return "n/a"
-    return (
-        ", ".join(
-            f"{kind}:{status}={n}"
-            for kind, statuses in unexpected.items()
-            for status, n in statuses.items()
-        )
-        or "none"
+def _unexpected_rows(summaries: list[dict[str, Any]]) -> list[tuple[str, list[object]]]:
+    """One row per kind of body and wrong status; "none" when every answer was right."""
+    found = sorted(
+        {
+            (kind, status)
+            for s in summaries
+            for kind, statuses in (s["unexpected_answers"] or {}).items()
+            for status in statuses
+        }
     )
+    if not found:
+        return [("unexpected answers", [_unexpected_none(s) for s in summaries])]
+    return [
+        (
+            f"unexpected {kind} → {status}",
+            [
+                NOT_APPLICABLE
+                if s["unexpected_answers"] is None
+                else s["unexpected_answers"].get(kind, {}).get(status, 0)
+                for s in summaries
+            ],
+        )
+        for kind, status in found
+    ]
+
+
+def _unexpected_none(summary: dict[str, Any]) -> str:
+    return NOT_APPLICABLE if summary["unexpected_answers"] is None else "none"
 
 
 def _completion(summary: dict[str, Any], key: str) -> object:
@@ -275,16 +299,34 @@ def _completion(summary: dict[str, Any], key: str) -> object:
     return completion.get(key) if completion["status"] == "measured" else completion["status"]
 
 
-def _lag_text(summary: dict[str, Any]) -> object:
-    lag = summary["projection_lag"]
-    if lag["status"] != "measured":
-        return lag["status"]
-    return ", ".join(f"{name} {value:g}" for name, value in lag["max"].items())
+def _lag_rows(summaries: list[dict[str, Any]]) -> list[tuple[str, list[object]]]:
+    projections = sorted(
+        {
+            name
+            for s in summaries
+            if s["projection_lag"]["status"] == "measured"
+            for name in s["projection_lag"]["max"]
+        }
+    )
+    if not projections:
+        return [("projection lag max", [s["projection_lag"]["status"] for s in summaries])]
+    return [
+        (
+            f"lag max {name}",
+            [
+                s["projection_lag"]["max"].get(name)
+                if s["projection_lag"]["status"] == "measured"
+                else s["projection_lag"]["status"]
+                for s in summaries
+            ],
+        )
+        for name in projections
+    ]
 
 
-def _batch_text(summary: dict[str, Any]) -> object:
+def _batch(summary: dict[str, Any], key: str) -> object:
     batches = summary["event_store_batch_size"]
-    return batches["mean"] if batches["status"] == "measured" else batches["status"]
+    return batches[key] if batches["status"] == "measured" else batches["status"]
 
 
 def _generator_cpu(summary: dict[str, Any]) -> object:

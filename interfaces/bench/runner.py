@@ -76,6 +76,7 @@ def _plans(config: BenchConfig, url: str, run_id: str, status_endpoint: bool) ->
             run_id=run_id,
             offset=offset,
             seed=config.seed,
+            client_addresses=config.client_addresses,
         )
         for index in range(processes)
     ]
@@ -90,7 +91,6 @@ class _Progress:
         self._sent = 0
         self._errors = 0
         self._latency = Histogram()
-        self._last_complete: Second | None = None
 
     def add(self, seconds: dict[int, Second]) -> None:
         for second in seconds.values():
@@ -137,7 +137,7 @@ def measure(
     for worker in workers:
         worker.start()
     try:
-        return _drive(config, measurement, workers, out, go, start_at, scrape, stream)
+        return _drive(measurement, workers, out, go, start_at, scrape, stream)
     finally:
         for worker in workers:
             if worker.is_alive():
@@ -146,7 +146,6 @@ def measure(
 
 
 def _drive(
-    config: BenchConfig,
     measurement: Measurement,
     workers: list[Any],
     out: Any,

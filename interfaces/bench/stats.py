@@ -65,6 +65,9 @@ class Second:
     accept_latency: Histogram = field(default_factory=Histogram)
     completion: Histogram = field(default_factory=Histogram)
     completion_outcomes: Counter[str] = field(default_factory=Counter)
+    launch_delay: Histogram = field(default_factory=Histogram)
+    """Open loop: how late after its scheduled time each request was started. Latency counts
+    from the schedule, so a starved generator inflates it; this says by how much."""
 
     def merge(self, other: Second) -> None:
         self.sent += other.sent
@@ -75,6 +78,7 @@ class Second:
         self.accept_latency.merge(other.accept_latency)
         self.completion.merge(other.completion)
         self.completion_outcomes.update(other.completion_outcomes)
+        self.launch_delay.merge(other.launch_delay)
 
     @property
     def accepted(self) -> int:
