@@ -136,12 +136,13 @@ class ReadSide:
 
     async def lag(self) -> dict[str, tuple[int, int]]:
         """Each projection's position and how many notifications it is behind."""
+        positions = {
+            projector.name: await projector.store.position(await projector.store.active_table())
+            for projector in self.all_projectors
+        }
+        # The head after the positions: read before, it could be passed by them meanwhile.
         head = await self.source.head()
-        report = {}
-        for projector in self.all_projectors:
-            position = await projector.store.position(await projector.store.active_table())
-            report[projector.name] = (position, head - position)
-        return report
+        return {name: (position, max(0, head - position)) for name, position in positions.items()}
 
     async def publish_gauges(self, stop: asyncio.Event, every: float = 1.0) -> None:
         """Lag, positions and failure counts, read from the databases once a second."""

@@ -28,13 +28,16 @@ from interfaces import bench
 log = structlog.get_logger("signup")
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals() -> None:
     # A plain SIGTERM would kill the process without running the clean-up that stops the
     # embedded servers; make it unwind like Ctrl-C does.
     def handler(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    # A process started in the background by a shell inherits an ignored SIGINT: take it back,
+    # so Ctrl-C (or `kill -INT`) always stops it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager
@@ -90,13 +93,13 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _stop_child(child: subprocess.Popen[bytes]) -> None:
-    if child.poll() is None:
-        child.send_signal(signal.SIGINT)
-    try:
-        child.wait(20)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+    """Ask nicely, then firmly: no worker may outlive `signup up`."""
+    for stop, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        if child.poll() is not None:
+            return
+        child.send_signal(stop)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(grace)
 
 
 def api(args: argparse.Namespace, settings: Settings) -> None:
@@ -287,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         args.run(args, settings)
     except KeyboardInterrupt:
