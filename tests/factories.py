@@ -1,7 +1,8 @@
 """Valid request bodies and documents for tests.
 
-The check digits are computed here from the published rules (Receita Federal), independently
-of validate_docbr, so tests that use them can catch a bug in the library.
+The documents come from the load generator's own check-digit code, written from the published
+rules (Receita Federal) independently of validate_docbr, so tests that use them can catch a bug
+in the library.
 """
 
 from __future__ import annotations
@@ -9,38 +10,34 @@ from __future__ import annotations
 import string
 from typing import Any
 
+from interfaces.bench.bodies import (
+    cnpj_check_digits,
+    cpf_check_digits,
+    make_cnpj,
+    make_cpf,
+    mask_cnpj,
+    mask_cpf,
+)
+
 CNPJ_BODY_ALPHABET = string.digits + string.ascii_uppercase
-_BASE36 = CNPJ_BODY_ALPHABET
-_CPF_BODIES = 10**9
-_REPEATED_CPF_BODIES = [k * 111_111_111 for k in range(1, 10)]
+
+__all__ = [
+    "MISSING",
+    "cnpj_check_digits",
+    "cpf_check_digits",
+    "is_valid_cnpj",
+    "is_valid_cpf",
+    "make_cnpj",
+    "make_cpf",
+    "mask_cnpj",
+    "mask_cpf",
+    "valid_address",
+    "valid_form",
+    "valid_pj_form",
+]
 
 MISSING: Any = object()
 """Pass as an override to leave the field out of the body altogether."""
-
-
-def _mod11_digit(total: int) -> str:
-    remainder = total % 11
-    return "0" if remainder < 2 else str(11 - remainder)
-
-
-def cpf_check_digits(body: str) -> str:
-    """The two check digits of a 9-digit CPF body."""
-    digits = [int(char) for char in body]
-    first = _mod11_digit(sum(d * w for d, w in zip(digits, range(10, 1, -1), strict=True)))
-    digits.append(int(first))
-    second = _mod11_digit(sum(d * w for d, w in zip(digits, range(11, 1, -1), strict=True)))
-    return first + second
-
-
-def cnpj_check_digits(body: str) -> str:
-    """The two check digits of a 12-character CNPJ body; a character is worth ASCII - 48."""
-    # Per character, and ASCII only: "ß".upper() is "SS", which would shift every position.
-    values = [ord(char.upper() if char.isascii() else char) - 48 for char in body]
-    weights = [6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2]
-    first = _mod11_digit(sum(v * w for v, w in zip(values, weights[1:], strict=True)))
-    values.append(int(first))
-    second = _mod11_digit(sum(v * w for v, w in zip(values, weights, strict=True)))
-    return first + second
 
 
 def is_valid_cpf(cpf: str) -> bool:
@@ -65,53 +62,6 @@ def is_valid_cnpj(cnpj: str) -> bool:
         and len(set(cnpj)) > 1
         and cnpj_check_digits(cnpj[:12]) == cnpj[12:]
     )
-
-
-def mask_cpf(cpf: str) -> str:
-    return f"{cpf[:3]}.{cpf[3:6]}.{cpf[6:9]}-{cpf[9:]}"
-
-
-def mask_cnpj(cnpj: str) -> str:
-    return f"{cnpj[:2]}.{cnpj[2:5]}.{cnpj[5:8]}/{cnpj[8:12]}-{cnpj[12:]}"
-
-
-def make_cpf(n: int) -> str:
-    """The n-th valid CPF (11 digits); distinct n give distinct CPFs, 0 <= n < 999_999_990."""
-    if not 0 <= n < _CPF_BODIES - 10:
-        raise ValueError(f"n out of range: {n}")
-    # Skip 000000000 and the other one-digit bodies: their CPFs are all one repeated digit.
-    body = n + 1
-    for repeated in _REPEATED_CPF_BODIES:
-        if body >= repeated:
-            body += 1
-    digits = f"{body:09d}"
-    return digits + cpf_check_digits(digits)
-
-
-def _base36(n: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        n, rest = divmod(n, 36)
-        chars.append(_BASE36[rest])
-    return "".join(reversed(chars))
-
-
-def make_cnpj(n: int, alphanumeric: bool = False) -> str:
-    """The n-th valid CNPJ (14 upper-case characters), head office branch ``0001``.
-
-    Numeric ones cover 0 <= n < 10**8. Alphanumeric ones start with a letter, so they never
-    equal a numeric one, and cover 0 <= n < 36**7.
-    """
-    if alphanumeric:
-        if not 0 <= n < 36**7:
-            raise ValueError(f"n out of range: {n}")
-        root = "A" + _base36(n, 7)
-    else:
-        if not 0 <= n < 10**8:
-            raise ValueError(f"n out of range: {n}")
-        root = f"{n:08d}"
-    body = root + "0001"
-    return body + cnpj_check_digits(body)
 
 
 def valid_address(**overrides: Any) -> dict[str, Any]:
