@@ -2,28 +2,34 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: setup browser run test lint load
+.PHONY: setup test-tools run test lint load
 
 setup:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen
 
-# The signup page's tests drive Debian's Chromium: Playwright cannot download browsers here.
-# Without root it is left to you; those tests skip while /usr/bin/chromium is missing.
-browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
+# Tools some tests drive, from Debian's packages: Chromium for the signup page (Playwright
+# cannot download browsers here) and docker-compose to validate docker-compose.yml (no Docker
+# engine is needed for that). Without root they are left to you; those tests skip, saying why.
+TEST_TOOLS := /usr/bin/chromium:chromium /usr/bin/docker-compose:docker-compose
+
+test-tools:
+	@missing=""; for tool in $(TEST_TOOLS); do \
+		[ -x "$${tool%%:*}" ] || missing="$$missing $${tool##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			(apt-get update -qq && apt-get install -y -qq chromium) \
-				|| echo "could not install chromium: the browser tests will skip"; \
+			(apt-get update -qq && apt-get install -y -qq $$missing) \
+				|| echo "could not install$$missing: the tests that need them will skip"; \
 		else \
-			echo "chromium missing: run 'sudo apt-get install chromium' for the browser tests"; \
+			echo "missing$$missing: run 'sudo apt-get install$$missing' for the tests that use them"; \
 		fi; \
 	fi
 
 run: setup
 	$(UV) run signup up
 
-test: setup browser
+test: setup test-tools
 	$(UV) run pytest
 
 lint: setup
