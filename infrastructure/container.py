@@ -57,6 +57,7 @@ class Container:
     group_commit: GroupCommit
     services: Services
     read_side: ReadSide | None = None
+    email_index: EmailIndex | None = None
     _gauges: asyncio.Task[None] | None = None
     _stop_gauges: asyncio.Event | None = None
 
@@ -75,12 +76,16 @@ class Container:
             concurrency=settings.append_concurrency,
         )
         group_commit.start()
+        email_index = (
+            EmailIndex(settings.read_url, settings.db_pool_size) if settings.fast_reject else None
+        )
         container = cls(settings, events, read_engine, redis, group_commit, None)  # type: ignore[arg-type]
+        container.email_index = email_index
         container.services = Services(
             register_user=RegisterUser(
                 group_commit,
                 settings.reservation_key.encode(),
-                EmailIndex(read_engine) if settings.fast_reject else None,
+                email_index,
                 RedisRateLimiter(
                     settings.redis_url,
                     {
@@ -117,6 +122,8 @@ class Container:
         if self.read_side is not None:
             await self.read_side.close()
         await self.group_commit.stop()
+        if self.email_index is not None:
+            await self.email_index.close()
         await self.redis.aclose()
         await self.read_engine.dispose()
         await asyncio.to_thread(self.events.close)

@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
+import asyncpg
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = structlog.get_logger(__name__)
 
 
+def _asyncpg_dsn(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"postgresql://{rest}" if "+" in scheme else url
+
+
 @dataclass
 class EmailIndex:
-    read_engine: AsyncEngine
+    """Asks with asyncpg directly: one prepared statement, no ORM layer, on every request."""
+
+    read_url: str
+    pool_size: int = 8
+    _pool: asyncpg.Pool | None = field(default=None, init=False)
+    _opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def registered(self, email: str) -> bool:
         try:
-            # Autocommit: one round trip, instead of BEGIN, SELECT and ROLLBACK.
-            async with self.read_engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                result = await conn.execute(
-                    text("SELECT 1 FROM email_lookup WHERE email = :email"), {"email": email}
-                )
-                return result.first() is not None
+            pool = await self._open()
+            found = await pool.fetchval("SELECT 1 FROM email_lookup WHERE email = $1", email)
+            return found is not None
         except Exception as error:
             # Only a shortcut: without it the event store's reservations still decide.
             log.warning("email_index_unavailable", error=repr(error))
             return False
+
+    async def _open(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    _asyncpg_dsn(self.read_url), min_size=1, max_size=self.pool_size, timeout=2
+                )
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()

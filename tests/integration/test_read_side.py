@@ -156,7 +156,7 @@ async def test_a_known_email_is_rejected_from_the_read_model_before_the_event_st
             async def append(self, submission: Submission) -> None:
                 appended.append(submission)
 
-        register = RegisterUser(EventStore(), b"key", EmailIndex(read_side.read_engine))
+        register = RegisterUser(EventStore(), b"key", EmailIndex(settings.read_url))
         with pytest.raises(EmailAlreadyRegistered):
             await register(_person(701, "  Reader700@Example.com"))
         await register(_person(702))
