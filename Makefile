@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 
 setup:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 # Tools some tests drive, from Debian's packages: Chromium for the signup page (Playwright
 # cannot download browsers here) and docker-compose to validate docker-compose.yml (no Docker
