@@ -68,7 +68,11 @@ class Container:
             open_event_store, settings.database_url, settings.db_pool_size
         )
         redis = Redis.from_url(settings.redis_url)
-        read_engine = make_engine(settings.read_url, pool_size=settings.db_pool_size)
+        # Status queries tolerate a replica's lag: a registration it has not seen yet is
+        # found in the event store and answered as pending.
+        read_engine = make_engine(
+            settings.read_replica_url or settings.read_url, pool_size=settings.db_pool_size
+        )
         group_commit = GroupCommit(
             BatchRecorder(events),
             max_size=settings.batch_max_size,
@@ -77,7 +81,9 @@ class Container:
         )
         group_commit.start()
         email_index = (
-            EmailIndex(settings.read_url, settings.db_pool_size) if settings.fast_reject else None
+            EmailIndex(settings.read_replica_url or settings.read_url, settings.db_pool_size)
+            if settings.fast_reject
+            else None
         )
         container = cls(settings, events, read_engine, redis, group_commit, None)  # type: ignore[arg-type]
         container.email_index = email_index

@@ -28,16 +28,25 @@ IDEMPOTENT_REPLAYS = Counter(
     "signup_idempotent_replays", "Requests answered from a stored Idempotency-Key answer."
 )
 RATE_LIMITED = Counter("signup_rate_limited", "Requests refused with 429.", ["limit"])
+# multiprocess_mode: with `signup api --workers N` every process reports the same figures
+# read from the databases; the greatest is the freshest.
 PROJECTION_POSITION = Gauge(
-    "signup_projection_position", "Last notification id a projection has handled.", ["projection"]
+    "signup_projection_position",
+    "Last notification id a projection has handled.",
+    ["projection"],
+    multiprocess_mode="max",
 )
 PROJECTION_LAG = Gauge(
     "signup_projection_lag_events",
     "Notifications in the event store a projection has not handled yet.",
     ["projection"],
+    multiprocess_mode="max",
 )
 PROJECTION_FAILURES = Gauge(
-    "signup_projection_failures", "Parked events by state (retrying, dead).", ["state"]
+    "signup_projection_failures",
+    "Parked events by state (retrying, dead).",
+    ["state"],
+    multiprocess_mode="max",
 )
 PROJECTED = Counter("signup_projected_events", "Events projected, by projection.", ["projection"])
 RETRIES = Counter("signup_projection_retries", "Retries of parked events, by outcome.", ["outcome"])

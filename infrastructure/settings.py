@@ -16,6 +16,8 @@ class Settings:
     redis_url: str | None = None
     # The read models' database (email lookup, status, dead letters); the event store's if unset.
     read_database_url: str | None = None
+    # A streaming replica of the read database for status queries; the read database if unset.
+    read_replica_url: str | None = None
     # One DSN per physical users shard; the read database alone if unset.
     shard_database_urls: tuple[str, ...] = ()
     # Fixed once: changing it moves users between shards (a rebuild of every shard).
@@ -56,6 +58,7 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
             read_database_url=env.get("READ_DATABASE_URL") or None,
+            read_replica_url=env.get("READ_REPLICA_URL") or None,
             shard_database_urls=tuple(
                 url.strip() for url in env.get("SHARD_DATABASE_URLS", "").split(",") if url.strip()
             ),

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -106,6 +107,10 @@ def api(args: argparse.Namespace, settings: Settings) -> None:
     if not (settings.database_url and settings.redis_url):
         sys.exit("signup api needs DATABASE_URL and REDIS_URL (signup up runs embedded servers)")
     if args.workers > 1:
+        # Each worker process keeps its own counters; Prometheus' multiprocess mode adds them
+        # up on /metrics, whichever process answers the scrape.
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="signup-metrics-")
         uvicorn.run(
             "infrastructure.container:build_app_from_env",
             factory=True,
