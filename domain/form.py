@@ -182,6 +182,12 @@ class _Reader:
         return None
 
 
+# Lengths of the free-text fields, after trimming: (shortest, longest).
+NAME_LENGTH = (2, 200)
+TEXT_LENGTH = (1, 200)
+NUMBER_LENGTH = (1, 20)
+
+
 def parse_registration_form(data: object) -> RegistrationDetails:
     """Validate and normalise a decoded JSON body; raise ``InvalidRegistration`` listing all."""
     errors: list[FieldError] = []
@@ -193,7 +199,7 @@ def parse_registration_form(data: object) -> RegistrationDetails:
     person_type = _person_type(form)
     cpf = form.normalised("cpf", "CPF", normalise_cpf)
     cnpj = _cnpj(form, person_type)
-    name = form.text("name", "Name", min_len=2)
+    name = form.text("name", "Name", min_len=NAME_LENGTH[0], max_len=NAME_LENGTH[1])
     mobile_phone = form.normalised("mobile_phone", "Mobile phone", normalise_mobile_phone)
     phone = form.normalised("phone", "Phone", normalise_landline, required=False)
     email = form.normalised("email", "Email", normalise_email)
@@ -266,11 +272,13 @@ def _address(form: _Reader) -> Address | None:
     address = _Reader(value, "address.", form.errors)
     address.reject_unknown(_ADDRESS_FIELDS)
     cep = address.normalised("cep", "CEP", normalise_cep)
-    street = address.text("street", "Street")
-    number = address.text("number", "Number", max_len=20)
-    complement = address.text("complement", "Complement", required=False)
-    neighborhood = address.text("neighborhood", "Neighborhood")
-    city = address.text("city", "City")
+    street = address.text("street", "Street", min_len=TEXT_LENGTH[0], max_len=TEXT_LENGTH[1])
+    number = address.text("number", "Number", min_len=NUMBER_LENGTH[0], max_len=NUMBER_LENGTH[1])
+    complement = address.text("complement", "Complement", max_len=TEXT_LENGTH[1], required=False)
+    neighborhood = address.text(
+        "neighborhood", "Neighborhood", min_len=TEXT_LENGTH[0], max_len=TEXT_LENGTH[1]
+    )
+    city = address.text("city", "City", min_len=TEXT_LENGTH[0], max_len=TEXT_LENGTH[1])
     state = address.normalised("state", "State", normalise_state)
     if len(form.errors) > before:
         return None

@@ -16,6 +16,7 @@ from application.services import Services
 from domain.errors import DomainError
 from interfaces.http.client_address import client_address
 from interfaces.http.idempotent import answer_once, check_key
+from interfaces.http.openapi import REGISTRATION_RESPONSES, RegistrationOperation
 from interfaces.http.problems import PROBLEM_JSON, from_domain, problem
 from interfaces.http.shapes import RegistrationAccepted
 
@@ -60,6 +61,8 @@ async def _register(register_user: RegisterUser, form: object, client: str) -> S
     status_code=202,
     request_max_body_size=MAX_BODY_BYTES,
     summary="Request a registration",
+    operation_class=RegistrationOperation,
+    responses=REGISTRATION_RESPONSES,
     description="Records the request and answers 202; poll the Location for its status.",
     tags=["registrations"],
 )

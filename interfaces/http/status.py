@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from application.services import Services
+from interfaces.http.openapi import STATUS_RESPONSES
 from interfaces.http.problems import problem
 
 
@@ -27,6 +28,7 @@ class RegistrationStatusView(msgspec.Struct, omit_defaults=True):
 @get(
     "/registrations/{registration_id:str}",
     summary="A registration's status",
+    responses=STATUS_RESPONSES,
     description="pending until the read models have the user; then completed, or failed.",
     tags=["registrations"],
 )

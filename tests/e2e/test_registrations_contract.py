@@ -178,3 +178,14 @@ async def test_health_and_schema_are_served(client: Client) -> None:
     assert ready.json()["checks"] == {"postgres": True, "redis": True}
     schema = await client.get("/schema/openapi.json")
     assert "/registrations" in schema.json()["paths"]
+
+
+async def test_the_schema_describes_the_form_and_every_answer(client: Client) -> None:
+    post = (await client.get("/schema/openapi.json")).json()["paths"]["/registrations"]["post"]
+
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body["additionalProperties"] is False
+    assert set(body["required"]) >= {"person_type", "cpf", "email", "address", "accepted_terms"}
+    assert body["properties"]["address"]["properties"]["number"]["maxLength"] == 20
+    assert set(post["responses"]) == {"202", "400", "409", "413", "415", "422", "429", "503"}
+    assert "application/problem+json" in post["responses"]["422"]["content"]
