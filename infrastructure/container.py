@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
 import structlog
@@ -181,12 +181,15 @@ def build_app_from_env() -> Litestar:
     return build_app(settings)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Projectors and the process manager, until ``stop`` is set."""
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, only: Collection[str] | None = None
+) -> None:
+    """Projectors (``only`` those named) and the process manager, until ``stop`` is set."""
     read_side = ReadSide.open(settings)
     serve_worker_metrics(settings.worker_metrics_port)
     try:
-        log.info("worker_started", projections=[p.name for p in read_side.all_projectors])
-        await read_side.run(stop)
+        names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
+        log.info("worker_started", projections=names)
+        await read_side.run(stop, only=only)
     finally:
         await read_side.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -158,10 +158,25 @@ class ReadSide:
                 log.debug("metrics_refresh_failed", error=repr(error))
             await sleep_unless_stopped(stop, every)
 
-    async def run(self, stop: asyncio.Event, retry_every: float = 0.5) -> None:
-        """Every projector and the process manager, until ``stop`` is set."""
-        tasks = [asyncio.create_task(run_forever(p, stop)) for p in self.all_projectors]
-        tasks.append(asyncio.create_task(self._retry_loop(stop, retry_every)))
+    async def run(
+        self,
+        stop: asyncio.Event,
+        retry_every: float = 0.5,
+        only: Collection[str] | None = None,
+    ) -> None:
+        """The projectors (``only`` those named, to spread them over processes and cores) and
+        the process manager, until ``stop`` is set.
+
+        The process manager runs beside the status projector, so that exactly one process
+        retries parked events however the projectors are spread.
+        """
+        chosen = [p for p in self.all_projectors if only is None or p.name in only]
+        unknown = set(only or ()) - {p.name for p in self.all_projectors}
+        if unknown:
+            raise ValueError(f"unknown projections: {', '.join(sorted(unknown))}")
+        tasks = [asyncio.create_task(run_forever(p, stop)) for p in chosen]
+        if self.status in chosen:
+            tasks.append(asyncio.create_task(self._retry_loop(stop, retry_every)))
         try:
             await asyncio.gather(*tasks)
         finally:

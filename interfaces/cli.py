@@ -133,7 +133,8 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run_worker(settings, stop)
+        only = [n.strip() for n in args.projections.split(",") if n.strip()] or None
+        await run_worker(settings, stop, only)
 
     asyncio.run(main())
 
@@ -263,7 +264,16 @@ def parser() -> argparse.ArgumentParser:
     run_api.add_argument("--port", type=int, default=8000)
     run_api.add_argument("--workers", type=int, default=1)
 
-    command("worker", worker, help="projectors and the process manager (needs DATABASE_URL)")
+    run_worker_ = command(
+        "worker", worker, help="projectors and the process manager (needs DATABASE_URL)"
+    )
+    run_worker_.add_argument(
+        "--projections",
+        default="",
+        help="comma-separated projections to run here (default: all); run several workers "
+        "with disjoint sets to use more cores; the process manager runs beside "
+        "registration_status",
+    )
     data_dir(command("migrate", migrate_command, help="create or upgrade every schema"))
 
     projections = commands.add_parser("projections", help="read models").add_subparsers(
