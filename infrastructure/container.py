@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
@@ -34,7 +35,9 @@ log = structlog.get_logger(__name__)
 def migrate(settings: Settings) -> None:
     """Create or upgrade every schema this service owns: event store, read models, shards."""
     assert settings.database_url, "DATABASE_URL is required to migrate"
-    events = open_event_store(settings.database_url, pool_size=1, create_table=True)
+    events = open_event_store(
+        settings.database_url, pool_size=1, create_table=True, cipher_key=settings.event_cipher_key
+    )
     events.close()
 
     async def read_models() -> None:
@@ -65,7 +68,12 @@ class Container:
     async def start(cls, settings: Settings) -> Container:
         assert settings.database_url and settings.redis_url, "database and Redis URLs must be set"
         events = await asyncio.to_thread(
-            open_event_store, settings.database_url, settings.db_pool_size
+            functools.partial(
+                open_event_store,
+                settings.database_url,
+                settings.db_pool_size,
+                cipher_key=settings.event_cipher_key,
+            )
         )
         redis = Redis.from_url(settings.redis_url)
         # Status queries tolerate a replica's lag: a registration it has not seen yet is

@@ -77,3 +77,15 @@ def embedded_servers(data_dir: Path, *, redis: bool = True) -> Iterator[Embedded
                 valkey.stop()
     finally:
         postgres.cleanup()
+
+
+def local_cipher_key(data_dir: Path) -> str:
+    """The laptop's event cipher key, made on first use and kept beside the data it opens."""
+    from eventsourcing.cryptography import AESCipher
+
+    path = data_dir.resolve() / "event-cipher.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(AESCipher.create_key(32))
+    return path.read_text().strip()

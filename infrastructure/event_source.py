@@ -11,7 +11,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infrastructure.event_store import SignupEvents
+from infrastructure.event_store import SignupEvents, cipher_env
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,9 +22,10 @@ class Notification:
     event: Any  # the domain event, decoded only for topics the reader asked for
 
 
-def event_mapper() -> Mapper[uuid.UUID]:
-    """The same transcoding the event store writes with, without opening a connection."""
-    return SignupEvents(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}).mapper
+def event_mapper(cipher_key: str | None = None) -> Mapper[uuid.UUID]:
+    """The same transcoding (and cipher) the event store writes with, without a connection."""
+    env = {"PERSISTENCE_MODULE": "eventsourcing.popo", **cipher_env(cipher_key)}
+    return SignupEvents(env=env).mapper
 
 
 @dataclass

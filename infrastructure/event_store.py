@@ -38,7 +38,18 @@ class SignupEvents(Application[uuid.UUID]):
     name = "signup"
 
 
-def postgres_env(database_url: str, pool_size: int, *, create_table: bool) -> dict[str, str]:
+CIPHER_TOPIC = "eventsourcing.cryptography:AESCipher"
+
+
+def cipher_env(cipher_key: str | None) -> dict[str, str]:
+    """AES-GCM over each stored event's state: names, documents and emails are never on
+    disk in the clear (the reservation ids are HMACs, see domain/reservations.py)."""
+    return {"CIPHER_TOPIC": CIPHER_TOPIC, "CIPHER_KEY": cipher_key} if cipher_key else {}
+
+
+def postgres_env(
+    database_url: str, pool_size: int, *, create_table: bool, cipher_key: str | None = None
+) -> dict[str, str]:
     """eventsourcing is configured by environment-style keys, not by a DSN."""
     parts = urlsplit(database_url)
     query = parse_qs(parts.query)
@@ -59,13 +70,20 @@ def postgres_env(database_url: str, pool_size: int, *, create_table: bool) -> di
         # the client hears 503 within seconds instead of half a minute.
         "POSTGRES_CONNECT_TIMEOUT": "2",
         "CREATE_TABLE": "y" if create_table else "n",
+        **cipher_env(cipher_key),
     }
 
 
 def open_event_store(
-    database_url: str, pool_size: int = 8, *, create_table: bool = False
+    database_url: str,
+    pool_size: int = 8,
+    *,
+    create_table: bool = False,
+    cipher_key: str | None = None,
 ) -> SignupEvents:
-    return SignupEvents(env=postgres_env(database_url, pool_size, create_table=create_table))
+    return SignupEvents(
+        env=postgres_env(database_url, pool_size, create_table=create_table, cipher_key=cipher_key)
+    )
 
 
 @dataclass(slots=True)

@@ -60,7 +60,7 @@ class ReadSide:
         events_engine = make_engine(settings.database_url or settings.read_url, pool_size=4)
         read_engine = make_engine(settings.read_url, pool_size=4)
         shard_engines = [make_engine(url, pool_size=2) for url in settings.shard_urls]
-        source = EventSource(events_engine, event_mapper())
+        source = EventSource(events_engine, event_mapper(settings.event_cipher_key))
         policy = RetryPolicy(
             max_attempts=settings.retry_max_attempts,
             base=timedelta(seconds=settings.retry_base_seconds),

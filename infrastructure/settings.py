@@ -41,6 +41,8 @@ class Settings:
     # Peers (addresses or CIDRs) whose X-Forwarded-For names the real client.
     trusted_proxies: tuple[str, ...] = ()
     reservation_key: str = DEVELOPMENT_RESERVATION_KEY
+    # AES key (base64, 16/24/32 bytes) that encrypts every event at rest; unset: plaintext.
+    event_cipher_key: str | None = None
     batch_max_size: int = 500
     batch_max_wait_ms: float = 2.0
     append_concurrency: int = 2
@@ -79,6 +81,7 @@ class Settings:
                 env.get("SIGNUP_STATUS_CACHE_SECONDS", defaults.status_cache_seconds)
             ),
             reservation_key=env.get("SIGNUP_RESERVATION_KEY", defaults.reservation_key),
+            event_cipher_key=env.get("SIGNUP_EVENT_CIPHER_KEY") or None,
             batch_max_size=int(env.get("SIGNUP_BATCH_MAX_SIZE", defaults.batch_max_size)),
             batch_max_wait_ms=float(
                 env.get("SIGNUP_BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms)

@@ -20,7 +20,7 @@ import structlog
 import uvicorn
 
 from infrastructure.container import build_app, migrate, run_worker
-from infrastructure.embedded import embedded_servers
+from infrastructure.embedded import embedded_servers, local_cipher_key
 from infrastructure.logging import configure_logging
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
@@ -48,10 +48,13 @@ def _servers(settings: Settings, data_dir: Path, *, redis: bool = True) -> Itera
         yield settings
         return
     with embedded_servers(data_dir, redis=redis and not settings.redis_url) as urls:
-        yield settings.with_servers(
+        running = settings.with_servers(
             settings.database_url or urls.database_url,
             settings.redis_url or urls.redis_url or "",
             () if settings.database_url else urls.shard_urls,
+        )
+        yield dataclasses.replace(
+            running, event_cipher_key=settings.event_cipher_key or local_cipher_key(data_dir)
         )
 
 
@@ -61,6 +64,7 @@ def _server_env(settings: Settings) -> dict[str, str]:
         "DATABASE_URL": settings.database_url or "",
         "REDIS_URL": settings.redis_url or "",
         "SHARD_DATABASE_URLS": ",".join(settings.shard_database_urls),
+        "SIGNUP_EVENT_CIPHER_KEY": settings.event_cipher_key or "",
     }
 
 

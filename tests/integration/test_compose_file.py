@@ -28,6 +28,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "signup.json"
 # What `up` needs from the operator's environment; the file refuses to start without them.
 SECRETS = {
     "SIGNUP_RESERVATION_KEY": "a-production-reservation-key",
+    "SIGNUP_EVENT_CIPHER_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
     "POSTGRES_PASSWORD": "pg-secret",
     "REPLICATION_PASSWORD": "replication-secret",
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
@@ -181,6 +182,7 @@ def test_the_signup_processes_are_configured_through_every_required_setting(
         assert settings.redis_url == "redis://redis:6379/0", name
         assert settings.reservation_key == SECRETS["SIGNUP_RESERVATION_KEY"], name
         assert settings.reservation_key != DEVELOPMENT_RESERVATION_KEY
+        assert settings.event_cipher_key == SECRETS["SIGNUP_EVENT_CIPHER_KEY"], name
         assert env["SIGNUP_LOGICAL_SHARDS"], name
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from application.registering import RegisterUser, Submission
 from domain.errors import CpfAlreadyRegistered, EmailAlreadyRegistered
-from infrastructure.event_store import BatchRecorder, GroupCommit, open_event_store
+from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 
@@ -34,6 +34,11 @@ async def _submissions(*forms: dict[str, object]) -> list[Submission]:
     return capture.submissions
 
 
+def _store(settings: Settings) -> SignupEvents:
+    assert settings.database_url
+    return open_event_store(settings.database_url, cipher_key=settings.event_cipher_key)
+
+
 def _form(n: int, email: str | None = None) -> dict[str, object]:
     address = email or f"user{n}@example.com"
     return valid_form(cpf=make_cpf(n), email=address, email_confirmation=address)
@@ -49,7 +54,7 @@ def _stored_registrations(recorder: BatchRecorder, submissions: list[Submission]
 
 async def test_a_batch_holding_one_conflict_still_commits_the_others(settings: Settings) -> None:
     assert settings.database_url
-    recorder = BatchRecorder(open_event_store(settings.database_url))
+    recorder = BatchRecorder(_store(settings))
     first = await _submissions(_form(1, "taken@example.com"))
     assert recorder.record(first) == [None]
 
@@ -71,7 +76,7 @@ async def test_duplicates_inside_one_batch_keep_the_first_and_reject_the_rest(
     settings: Settings,
 ) -> None:
     assert settings.database_url
-    recorder = BatchRecorder(open_event_store(settings.database_url))
+    recorder = BatchRecorder(_store(settings))
     batch = await _submissions(
         _form(10, "same@example.com"), _form(11), _form(12, "same@example.com")
     )
@@ -99,7 +104,7 @@ async def test_a_conflict_that_races_past_the_check_is_isolated_by_the_primary_k
     settings: Settings,
 ) -> None:
     assert settings.database_url
-    app = open_event_store(settings.database_url)
+    app = _store(settings)
     assert BatchRecorder(app).record(await _submissions(_form(20, "raced@example.com"))) == [None]
 
     racing = _BlindToExisting(app)
@@ -115,7 +120,10 @@ async def test_concurrent_appends_are_committed_together_in_few_transactions(
     settings: Settings,
 ) -> None:
     assert settings.database_url
-    group = GroupCommit(BatchRecorder(open_event_store(settings.database_url)), max_wait=0.005)
+    group = GroupCommit(
+        BatchRecorder(_store(settings)),
+        max_wait=0.005,
+    )
     group.start()
     try:
         submissions = await _submissions(*(_form(100 + n) for n in range(100)))
@@ -131,7 +139,10 @@ async def test_an_append_raises_the_conflict_only_for_its_own_submission(
     settings: Settings,
 ) -> None:
     assert settings.database_url
-    group = GroupCommit(BatchRecorder(open_event_store(settings.database_url)), max_wait=0.005)
+    group = GroupCommit(
+        BatchRecorder(_store(settings)),
+        max_wait=0.005,
+    )
     group.start()
     try:
         submissions = await _submissions(
