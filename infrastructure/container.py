@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from litestar import Litestar
@@ -53,16 +53,19 @@ def migrate(settings: Settings) -> None:
 
 @dataclass
 class Container:
+    """The API process's engines, clients and use cases; ``start`` builds, ``stop`` closes."""
+
     settings: Settings
     events: SignupEvents
-    read_engine: AsyncEngine
+    status_engine: AsyncEngine
     redis: Redis
     group_commit: GroupCommit
-    services: Services
-    read_side: ReadSide | None = None
-    email_index: EmailIndex | None = None
-    _gauges: asyncio.Task[None] | None = None
-    _stop_gauges: asyncio.Event | None = None
+    email_index: EmailIndex | None
+    # Projection lag and dead letters on the API's /metrics, where operators and the bench
+    # look; every API process reports the same figures.
+    read_side: ReadSide
+    stop_gauges: asyncio.Event = field(default_factory=asyncio.Event)
+    gauges: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Container:
@@ -75,33 +78,41 @@ class Container:
                 cipher_key=settings.event_cipher_key,
             )
         )
-        redis = Redis.from_url(settings.redis_url)
-        # Status queries tolerate a replica's lag: a registration it has not seen yet is
-        # found in the event store and answered as pending.
-        read_engine = make_engine(
-            settings.read_replica_url or settings.read_url, pool_size=settings.db_pool_size
-        )
-        group_commit = GroupCommit(
-            BatchRecorder(events),
-            max_size=settings.batch_max_size,
-            max_wait=settings.batch_max_wait_ms / 1000,
-            concurrency=settings.append_concurrency,
-        )
-        group_commit.start()
-        email_index = (
-            EmailIndex(settings.read_replica_url or settings.read_url, settings.db_pool_size)
+        # Status queries and the email lookup tolerate a replica's lag: a registration it has
+        # not seen yet is found in the event store and answered as pending.
+        read_url = settings.read_replica_url or settings.read_url
+        container = cls(
+            settings=settings,
+            events=events,
+            status_engine=make_engine(read_url, pool_size=settings.db_pool_size),
+            redis=Redis.from_url(settings.redis_url),
+            group_commit=GroupCommit(
+                BatchRecorder(events),
+                max_size=settings.batch_max_size,
+                max_wait=settings.batch_max_wait_ms / 1000,
+                concurrency=settings.append_concurrency,
+            ),
+            email_index=EmailIndex(read_url, settings.db_pool_size)
             if settings.fast_reject
-            else None
+            else None,
+            read_side=ReadSide.open(settings),
         )
-        container = cls(settings, events, read_engine, redis, group_commit, None)  # type: ignore[arg-type]
-        container.email_index = email_index
-        container.services = Services(
+        container.group_commit.start()
+        container.gauges = asyncio.create_task(
+            container.read_side.publish_gauges(container.stop_gauges)
+        )
+        return container
+
+    def services(self) -> Services:
+        """The use cases the entry points call, wired to this container's clients."""
+        settings = self.settings
+        return Services(
             register_user=RegisterUser(
-                group_commit,
+                self.group_commit,
                 settings.reservation_key.encode(),
-                email_index,
+                self.email_index,
                 RedisRateLimiter(
-                    settings.redis_url,
+                    settings.redis_url or "",
                     {
                         "client": settings.rate_limit_per_client,
                         "email": settings.rate_limit_per_email,
@@ -109,37 +120,30 @@ class Container:
                     },
                 ),
             ),
-            trusted_proxies=trusted_networks(settings.trusted_proxies),
             idempotency=RedisIdempotencyStore(
-                redis,
+                self.redis,
                 ttl_seconds=settings.idempotency_ttl_seconds,
                 in_flight_seconds=settings.idempotency_in_flight_seconds,
             ),
             get_status=GetRegistrationStatus(
-                StatusQueries(read_engine, events, redis, settings.status_cache_seconds)
+                StatusQueries(
+                    self.status_engine, self.events, self.redis, settings.status_cache_seconds
+                )
             ),
-            readiness=container.readiness,
+            readiness=self.readiness,
+            trusted_proxies=trusted_networks(settings.trusted_proxies),
         )
-        # Projection lag and dead letters on the API's /metrics, where operators and the
-        # bench look; every API process reports the same figures.
-        container.read_side = ReadSide.open(settings)
-        container._stop_gauges = asyncio.Event()
-        container._gauges = asyncio.create_task(
-            container.read_side.publish_gauges(container._stop_gauges)
-        )
-        return container
 
     async def stop(self) -> None:
-        if self._stop_gauges is not None and self._gauges is not None:
-            self._stop_gauges.set()
-            await self._gauges
-        if self.read_side is not None:
-            await self.read_side.close()
+        self.stop_gauges.set()
+        if self.gauges is not None:
+            await self.gauges
+        await self.read_side.close()
         await self.group_commit.stop()
         if self.email_index is not None:
             await self.email_index.close()
         await self.redis.aclose()
-        await self.read_engine.dispose()
+        await self.status_engine.dispose()
         await asyncio.to_thread(self.events.close)
 
     async def readiness(self) -> dict[str, bool]:
@@ -173,7 +177,7 @@ class Container:
 async def running_services(settings: Settings) -> AsyncIterator[Services]:
     container = await Container.start(settings)
     try:
-        yield container.services
+        yield container.services()
     finally:
         await container.stop()
 
