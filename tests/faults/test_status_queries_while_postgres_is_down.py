@@ -1,0 +1,87 @@
+"""GET /registrations/{id} while PostgreSQL is down: a precise answer, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from infrastructure.container import build_app, migrate
+from infrastructure.embedded import ensure_database
+from infrastructure.settings import Settings
+from tests.faults.harness import person, start_postgres, stop_postgres_immediately
+from tests.read_models import eventually, running_worker
+
+
+@asynccontextmanager
+async def _api(postgres: Any, redis_url: str) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    settings = Settings(
+        database_url=ensure_database(postgres.get_uri(), "signup"),
+        redis_url=redis_url,
+        retry_base_seconds=0.05,
+    )
+    await asyncio.to_thread(migrate, settings)
+    async with (
+        AsyncTestClient(app=build_app(settings), timeout=60) as client,
+        running_worker(settings),
+    ):
+        yield client
+
+
+async def test_a_completed_status_is_still_answered_from_the_cache_while_postgres_is_down(
+    breakable_postgres: Any, redis_url: str
+) -> None:
+    async with _api(breakable_postgres, redis_url) as client:
+        accepted = await client.post("/registrations", json=person(1, uuid.uuid4().hex))
+        rid = accepted.json()["registration_id"]
+
+        async def completed() -> bool:
+            answer = await client.get(f"/registrations/{rid}")
+            return bool(answer.json()["status"] == "completed")
+
+        await eventually(completed, timeout=30)
+        await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
+        try:
+            during = await client.get(f"/registrations/{rid}")
+        finally:
+            await asyncio.to_thread(start_postgres, breakable_postgres)
+
+    assert during.status_code == 200, during.text
+    assert during.json()["status"] == "completed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug: StatusQueries.find (infrastructure/status_queries.py:43 and :45) lets the "
+        "connection error of the read model (asyncpg FileNotFoundError/ConnectionRefusedError, "
+        "sqlalchemy DBAPIError) or of the event store (eventsourcing OperationalError) escape, "
+        "so the client gets 500 internal_error instead of 503 service_unavailable + Retry-After"
+    ),
+)
+async def test_a_status_not_in_the_cache_gets_503_with_retry_after_while_postgres_is_down(
+    breakable_postgres: Any, redis_url: str
+) -> None:
+    async with _api(breakable_postgres, redis_url) as client:
+        accepted = await client.post("/registrations", json=person(2, uuid.uuid4().hex))
+        rid = accepted.json()["registration_id"]
+        await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
+        try:
+            # Neither a registration the cache may not hold, nor an unknown one, can be
+            # answered without the database: both must say so, as POST does.
+            answers = [
+                await client.get(f"/registrations/{rid}"),
+                await client.get(f"/registrations/{uuid.uuid4()}"),
+            ]
+        finally:
+            await asyncio.to_thread(start_postgres, breakable_postgres)
+
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["code"] == "service_unavailable"
+        assert int(answer.headers["retry-after"]) > 0
