@@ -115,7 +115,8 @@ class BatchRecorder:
         return outcomes
 
     def reserved(self, reservation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these reservations already exist (one indexed query for the batch)."""
+        """Which of these aggregates (reservations, or a registration) already exist; one
+        indexed query for the whole batch."""
         if not reservation_ids:
             return set()
         recorder = self.app.recorder
@@ -148,6 +149,11 @@ class BatchRecorder:
         except IntegrityError:
             if len(group) == 1:
                 submission = batch[group[0]]
+                if self.reserved({submission.registration_id}):
+                    # Its own events are there: an earlier attempt committed but its
+                    # acknowledgement was lost and the recorder tried again. Recorded.
+                    outcomes[group[0]] = None
+                    return
                 outcomes[group[0]] = self._conflict(
                     submission, self.reserved(set(submission.claims))
                 )

@@ -151,7 +151,12 @@ def async_url(url: str) -> str:
 
 def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # A server that does not answer costs seconds, not asyncpg's default minute.
+        connect_args={"timeout": 2},
     )
 
 

@@ -11,15 +11,18 @@ import uuid
 from dataclasses import dataclass
 
 import msgspec
+from eventsourcing.persistence import InterfaceError, OperationalError
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.registering import StoreUnavailable
 from application.status import RegistrationStatus
 from domain.registration import UserRegistrationRequested
 from infrastructure.event_store import SignupEvents
+from infrastructure.projector import is_unavailable
 from projections.registration_status import COMPLETED, PENDING
 
 log = structlog.get_logger(__name__)
@@ -40,9 +43,17 @@ class StatusQueries:
         cached = await self._cached(registration_id)
         if cached is not None:
             return cached
-        found = await self._from_read_model(registration_id)
-        if found is None:
-            return await asyncio.to_thread(self._from_event_store, registration_id)
+        try:
+            found = await self._from_read_model(registration_id)
+            if found is None:
+                return await asyncio.to_thread(self._from_event_store, registration_id)
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(error)) from error
+        except Exception as error:
+            if is_unavailable(error):
+                # The client learns to retry (503), not that something broke (500).
+                raise StoreUnavailable(repr(error)) from error
+            raise
         if found.status == COMPLETED:
             # Only completed is final: a failed registration can still be retried to completed.
             await self._cache(found)

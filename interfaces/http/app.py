@@ -9,11 +9,12 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from application.services import Services
 from interfaces.http import health, page, registrations, status
 from interfaces.http.logging import canonical_log_line
+from interfaces.http.metrics import MetricsController
 from interfaces.http.problems import exception_handlers, problem_details_plugin
 
 
@@ -41,7 +42,7 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
             health.ready,
             page.signup_page,
             page.static_assets(),
-            PrometheusController,
+            MetricsController,
         ],
         dependencies={
             "services": Provide(services, sync_to_thread=False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 
 from application.services import Services
 from interfaces.http.shapes import Health
@@ -14,7 +15,12 @@ async def live() -> Health:
     return Health(status="ok")
 
 
-@get("/health/ready", tags=["operations"], summary="PostgreSQL and Redis answer")
+@get(
+    "/health/ready",
+    tags=["operations"],
+    summary="PostgreSQL and Redis answer",
+    responses={503: ResponseSpec(Health, description="PostgreSQL or Redis does not answer")},
+)
 async def ready(services: NamedDependency[Services]) -> Response[Health]:
     checks = await services.readiness()
     healthy = all(checks.values())

@@ -168,14 +168,6 @@ def _responses(live_schema: schemathesis.BaseSchema, path: str, method: str) -> 
     return responses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "schema: GET /metrics is documented as application/json (Litestar's default for "
-        "PrometheusController) but answers text/plain; version=1.0.0 (Prometheus text format); "
-        "schemathesis reports ST105 Undocumented Content-Type"
-    ),
-)
 def test_the_schema_declares_the_content_type_metrics_answers_with(
     live_api: str, live_schema: schemathesis.BaseSchema
 ) -> None:
@@ -184,13 +176,6 @@ def test_the_schema_declares_the_content_type_metrics_answers_with(
     assert media_type in _responses(live_schema, "/metrics", "get")["200"].get("content", {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "schema: GET /health/ready answers 503 (with the same Health body) when PostgreSQL "
-        "or Redis is down (tests/e2e/test_rate_limits.py), but only 200 is declared"
-    ),
-)
 def test_the_schema_declares_that_readiness_can_answer_503(
     live_schema: schemathesis.BaseSchema,
 ) -> None:

@@ -24,7 +24,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from litestar.testing import AsyncTestClient
 
 from infrastructure.container import build_app, migrate
@@ -173,17 +172,6 @@ async def _api_behind(
         yield client
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: eventsourcing retries insert_events after an OperationalError "
-        "(@retry(..., max_attempts=10) in eventsourcing/postgres.py); when the first attempt "
-        "had committed, the retry hits IntegrityError on the registration's own events, and "
-        "BatchRecorder._save_isolating (infrastructure/event_store.py:128-135) takes the "
-        "person's own reservations for someone else's: 409 email_already_registered instead "
-        "of 202 with the registration id that is stored"
-    ),
-)
 async def test_a_registration_whose_commit_reply_is_lost_is_answered_202_not_409(
     postgres_url: str, redis_url: str
 ) -> None:

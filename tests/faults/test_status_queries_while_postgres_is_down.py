@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 from litestar.testing import AsyncTestClient
 
 from infrastructure.container import build_app, migrate
@@ -55,15 +54,6 @@ async def test_a_completed_status_is_still_answered_from_the_cache_while_postgre
     assert during.json()["status"] == "completed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: StatusQueries.find (infrastructure/status_queries.py:43 and :45) lets the "
-        "connection error of the read model (asyncpg FileNotFoundError/ConnectionRefusedError, "
-        "sqlalchemy DBAPIError) or of the event store (eventsourcing OperationalError) escape, "
-        "so the client gets 500 internal_error instead of 503 service_unavailable + Retry-After"
-    ),
-)
 async def test_a_status_not_in_the_cache_gets_503_with_retry_after_while_postgres_is_down(
     breakable_postgres: Any, redis_url: str
 ) -> None:
