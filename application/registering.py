@@ -41,7 +41,11 @@ class KnownEmails(Protocol):
 
 
 class StoreUnavailable(Exception):
-    """The event store cannot be reached; nothing was recorded and the client may retry."""
+    """The event store cannot be reached or did not confirm; the client may retry safely.
+
+    Almost always nothing was recorded; if a commit succeeded but its acknowledgement was
+    lost, a retry finds the registration (idempotency key) or its email taken (409).
+    """
 
 
 @dataclass(frozen=True, slots=True)

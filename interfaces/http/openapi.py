@@ -145,7 +145,9 @@ REGISTRATION_RESPONSES = {
         "Invalid fields (`errors` lists every one), or an Idempotency-Key reused with another body"
     ),
     429: _problem("Rate limit hit; see Retry-After"),
-    503: _problem("The event store is unavailable; nothing was recorded; see Retry-After"),
+    503: _problem(
+        "The event store is unavailable; retry after Retry-After (never a second registration)"
+    ),
 }
 
 STATUS_RESPONSES = {404: _problem("Unknown or malformed registration id")}

@@ -88,7 +88,8 @@ def unavailable(_: StoreUnavailable) -> ProblemDetailsException:
     return problem(
         503,
         "service_unavailable",
-        "The service cannot record registrations right now; nothing was recorded. Retry later.",
+        "The service cannot record registrations right now. Retry later, with the same "
+        "Idempotency-Key: a retry never creates a second registration.",
         headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
     )
 
