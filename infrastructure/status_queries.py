@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass
 
 import msgspec
-from eventsourcing.persistence import InterfaceError, OperationalError
 import structlog
+from eventsourcing.persistence import InterfaceError, OperationalError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text

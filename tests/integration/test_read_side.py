@@ -148,7 +148,7 @@ async def test_a_known_email_is_rejected_from_the_read_model_before_the_event_st
     client: Client, settings: Settings
 ) -> None:
     [first] = await _register(client, 1, start=700)
-    async with running_worker(settings) as read_side:
+    async with running_worker(settings):
         await eventually(lambda: all_have_status(client, [first], "completed"))
         appended: list[Submission] = []
 
