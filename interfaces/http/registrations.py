@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import msgspec
@@ -47,12 +46,10 @@ def _problem_answer(
 
 async def _register(register_user: RegisterUser, form: object, client: str) -> StoredAnswer:
     accepted = await register_user(form, client)
-    registration_id = str(accepted.registration_id)
-    body = RegistrationAccepted(registration_id=uuid.UUID(registration_id), status="pending")
+    body = RegistrationAccepted(registration_id=accepted.registration_id, status="pending")
+    location = f"/registrations/{accepted.registration_id}"
     return StoredAnswer(
-        202,
-        _encode(body),
-        {"content-type": "application/json", "location": f"/registrations/{registration_id}"},
+        202, _encode(body), {"content-type": "application/json", "location": location}
     )
 
 
