@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -37,6 +39,16 @@ async def _submissions(*forms: dict[str, object]) -> list[Submission]:
 def _store(settings: Settings) -> SignupEvents:
     assert settings.database_url
     return open_event_store(settings.database_url, cipher_key=settings.event_cipher_key)
+
+
+@asynccontextmanager
+async def _group_commit(settings: Settings) -> AsyncIterator[GroupCommit]:
+    group = GroupCommit(BatchRecorder(_store(settings)), max_wait=0.005)
+    group.start()
+    try:
+        yield group
+    finally:
+        await group.stop()
 
 
 def _form(n: int, email: str | None = None) -> dict[str, object]:
@@ -119,17 +131,9 @@ async def test_a_conflict_that_races_past_the_check_is_isolated_by_the_primary_k
 async def test_concurrent_appends_are_committed_together_in_few_transactions(
     settings: Settings,
 ) -> None:
-    assert settings.database_url
-    group = GroupCommit(
-        BatchRecorder(_store(settings)),
-        max_wait=0.005,
-    )
-    group.start()
-    try:
-        submissions = await _submissions(*(_form(100 + n) for n in range(100)))
+    submissions = await _submissions(*(_form(100 + n) for n in range(100)))
+    async with _group_commit(settings) as group:
         await asyncio.gather(*(group.append(s) for s in submissions))
-    finally:
-        await group.stop()
 
     assert sum(group.batch_sizes) == 100
     assert len(group.batch_sizes) < 20, group.batch_sizes
@@ -138,21 +142,13 @@ async def test_concurrent_appends_are_committed_together_in_few_transactions(
 async def test_an_append_raises_the_conflict_only_for_its_own_submission(
     settings: Settings,
 ) -> None:
-    assert settings.database_url
-    group = GroupCommit(
-        BatchRecorder(_store(settings)),
-        max_wait=0.005,
+    submissions = await _submissions(
+        _form(200, "dup@example.com"), _form(201), _form(202, "dup@example.com")
     )
-    group.start()
-    try:
-        submissions = await _submissions(
-            _form(200, "dup@example.com"), _form(201), _form(202, "dup@example.com")
-        )
+    async with _group_commit(settings) as group:
         results = await asyncio.gather(
             *(group.append(s) for s in submissions), return_exceptions=True
         )
-    finally:
-        await group.stop()
 
     assert results[0] is None and results[1] is None
     assert isinstance(results[2], EmailAlreadyRegistered)
