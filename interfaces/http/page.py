@@ -19,18 +19,21 @@ from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
 from domain import address, contact, documents, values
-from domain.errors import AlreadyRegistered, InvalidRegistration
-from domain.form import parse_registration_form
+from domain.errors import AlreadyRegistered
+from domain.form import NAME_LENGTH, NUMBER_LENGTH, TEXT_LENGTH
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 STATIC_DIR = WEB_DIR / "static"
 
-# Free-text fields whose length limits are read back from the parser (see _length_range).
-_TEXT_FIELDS = (
-    "name", "address.street", "address.number", "address.complement",
-    "address.neighborhood", "address.city",
-)  # fmt: skip
-_PROBE_LIMIT = 10_000  # far above any limit; the body itself is capped at 16 KiB
+# Free-text fields and their length limits, as the domain declares them.
+_TEXT_LIMITS = {
+    "name": NAME_LENGTH,
+    "address.street": TEXT_LENGTH,
+    "address.number": NUMBER_LENGTH,
+    "address.complement": TEXT_LENGTH,
+    "address.neighborhood": TEXT_LENGTH,
+    "address.city": TEXT_LENGTH,
+}
 
 _UF_NAMES = {
     "AC": "Acre", "AL": "Alagoas", "AP": "Amapá", "AM": "Amazonas", "BA": "Bahia",
@@ -98,43 +101,12 @@ def error_codes() -> frozenset[str]:
     )
 
 
-def _field_errors(path: str, text: str) -> set[str]:
-    head, _, leaf = path.rpartition(".")
-    body: dict[str, Any] = {leaf: text} if not head else {head: {leaf: text}}
-    try:
-        parse_registration_form(body)
-    except InvalidRegistration as error:
-        return {found.code for found in error.errors if found.field == path}
-    return set()
-
-
-def _length_range(path: str) -> tuple[int, int]:
-    """A text field's accepted length range, found by asking the parser itself.
-
-    The limits are arguments inside ``domain.form``, not exported constants; probing keeps
-    the page from copying them (a changed limit shows up here on the next start).
-    """
-    shortest = next(
-        n for n in range(1, _PROBE_LIMIT) if values.TOO_SHORT not in _field_errors(path, "x" * n)
-    )
-    accepted, rejected = shortest, _PROBE_LIMIT
-    if values.TOO_LONG not in _field_errors(path, "x" * rejected):
-        return shortest, rejected
-    while rejected - accepted > 1:  # binary search for the first too_long length
-        middle = (accepted + rejected) // 2
-        if values.TOO_LONG in _field_errors(path, "x" * middle):
-            rejected = middle
-        else:
-            accepted = middle
-    return shortest, accepted
-
-
 @cache
 def form_rules() -> dict[str, Any]:
     """The validation rules the page applies as you type, all taken from the server's code."""
     brazil = phonenumbers.PhoneMetadata.metadata_for_region("BR")
     assert brazil is not None and brazil.mobile is not None and brazil.fixed_line is not None
-    limits = {path: _length_range(path) for path in _TEXT_FIELDS}
+    limits = dict(_TEXT_LIMITS)
     limits["email"] = (1, contact.EMAIL_MAX_LENGTH)
     conflicts = {cls.field: cls.code for cls in AlreadyRegistered.__subclasses__()}
     return {
