@@ -20,7 +20,7 @@ from application.retry_policy import RetryPolicy
 from infrastructure import metrics
 from infrastructure.event_source import Notification
 from infrastructure.read_store import DEAD, RETRYING, projection_failures, row_dict
-from projections.registration_status import COMPLETED, FAILED
+from projections.registration_status import COMPLETED, FAILED, FAILED_REASON
 from projections.shards import user_id_for
 
 # A later event of a registration whose earlier event is parked waits behind it.
@@ -92,7 +92,7 @@ class FailureLog:
                 .on_conflict_do_nothing()
             )
             if dead:
-                await mark_failed(conn, notification.registration_id, error)
+                await mark_failed(conn, notification.registration_id)
 
     async def due(self, limit: int = 100) -> list[Failure]:
         """Retrying failures whose time has come, oldest event first; a registration's later
@@ -178,7 +178,7 @@ class FailureLog:
             updated = Failure.from_row(result.one())
             metrics.RETRIES.labels("dead_lettered" if dead else "failed").inc()
             if dead:
-                await mark_failed(conn, failure.registration_id, error)
+                await mark_failed(conn, failure.registration_id)
             return updated
 
     async def discard(self, failure_id: int) -> bool:
@@ -191,7 +191,7 @@ class FailureLog:
             return result.first() is not None
 
 
-async def mark_failed(conn: AsyncConnection, registration_id: uuid.UUID, error: str) -> None:
+async def mark_failed(conn: AsyncConnection, registration_id: uuid.UUID) -> None:
     """A dead letter fails its registration, if the status projector has seen it already
     (otherwise that projector will find the dead letter itself)."""
     await conn.execute(
@@ -199,11 +199,5 @@ async def mark_failed(conn: AsyncConnection, registration_id: uuid.UUID, error: 
             "UPDATE registration_status SET status = :failed, reason = :reason, updated_at = now()"
             " WHERE registration_id = :rid AND status <> :failed"
         ),
-        {"failed": FAILED, "reason": _reason(error), "rid": registration_id},
+        {"failed": FAILED, "reason": FAILED_REASON, "rid": registration_id},
     )
-
-
-def _reason(error: str) -> str:
-    # The reason is shown to the client: say what happened, never the internals.
-    del error
-    return "The registration could not be completed; an operator has been notified."

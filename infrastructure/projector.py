@@ -23,7 +23,7 @@ from infrastructure.event_source import EventSource, Notification
 from infrastructure.failures import WAITING, FailureLog
 from infrastructure.read_store import DEAD, ProjectionStore, projection_tables
 from projections.model import Projection, Row
-from projections.registration_status import FAILED, PENDING
+from projections.registration_status import FAILED, FAILED_REASON, PENDING
 
 log = structlog.get_logger(__name__)
 
@@ -220,7 +220,7 @@ def _with_failures(row: Row, states: set[str]) -> Row:
             **row,
             "status": FAILED,
             "user_id": None,
-            "reason": "The registration could not be completed; an operator has been notified.",
+            "reason": FAILED_REASON,
         }
     if states:
         return {**row, "status": PENDING, "user_id": None}

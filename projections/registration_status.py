@@ -15,6 +15,8 @@ from projections.shards import user_id_for
 PENDING = "pending"
 COMPLETED = "completed"
 FAILED = "failed"
+# What a failed registration tells its client: what happened, never the internals.
+FAILED_REASON = "The registration could not be completed; an operator has been notified."
 
 
 def registration_status() -> Projection:
