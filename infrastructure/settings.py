@@ -121,6 +121,16 @@ class Settings:
             shard_database_urls=self.shard_database_urls or shard_database_urls,
         )
 
+    def server_env(self) -> dict[str, str]:
+        """The environment a child `signup` process needs to find the same servers and read
+        the same events: the inverse of `from_env` for those settings."""
+        return {
+            "DATABASE_URL": self.database_url or "",
+            "REDIS_URL": self.redis_url or "",
+            "SHARD_DATABASE_URLS": ",".join(self.shard_database_urls),
+            "SIGNUP_EVENT_CIPHER_KEY": self.event_cipher_key or "",
+        }
+
     @property
     def read_url(self) -> str:
         url = self.read_database_url or self.database_url

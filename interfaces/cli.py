@@ -58,16 +58,6 @@ def _servers(settings: Settings, data_dir: Path, *, redis: bool = True) -> Itera
         )
 
 
-def _server_env(settings: Settings) -> dict[str, str]:
-    """How a child process finds the same servers."""
-    return {
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "SHARD_DATABASE_URLS": ",".join(settings.shard_database_urls),
-        "SIGNUP_EVENT_CIPHER_KEY": settings.event_cipher_key or "",
-    }
-
-
 def _serve(settings: Settings, host: str, port: int) -> None:
     config = uvicorn.Config(
         build_app(settings),
@@ -87,7 +77,7 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
         # The worker runs as its own process: the API keeps one core, projections the other.
         worker = subprocess.Popen(
             [sys.executable, "-m", "interfaces.cli", "worker"],
-            env={**os.environ, **_server_env(running)},
+            env={**os.environ, **running.server_env()},
         )
         try:
             url = f"http://{args.host}:{args.port}"

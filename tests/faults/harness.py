@@ -24,11 +24,7 @@ from tests.servers import LOAD_FROM_ONE_ADDRESS, ROOT, free_port, wait_until_rea
 
 def server_env(settings: Settings) -> dict[str, str]:
     """How a ``signup`` process finds the test's servers."""
-    return {
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "SHARD_DATABASE_URLS": ",".join(settings.shard_database_urls),
-    }
+    return settings.server_env()
 
 
 @dataclass

@@ -21,8 +21,7 @@ Client = AsyncTestClient  # type: ignore[type-arg]
 async def signup(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url or "",
-        "SHARD_DATABASE_URLS": ",".join(settings.shard_database_urls),
+        **settings.server_env(),
         "SIGNUP_LOG_FORMAT": "json",
     }
     return await asyncio.to_thread(

@@ -22,8 +22,7 @@ Client = AsyncTestClient  # type: ignore[type-arg]
 def _worker(settings: Settings, projections: str, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url or "",
-        "SHARD_DATABASE_URLS": ",".join(settings.shard_database_urls),
+        **settings.server_env(),
         "SIGNUP_LOG_FORMAT": "json",
     }
     with log.open("ab") as out:

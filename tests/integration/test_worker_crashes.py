@@ -23,12 +23,7 @@ REGISTRATIONS = int(os.environ.get("SIGNUP_CRASH_TEST_REGISTRATIONS", "5000"))
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "SHARD_DATABASE_URLS": ",".join(settings.shard_database_urls),
-        "SIGNUP_PROJECTION_BATCH_SIZE": "200",
-    }
+    return {**settings.server_env(), "SIGNUP_PROJECTION_BATCH_SIZE": "200"}
 
 
 def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
