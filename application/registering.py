@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from application.personal_data import PersonalDataVault
 from application.rate_limits import RateLimited, RateLimiter
 from domain.errors import EmailAlreadyRegistered
 from domain.form import parse_registration_form
-from domain.registration import Registration
+from domain.registration import Registration, claims
 from domain.reservations import Claim, Reservation
 
 
@@ -22,6 +23,8 @@ class Submission:
     registration_id: uuid.UUID
     events: Sequence[Any]
     claims: Mapping[uuid.UUID, Claim]
+    # The key that opens this registration's personal data, as stored (see PersonalDataVault).
+    subject_key: bytes
 
 
 class RegistrationLog(Protocol):
@@ -57,6 +60,7 @@ class Accepted:
 class RegisterUser:
     log: RegistrationLog
     reservation_key: bytes
+    vault: PersonalDataVault
     # Rejects most duplicates without touching the event store; its reservations stay the
     # authority, so a stale or missing answer here never lets a duplicate through.
     known_emails: KnownEmails | None = None
@@ -66,10 +70,15 @@ class RegisterUser:
         # The client's limit comes first, so a flood of invalid bodies is throttled too.
         await self._limit("client", client)
         details = parse_registration_form(form)
+        # Keyed by the claims' HMACs, so the limiter's store never holds an email or a CPF.
+        held = {claim.kind: claim for claim in claims(details)}
+        reservation_ids = {
+            kind: claim.reservation_id(self.reservation_key) for kind, claim in held.items()
+        }
         # Independent counters: ask for both at once, one round trip of waiting instead of two.
         outcomes = await asyncio.gather(
-            self._limit("email", details.email),
-            self._limit("cpf", details.cpf),
+            self._limit("email", str(reservation_ids["email"])),
+            self._limit("cpf", str(Claim("cpf", details.cpf).reservation_id(self.reservation_key))),
             return_exceptions=True,
         )
         for outcome in outcomes:
@@ -77,22 +86,24 @@ class RegisterUser:
                 raise outcome
         if self.known_emails is not None and await self.known_emails.registered(details.email):
             raise EmailAlreadyRegistered()
-        registration = Registration.request(details)
-        reservations = {
-            claim: Reservation.hold(claim, registration.id, self.reservation_key)
-            for claim in registration.claims()
-        }
+        registration_id = uuid.uuid4()
+        sealed = self.vault.seal(registration_id, details)
+        registration = Registration.request(registration_id, sealed.personal_data)
         events = list(registration.collect_events())
-        for reservation in reservations.values():
+        for kind, claim in held.items():
+            reservation = Reservation(
+                claim_id=reservation_ids[kind], registration_id=registration_id, kind=claim.kind
+            )
             events.extend(reservation.collect_events())
         await self.log.append(
             Submission(
-                registration_id=registration.id,
+                registration_id=registration_id,
                 events=events,
-                claims={reservation.id: claim for claim, reservation in reservations.items()},
+                claims={reservation_ids[kind]: claim for kind, claim in held.items()},
+                subject_key=sealed.key,
             )
         )
-        return Accepted(registration.id)
+        return Accepted(registration_id)
 
     async def _limit(self, limit: str, key: str) -> None:
         if self.limiter is not None and key:

@@ -1,72 +1,47 @@
-"""The Registration aggregate: a person's request to sign up, recorded once."""
+"""The Registration aggregate: a person's request to sign up, recorded once.
+
+What the person submitted is personal data, and the event store is append-only: so the event
+carries it sealed with a key of that person's own (see ``application/personal_data.py``).
+Destroying the key erases them from history without rewriting it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.form import RegistrationDetails
+from domain.form import PF, RegistrationDetails
 from domain.reservations import Claim
 
 
 class Registration(Aggregate):
     class UserRegistrationRequested(Aggregate.Created):
-        """Everything the person submitted, already validated and normalised."""
+        """Everything the person submitted, validated, normalised and sealed."""
 
-        person_type: str
-        cpf: str
-        cnpj: str | None
-        name: str
-        mobile_phone: str
-        phone: str | None
-        email: str
-        address: dict[str, Any]
+        personal_data: bytes
 
     @event(UserRegistrationRequested)
-    def __init__(
-        self,
-        *,
-        person_type: str,
-        cpf: str,
-        cnpj: str | None,
-        name: str,
-        mobile_phone: str,
-        phone: str | None,
-        email: str,
-        address: dict[str, Any],
-    ) -> None:
-        self.person_type = person_type
-        self.cpf = cpf
-        self.cnpj = cnpj
-        self.name = name
-        self.mobile_phone = mobile_phone
-        self.phone = phone
-        self.email = email
-        self.address = address
+    def __init__(self, *, id: uuid.UUID, personal_data: bytes) -> None:
+        self.personal_data = personal_data
 
     @classmethod
-    def request(cls, details: RegistrationDetails) -> Registration:
-        return cls(
-            person_type=details.person_type,
-            cpf=details.cpf,
-            cnpj=details.cnpj,
-            name=details.name,
-            mobile_phone=details.mobile_phone,
-            phone=details.phone,
-            email=details.email,
-            address=details.address.to_dict(),
-        )
+    def request(cls, registration_id: uuid.UUID, personal_data: bytes) -> Registration:
+        """``personal_data`` is the sealed ``RegistrationDetails`` of this registration id."""
+        return cls(id=registration_id, personal_data=personal_data)
 
-    def claims(self) -> list[Claim]:
-        """The unique values this registration must hold alone.
 
-        A person may be responsible for several companies, so a PJ claims its CNPJ, not the CPF.
-        """
-        document = (
-            Claim("cpf", self.cpf) if self.person_type == "PF" else Claim("cnpj", self.cnpj or "")
-        )
-        return [Claim("email", self.email), document]
+def claims(details: RegistrationDetails) -> list[Claim]:
+    """The unique values a registration must hold alone.
+
+    A person may be responsible for several companies, so a PJ claims its CNPJ, not the CPF.
+    """
+    document = (
+        Claim("cpf", details.cpf)
+        if details.person_type == PF
+        else Claim("cnpj", details.cnpj or "")
+    )
+    return [Claim("email", details.email), document]
 
 
 UserRegistrationRequested = Registration.UserRegistrationRequested

@@ -61,9 +61,3 @@ class Reservation(Aggregate):
     @staticmethod
     def create_id(claim_id: uuid.UUID) -> uuid.UUID:
         return claim_id
-
-    @classmethod
-    def hold(cls, claim: Claim, registration_id: uuid.UUID, key: bytes) -> Reservation:
-        return cls(
-            claim_id=claim.reservation_id(key), registration_id=registration_id, kind=claim.kind
-        )

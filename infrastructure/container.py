@@ -26,6 +26,7 @@ from infrastructure.read_side import ReadSide
 from infrastructure.read_store import make_engine
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
+from infrastructure.subject_keys import SubjectVault
 from interfaces.http.app import create_app
 from interfaces.http.client_address import trusted_networks
 
@@ -110,6 +111,7 @@ class Container:
             register_user=RegisterUser(
                 self.group_commit,
                 settings.reservation_key.encode(),
+                SubjectVault(settings.event_cipher_key),
                 self.email_index,
                 RedisRateLimiter(
                     settings.redis_url or "",

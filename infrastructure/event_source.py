@@ -11,7 +11,11 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.personal_data import PersonalDataVault
+from domain.registration import UserRegistrationRequested
 from infrastructure.event_store import SignupEvents, cipher_env
+from infrastructure.subject_keys import subject_keys_table
+from projections.model import RequestedRegistration
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +23,8 @@ class Notification:
     id: int
     registration_id: uuid.UUID
     topic: str
-    event: Any  # the domain event, decoded only for topics the reader asked for
+    # Decoded only for the topics the reader asked for, with the person's details opened.
+    registration: RequestedRegistration
 
 
 def event_mapper(cipher_key: str | None = None) -> Mapper[uuid.UUID]:
@@ -32,7 +37,16 @@ def event_mapper(cipher_key: str | None = None) -> Mapper[uuid.UUID]:
 class EventSource:
     engine: AsyncEngine
     mapper: Mapper[uuid.UUID]
+    vault: PersonalDataVault
     table: str = "signup_events"
+
+    @property
+    def _from(self) -> str:
+        # Each wanted event brings the key that opens it, in the same query.
+        return (
+            f'FROM "{self.table}" e LEFT JOIN "{subject_keys_table(self.table)}" k'
+            " ON k.registration_id = e.originator_id"
+        )
 
     async def read(
         self, after: int, limit: int, topics: Sequence[str], up_to: int | None = None
@@ -44,8 +58,9 @@ class EventSource:
         """
         statement = text(
             f"SELECT notification_id, originator_id, originator_version, topic,"
-            f" CASE WHEN topic = ANY(:topics) THEN state END AS state"
-            f' FROM "{self.table}" WHERE notification_id > :after'
+            f" CASE WHEN topic = ANY(:topics) THEN state END AS state,"
+            f" CASE WHEN topic = ANY(:topics) THEN k.key END AS key"
+            f" {self._from} WHERE notification_id > :after"
             + (" AND notification_id <= :up_to" if up_to is not None else "")
             + " ORDER BY notification_id LIMIT :limit"
         )
@@ -59,8 +74,8 @@ class EventSource:
 
     async def read_one(self, notification_id: int) -> Notification | None:
         statement = text(
-            f"SELECT notification_id, originator_id, originator_version, topic, state"
-            f' FROM "{self.table}" WHERE notification_id = :id'
+            f"SELECT notification_id, originator_id, originator_version, topic, state, k.key"
+            f" {self._from} WHERE notification_id = :id"
         )
         async with self.engine.connect() as conn:
             row = (await conn.execute(statement, {"id": notification_id})).first()
@@ -75,4 +90,9 @@ class EventSource:
         event = self.mapper.to_domain_event(
             StoredEvent(row.originator_id, row.originator_version, row.topic, bytes(row.state))
         )
-        return Notification(row.notification_id, row.originator_id, row.topic, event)
+        assert isinstance(event, UserRegistrationRequested), row.topic
+        details = None
+        if row.key is not None:
+            details = self.vault.open(event.originator_id, event.personal_data, bytes(row.key))
+        registration = RequestedRegistration(event.originator_id, event.timestamp, details)
+        return Notification(row.notification_id, row.originator_id, row.topic, registration)

@@ -10,6 +10,7 @@ between the check and the save) is isolated by splitting the batch.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections import deque
@@ -21,7 +22,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    JSONTranscoder,
+    OperationalError,
+    Transcoding,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
@@ -32,10 +39,27 @@ from infrastructure import metrics
 log = structlog.get_logger(__name__)
 
 
+class BytesAsBase64(Transcoding):
+    """Sealed personal data is bytes; JSON has no bytes."""
+
+    type = bytes
+    name = "bytes_b64"
+
+    def encode(self, obj: bytes) -> str:
+        return base64.b64encode(obj).decode()
+
+    def decode(self, data: str) -> bytes:
+        return base64.b64decode(data)
+
+
 class SignupEvents(Application[uuid.UUID]):
     """The application whose recorder holds every registration and reservation event."""
 
     name = "signup"
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(BytesAsBase64())
 
 
 CIPHER_TOPIC = "eventsourcing.cryptography:AESCipher"
@@ -70,6 +94,8 @@ def postgres_env(
         # the client hears 503 within seconds instead of half a minute.
         "POSTGRES_CONNECT_TIMEOUT": "2",
         "CREATE_TABLE": "y" if create_table else "n",
+        # Writes each registration's subject key in the transaction of its events.
+        "APPLICATION_RECORDER_TOPIC": "infrastructure.subject_keys:SignupRecorder",
         **cipher_env(cipher_key),
     }
 
@@ -145,7 +171,12 @@ class BatchRecorder:
         if not group:
             return
         try:
-            self.app.save(*[event for index in group for event in batch[index].events])
+            self.app.save(
+                *[event for index in group for event in batch[index].events],
+                subject_keys=[
+                    (batch[index].registration_id, batch[index].subject_key) for index in group
+                ],
+            )
         except IntegrityError:
             if len(group) == 1:
                 submission = batch[group[0]]

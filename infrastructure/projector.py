@@ -126,7 +126,7 @@ class Projector:
     async def write(
         self, conn: AsyncConnection, table: str, notes: Sequence[Notification], position: int
     ) -> None:
-        rows = [row for note in notes for row in self.projection.reduce(note.event)]
+        rows = [row for note in notes for row in self.projection.reduce(note.registration)]
         await self.store.write(table, rows, position, conn)
 
     async def apply(self, note: Notification) -> None:
@@ -193,7 +193,7 @@ class StatusProjector(Projector):
     async def write(
         self, conn: AsyncConnection, table: str, notes: Sequence[Notification], position: int
     ) -> None:
-        rows = [row for note in notes for row in self.projection.reduce(note.event)]
+        rows = [row for note in notes for row in self.projection.reduce(note.registration)]
         if rows:
             # FOR SHARE: the process manager's resolve/give-up waits for this transaction,
             # and then its own update sees the row written here.

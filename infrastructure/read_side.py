@@ -25,6 +25,7 @@ from infrastructure.projector import (
 )
 from infrastructure.read_store import DEAD, RETRYING, ProjectionStore, main_catalog, make_engine
 from infrastructure.settings import Settings
+from infrastructure.subject_keys import SubjectVault
 from projections.email_lookup import email_lookup
 from projections.model import Projection
 from projections.registration_status import registration_status
@@ -60,7 +61,11 @@ class ReadSide:
         events_engine = make_engine(settings.database_url or settings.read_url, pool_size=4)
         read_engine = make_engine(settings.read_url, pool_size=4)
         shard_engines = [make_engine(url, pool_size=2) for url in settings.shard_urls]
-        source = EventSource(events_engine, event_mapper(settings.event_cipher_key))
+        source = EventSource(
+            events_engine,
+            event_mapper(settings.event_cipher_key),
+            SubjectVault(settings.event_cipher_key),
+        )
         policy = RetryPolicy(
             max_attempts=settings.retry_max_attempts,
             base=timedelta(seconds=settings.retry_base_seconds),

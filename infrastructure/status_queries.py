@@ -23,6 +23,7 @@ from application.status import RegistrationStatus
 from domain.registration import UserRegistrationRequested
 from infrastructure.event_store import SignupEvents
 from infrastructure.projector import is_unavailable
+from infrastructure.subject_keys import SignupRecorder
 from projections.registration_status import COMPLETED, PENDING
 
 log = structlog.get_logger(__name__)
@@ -95,4 +96,8 @@ class StatusQueries:
         event = self.events.mapper.to_domain_event(stored[0])
         if not isinstance(event, UserRegistrationRequested):
             return None  # a reservation's id is not a registration's
+        recorder = self.events.recorder
+        assert isinstance(recorder, SignupRecorder)
+        if recorder.erased(registration_id):
+            return None  # an erased person's registration is unknown from then on
         return RegistrationStatus(registration_id, PENDING, event.timestamp, event.timestamp)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain.registration import UserRegistrationRequested
-from projections.model import REGISTRATION_REQUESTED, Projection, Row
+from projections.model import REGISTRATION_REQUESTED, Projection, RequestedRegistration, Row
 from projections.shards import logical_shard, user_id_for
 
 
 def email_lookup(logical_shards: int) -> Projection:
-    def reduce(event: UserRegistrationRequested) -> Sequence[Row]:
-        user_id = user_id_for(event.originator_id)
+    def reduce(registration: RequestedRegistration) -> Sequence[Row]:
+        if registration.details is None:
+            return []
+        user_id = user_id_for(registration.registration_id)
         return [
             {
-                "email": event.email,
-                "registration_id": event.originator_id,
+                "email": registration.details.email,
+                "registration_id": registration.registration_id,
                 "shard": logical_shard(user_id, logical_shards),
-                "registered_at": event.timestamp,
+                "registered_at": registration.requested_at,
             }
         ]
 

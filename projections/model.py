@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
+from domain.form import RegistrationDetails
 from domain.registration import UserRegistrationRequested
 
 Row = Mapping[str, Any]
@@ -16,17 +19,27 @@ REGISTRATION_REQUESTED = get_topic(UserRegistrationRequested)
 
 
 @dataclass(frozen=True, slots=True)
+class RequestedRegistration:
+    """What a reducer sees of a ``UserRegistrationRequested`` event: the person's details,
+    opened with their key, or ``None`` once they have been erased (their key is shredded)."""
+
+    registration_id: uuid.UUID
+    requested_at: datetime
+    details: RegistrationDetails | None
+
+
+@dataclass(frozen=True, slots=True)
 class Projection:
     """A read model's declaration.
 
-    ``reduce`` turns one event into the rows it contributes (none when the event is not for
-    this read model); it does no I/O, so a replay gives the same rows.
+    ``reduce`` turns one registration into the rows it contributes (none when it is not for
+    this read model, or erased); it does no I/O, so a replay gives the same rows.
     """
 
     name: str
     version: int
     topics: Sequence[str]
-    reduce: Callable[[UserRegistrationRequested], Sequence[Row]]
+    reduce: Callable[[RequestedRegistration], Sequence[Row]]
 
     @property
     def table_version(self) -> str:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain.registration import UserRegistrationRequested
-from projections.model import REGISTRATION_REQUESTED, Projection, Row
+from projections.model import REGISTRATION_REQUESTED, Projection, RequestedRegistration, Row
 from projections.shards import user_id_for
 
 PENDING = "pending"
@@ -20,14 +19,16 @@ FAILED_REASON = "The registration could not be completed; an operator has been n
 
 
 def registration_status() -> Projection:
-    def reduce(event: UserRegistrationRequested) -> Sequence[Row]:
+    def reduce(registration: RequestedRegistration) -> Sequence[Row]:
+        if registration.details is None:
+            return []  # erased: as if it had never been
         return [
             {
-                "registration_id": event.originator_id,
+                "registration_id": registration.registration_id,
                 "status": COMPLETED,
-                "user_id": user_id_for(event.originator_id),
+                "user_id": user_id_for(registration.registration_id),
                 "reason": None,
-                "requested_at": event.timestamp,
+                "requested_at": registration.requested_at,
             }
         ]
 

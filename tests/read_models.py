@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
-from projections.model import Projection, Row
+from projections.model import Projection, RequestedRegistration, Row
 
 
 async def table_rows(read_side: ReadSide) -> dict[str, set[tuple[Any, ...]]]:
@@ -35,7 +35,7 @@ async def replayed_rows(read_side: ReadSide) -> dict[str, set[tuple[Any, ...]]]:
             return expected
         for note in notes:
             for projector in read_side.all_projectors:
-                for row in projector.projection.reduce(note.event):
+                for row in projector.projection.reduce(note.registration):
                     expected[projector.name].add(_comparable(row, projector.name))
         position = reached
 
@@ -99,10 +99,11 @@ class Poison:
         if not projection.name.startswith("users_shard"):
             return projection
 
-        def reduce(event: Any) -> Sequence[Row]:
-            rows = projection.reduce(event)
+        def reduce(registration: RequestedRegistration) -> Sequence[Row]:
+            rows = projection.reduce(registration)
             # Only the shard the user lives in fails, as a real fault in its database would.
-            if self.active and rows and event.email == self.email:
+            details = registration.details
+            if self.active and rows and details is not None and details.email == self.email:
                 raise RuntimeError("poisoned by the test")
             return rows
 

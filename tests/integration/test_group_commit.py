@@ -13,6 +13,7 @@ from application.registering import RegisterUser, Submission
 from domain.errors import CpfAlreadyRegistered, EmailAlreadyRegistered
 from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
 from infrastructure.settings import Settings
+from infrastructure.subject_keys import SubjectVault
 from tests.factories import make_cpf, valid_form
 
 KEY = b"test-key"
@@ -30,7 +31,7 @@ class _Capture:
 
 async def _submissions(*forms: dict[str, object]) -> list[Submission]:
     capture = _Capture()
-    register = RegisterUser(capture, KEY)
+    register = RegisterUser(capture, KEY, SubjectVault())
     for form in forms:
         await register(form)
     return capture.submissions

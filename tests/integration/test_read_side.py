@@ -12,6 +12,7 @@ from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
 from infrastructure.email_index import EmailIndex
 from infrastructure.settings import Settings
+from infrastructure.subject_keys import SubjectVault
 from tests.factories import make_cpf, valid_form
 from tests.read_models import (
     Poison,
@@ -156,7 +157,7 @@ async def test_a_known_email_is_rejected_from_the_read_model_before_the_event_st
             async def append(self, submission: Submission) -> None:
                 appended.append(submission)
 
-        register = RegisterUser(EventStore(), b"key", EmailIndex(settings.read_url))
+        register = RegisterUser(EventStore(), b"key", SubjectVault(), EmailIndex(settings.read_url))
         with pytest.raises(EmailAlreadyRegistered):
             await register(_person(701, "  Reader700@Example.com"))
         await register(_person(702))

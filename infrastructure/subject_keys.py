@@ -1,0 +1,119 @@
+"""Per-subject keys on PostgreSQL: sealing with AES-GCM, and the keys table beside the events.
+
+Each registration's personal data is sealed with a random 256-bit key, bound to its
+registration id (the id is the associated data, so a sealed blob cannot be passed off as
+another registration's). The key is stored in ``signup_subject_keys`` in the same transaction
+as the events, wrapped with the event store's cipher key when one is set. Erasing a person
+sets their key to NULL: the event stays, and nobody can open it again.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from base64 import b64decode
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from application.personal_data import Sealed
+from domain.form import RegistrationDetails
+
+_NONCE = 12
+_encode = msgspec.json.Encoder().encode
+
+
+class SubjectVault:
+    """Seals and opens personal data; ``master_key`` (base64, the event cipher key) wraps the
+    per-subject keys at rest."""
+
+    def __init__(self, master_key: str | None = None) -> None:
+        self._master = AESGCM(b64decode(master_key)) if master_key else None
+
+    def seal(self, registration_id: uuid.UUID, details: RegistrationDetails) -> Sealed:
+        key = AESGCM.generate_key(bit_length=256)
+        personal_data = _encrypt(AESGCM(key), _encode(details.to_dict()), registration_id)
+        stored = key if self._master is None else _encrypt(self._master, key, registration_id)
+        return Sealed(personal_data, stored)
+
+    def open(
+        self, registration_id: uuid.UUID, personal_data: bytes, key: bytes
+    ) -> RegistrationDetails:
+        """Raises ``cryptography.exceptions.InvalidTag`` for a wrong key or tampered data."""
+        raw = key if self._master is None else _decrypt(self._master, key, registration_id)
+        data = _decrypt(AESGCM(raw), personal_data, registration_id)
+        return RegistrationDetails.from_dict(msgspec.json.decode(data))
+
+
+def _encrypt(cipher: AESGCM, plaintext: bytes, registration_id: uuid.UUID) -> bytes:
+    nonce = os.urandom(_NONCE)
+    return nonce + cipher.encrypt(nonce, plaintext, registration_id.bytes)
+
+
+def _decrypt(cipher: AESGCM, sealed: bytes, registration_id: uuid.UUID) -> bytes:
+    return cipher.decrypt(sealed[:_NONCE], sealed[_NONCE:], registration_id.bytes)
+
+
+def subject_keys_table(events_table: str) -> str:
+    return events_table.removesuffix("_events") + "_subject_keys"
+
+
+class SignupRecorder(PostgresApplicationRecorder):
+    """eventsourcing's recorder, also writing the subject keys given to ``save(subject_keys=)``
+    in the events' own transaction: an event is never stored without the key that opens it."""
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        table = SQL("{}.{}").format(
+            Identifier(self.datastore.schema),
+            Identifier(subject_keys_table(self.events_table_name)),
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " registration_id uuid PRIMARY KEY,"
+                " key bytea,"  # NULL once the person has been erased
+                " erased_at timestamptz)"
+            ).format(table)
+        )
+        self._insert_keys = SQL(
+            "INSERT INTO {} (registration_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
+        ).format(table)
+        self._erase = SQL(
+            "UPDATE {} SET key = NULL, erased_at = now()"
+            " WHERE registration_id = %s AND key IS NOT NULL"
+        ).format(table)
+        self._erased = SQL(
+            "SELECT key IS NULL AS erased FROM {} WHERE registration_id = %s"
+        ).format(table)
+
+    def _insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> None:
+        # Before the events' insert, which takes the table lock: the keys do not lengthen it.
+        keys: Sequence[tuple[uuid.UUID, bytes]] = kwargs.get("subject_keys", ())
+        if keys:
+            curs.execute(self._insert_keys, ([k for k, _ in keys], [v for _, v in keys]))
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def erase(self, registration_id: uuid.UUID) -> bool:
+        """Shred the key; False when there was none left to shred."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._erase, (registration_id,))
+            return curs.rowcount == 1
+
+    def erased(self, registration_id: uuid.UUID) -> bool:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._erased, (registration_id,))
+            row = curs.fetchone()
+        return row is None or bool(row["erased"])
