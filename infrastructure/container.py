@@ -13,10 +13,12 @@ from litestar import Litestar
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.erasure import Erased, EraseUser
 from application.registering import RegisterUser
 from application.services import Services
 from application.status import GetRegistrationStatus
 from infrastructure.email_index import EmailIndex
+from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
 from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.logging import configure_logging
@@ -26,7 +28,7 @@ from infrastructure.read_side import ReadSide
 from infrastructure.read_store import make_engine
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
-from infrastructure.subject_keys import SubjectVault
+from infrastructure.subject_keys import SignupRecorder, SubjectVault
 from interfaces.http.app import create_app
 from interfaces.http.client_address import trusted_networks
 
@@ -193,6 +195,30 @@ def build_app_from_env() -> Litestar:
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     return build_app(settings)
+
+
+async def erase(settings: Settings, subject_id: str) -> Erased:
+    """``signup erase``: the use case wired to the event store, read models and cache."""
+    assert settings.database_url, "DATABASE_URL is required to erase"
+    events = await asyncio.to_thread(
+        functools.partial(
+            open_event_store, settings.database_url, 1, cipher_key=settings.event_cipher_key
+        )
+    )
+    read_side = ReadSide.open(settings)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    try:
+        recorder = events.recorder
+        assert isinstance(recorder, SignupRecorder)
+        use_case = EraseUser(
+            EventStoreSubjects(read_side, recorder), ReadModelsAndCache(read_side, redis)
+        )
+        return await use_case(subject_id)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await read_side.close()
+        await asyncio.to_thread(events.close)
 
 
 async def run_worker(

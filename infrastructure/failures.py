@@ -190,6 +190,16 @@ class FailureLog:
             )
             return result.first() is not None
 
+    async def forget(self, registration_id: uuid.UUID) -> int:
+        """Drop a registration's parked events and dead letters (its error texts may quote it)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                projection_failures.delete().where(
+                    projection_failures.c.registration_id == registration_id
+                )
+            )
+            return int(result.rowcount)
+
 
 async def mark_failed(conn: AsyncConnection, registration_id: uuid.UUID) -> None:
     """A dead letter fails its registration, if the status projector has seen it already

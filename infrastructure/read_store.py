@@ -232,6 +232,12 @@ class ProjectionStore:
                 .values(position=func.greatest(projection_tracking.c.position, position))
             )
 
+    async def tables(self, conn: AsyncConnection) -> list[str]:
+        """This projection's tables: the active one and any a rebuild is filling."""
+        result = await conn.execute(select(projection_tracking.c.table_name))
+        prefix = f"{self.projection.name}_v"
+        return [name for name in result.scalars() if name.startswith(prefix)]
+
     async def lock_catalog(self, conn: AsyncConnection) -> None:
         """Hold this projection's catalog row: live batches wait until the transaction ends."""
         await conn.execute(

@@ -28,6 +28,7 @@ from projections.registration_status import COMPLETED, PENDING
 
 log = structlog.get_logger(__name__)
 
+STATUS_CACHE_PREFIX = "signup:status:"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RegistrationStatus).decode
 
@@ -38,7 +39,7 @@ class StatusQueries:
     events: SignupEvents
     redis: Redis
     cache_seconds: int
-    prefix: str = "signup:status:"
+    prefix: str = STATUS_CACHE_PREFIX
 
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
         cached = await self._cached(registration_id)

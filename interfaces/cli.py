@@ -19,7 +19,8 @@ from typing import Any
 import structlog
 import uvicorn
 
-from infrastructure.container import build_app, migrate, run_worker
+from application.erasure import UnknownSubject
+from infrastructure.container import build_app, erase, migrate, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key
 from infrastructure.logging import configure_logging
 from infrastructure.read_side import ReadSide
@@ -236,6 +237,18 @@ def dead_letters(args: argparse.Namespace, settings: Settings) -> None:
     _with_read_side(args, settings, act)
 
 
+def erase_command(args: argparse.Namespace, settings: Settings) -> None:
+    with _servers(settings, Path(args.data_dir), redis=False) as running:
+        try:
+            erased = asyncio.run(erase(running, args.id))
+        except UnknownSubject:
+            print(f"no user or registration {args.id}", file=sys.stderr)
+            sys.exit(1)
+    key = "key shredded" if erased.key_shredded else "key already shredded"
+    removed = ", ".join(erased.removed_from) or "no read model held it"
+    print(f"erased registration {erased.registration_id}: {key}; removed from: {removed}")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="signup", description="The signup service.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -290,6 +303,14 @@ def parser() -> argparse.ArgumentParser:
         help="retry: every dead letter; list: also those still retrying",
     )
     data_dir(letters)
+
+    erasing = command(
+        "erase",
+        erase_command,
+        help="erase a person (LGPD): shred their key, remove them from every read model",
+    )
+    erasing.add_argument("id", help="their user id (or, before completion, registration id)")
+    data_dir(erasing)
 
     bench.add_parser(commands)
     return root

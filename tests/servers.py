@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from infrastructure.embedded import ensure_database
+from infrastructure.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +52,20 @@ def wait_until_ready(base_url: str, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{base_url} did not become ready in {timeout}s")
+
+
+async def run_signup(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``signup ARGS`` against these settings' servers, as an operator would run it."""
+    env = {**os.environ, **settings.server_env(), "SIGNUP_LOG_FORMAT": "json"}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "interfaces.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @contextmanager

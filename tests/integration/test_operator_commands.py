@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from typing import Any
 
 from litestar.testing import AsyncTestClient
@@ -13,26 +9,9 @@ from litestar.testing import AsyncTestClient
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.read_models import Poison, all_have_status, eventually, running_worker, status_of
-from tests.servers import ROOT
+from tests.servers import run_signup as signup
 
 Client = AsyncTestClient  # type: ignore[type-arg]
-
-
-async def signup(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        **settings.server_env(),
-        "SIGNUP_LOG_FORMAT": "json",
-    }
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "interfaces.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _person(n: int, email: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,152 @@
+"""LGPD erasure: `signup erase` shreds a person's key and removes them from every read model;
+a rebuild afterwards still succeeds, without them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from eventsourcing.cryptography import AESCipher
+from litestar.testing import AsyncTestClient
+
+from infrastructure.container import build_app, migrate
+from infrastructure.read_side import ReadSide
+from infrastructure.settings import Settings
+from projections.model import REGISTRATION_REQUESTED
+from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
+from tests.read_models import (
+    all_have_status,
+    eventually,
+    replayed_rows,
+    running_worker,
+    status_of,
+    table_rows,
+)
+from tests.servers import run_signup
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def encrypted(settings: Settings) -> Settings:
+    """With an event cipher key, so the subject keys are stored wrapped, as in production."""
+    configured = dataclasses.replace(settings, event_cipher_key=AESCipher.create_key(32))
+    migrate(configured)
+    return configured
+
+
+@pytest.fixture
+async def api(encrypted: Settings) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=build_app(encrypted)) as client:
+        yield client
+
+
+def _person(n: int) -> dict[str, Any]:
+    email = f"titular{n}@example.com"
+    return valid_form(cpf=make_cpf(77_000 + n), email=email, email_confirmation=email)
+
+
+async def _register(client: Client, form: dict[str, Any]) -> str:
+    response = await client.post("/registrations", json=form)
+    assert response.status_code == 202, response.text
+    registration_id: str = response.json()["registration_id"]
+    return registration_id
+
+
+def _everything_readable(settings: Settings) -> str:
+    """Every row of every read model, as text: what a query or a dump could show."""
+    text = []
+    for url in (settings.read_url, *settings.shard_urls):
+        with psycopg.connect(url) as conn:
+            for view in ("email_lookup", "registration_status", "users", "projection_failures"):
+                exists = conn.execute("SELECT to_regclass(%s)", (view,)).fetchone()
+                if exists and exists[0]:
+                    text.extend(str(row) for row in conn.execute(f'SELECT * FROM "{view}"'))
+    return "\n".join(text)
+
+
+async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_bring_them_back(
+    api: Client, encrypted: Settings
+) -> None:
+    company = make_cnpj(77_100)
+    erased_form = valid_pj_form(
+        cpf=make_cpf(77_101),
+        cnpj=mask_cnpj(company),
+        email="apagar@example.com",
+        email_confirmation="apagar@example.com",
+        name="Empresa Esquecida",
+    )
+    erased = await _register(api, erased_form)
+    kept = [await _register(api, _person(n)) for n in range(3)]
+    async with running_worker(encrypted):
+        await eventually(lambda: all_have_status(api, [erased, *kept], "completed"))
+    user_id = (await status_of(api, erased))["user_id"]  # also caches the completed status
+    assert "apagar@example.com" in _everything_readable(encrypted)
+
+    result = await run_signup(encrypted, "erase", user_id)
+
+    assert result.returncode == 0, result.stderr
+    assert f"erased registration {erased}: key shredded" in result.stdout
+    for name in ("email_lookup", "users_shard", "registration_status"):
+        assert name in result.stdout
+    assert (await api.get(f"/registrations/{erased}")).status_code == 404
+    readable = _everything_readable(encrypted)
+    for trace in ("apagar@example.com", company, "Empresa Esquecida", erased, user_id):
+        assert trace not in readable, f"{trace!r} is still in a read model"
+    assert await all_have_status(api, kept, "completed")
+
+    read_side = ReadSide.open(encrypted)
+    try:
+        notes, _ = await read_side.source.read(0, 100, [REGISTRATION_REQUESTED])
+        opened = {str(n.registration_id): n.registration.details for n in notes}
+        assert set(opened) == {erased, *kept}  # the event stays in the append-only store...
+        assert opened[erased] is None  # ...and nobody can open it
+        assert all(opened[rid] is not None for rid in kept)
+
+        for projector in read_side.all_projectors:
+            await read_side.rebuild(projector.name)
+        assert await table_rows(read_side) == await replayed_rows(read_side)
+    finally:
+        await read_side.close()
+    assert "apagar@example.com" not in _everything_readable(encrypted)
+    assert (await api.get(f"/registrations/{erased}")).status_code == 404
+    assert await all_have_status(api, kept, "completed")
+
+
+async def test_erasing_twice_says_so_and_an_unknown_id_is_refused(
+    api: Client, encrypted: Settings
+) -> None:
+    registration_id = await _register(api, _person(10))
+
+    first = await run_signup(encrypted, "erase", registration_id)
+    again = await run_signup(encrypted, "erase", registration_id)
+    unknown = await run_signup(encrypted, "erase", str(uuid.uuid4()))
+    malformed = await run_signup(encrypted, "erase", "not-an-id")
+
+    assert first.returncode == 0 and "key shredded" in first.stdout, first.stderr
+    assert again.returncode == 0 and "key already shredded" in again.stdout
+    assert unknown.returncode == 1 and "no user or registration" in unknown.stderr
+    assert malformed.returncode == 1 and "no user or registration" in malformed.stderr
+
+
+async def test_a_registration_erased_before_the_projectors_saw_it_never_appears(
+    api: Client, encrypted: Settings
+) -> None:
+    erased = await _register(api, _person(20))
+    kept = await _register(api, _person(21))
+    assert (await status_of(api, erased))["status"] == "pending"
+
+    result = await run_signup(encrypted, "erase", erased)
+    assert result.returncode == 0, result.stderr
+    assert "no read model held it" in result.stdout
+
+    async with running_worker(encrypted):
+        await eventually(lambda: all_have_status(api, [kept], "completed"))
+        await asyncio.sleep(0.5)  # the status projector runs behind the others
+    assert (await api.get(f"/registrations/{erased}")).status_code == 404
+    assert "titular20@example.com" not in _everything_readable(encrypted)

@@ -1,0 +1,56 @@
+"""Sealing personal data with a per-subject key: only that key, for that registration, opens it."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from eventsourcing.cryptography import AESCipher
+
+from domain.form import parse_registration_form
+from infrastructure.subject_keys import SubjectVault
+from tests.factories import valid_form
+
+DETAILS = parse_registration_form(valid_form(name="Maria Sigilosa"))
+
+
+@pytest.mark.parametrize("master_key", [None, AESCipher.create_key(32)])
+def test_sealed_details_open_with_their_key_to_what_was_submitted(master_key: str | None) -> None:
+    vault = SubjectVault(master_key)
+    registration_id = uuid.uuid4()
+
+    sealed = vault.seal(registration_id, DETAILS)
+
+    assert b"Maria" not in sealed.personal_data and DETAILS.cpf.encode() not in sealed.personal_data
+    assert vault.open(registration_id, sealed.personal_data, sealed.key) == DETAILS
+
+
+def test_every_registration_gets_a_key_of_its_own() -> None:
+    vault = SubjectVault()
+    first, second = vault.seal(uuid.uuid4(), DETAILS), vault.seal(uuid.uuid4(), DETAILS)
+    assert first.key != second.key
+
+
+def test_another_registrations_key_does_not_open_the_data() -> None:
+    vault = SubjectVault()
+    registration_id = uuid.uuid4()
+    sealed = vault.seal(registration_id, DETAILS)
+    other = vault.seal(registration_id, DETAILS)
+    with pytest.raises(InvalidTag):
+        vault.open(registration_id, sealed.personal_data, other.key)
+
+
+def test_sealed_data_moved_to_another_registration_does_not_open() -> None:
+    vault = SubjectVault()
+    sealed = vault.seal(uuid.uuid4(), DETAILS)
+    with pytest.raises(InvalidTag):
+        vault.open(uuid.uuid4(), sealed.personal_data, sealed.key)
+
+
+def test_a_stored_key_is_useless_without_the_master_key() -> None:
+    registration_id = uuid.uuid4()
+    sealed = SubjectVault(AESCipher.create_key(32)).seal(registration_id, DETAILS)
+    stranger = SubjectVault(AESCipher.create_key(32))
+    with pytest.raises(InvalidTag):
+        stranger.open(registration_id, sealed.personal_data, sealed.key)
