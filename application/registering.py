@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from application.personal_data import PersonalDataVault
 from application.rate_limits import RateLimited, RateLimiter
-from domain.errors import EmailAlreadyRegistered
-from domain.form import parse_registration_form
+from domain.errors import AlreadyRegistered, EmailAlreadyRegistered
+from domain.form import RegistrationDetails, parse_registration_form
 from domain.registration import Registration, claims
 from domain.reservations import Claim, Reservation
 
@@ -43,6 +43,22 @@ class KnownEmails(Protocol):
     async def registered(self, email: str) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DuplicateAttempt:
+    """Someone tried to sign up with a value another registration holds (their reservation)."""
+
+    attempt_id: uuid.UUID  # what the person trying was told is their registration id
+    reservation_id: uuid.UUID
+    kind: str  # email, cpf or cnpj
+
+
+class OwnerNotifications(Protocol):
+    """The enumeration-resistant mode's outbox: the holder of the value hears of the attempt
+    (a mailer reads the outbox); ``notify`` returns once that is durable."""
+
+    async def notify(self, attempt: DuplicateAttempt) -> None: ...
+
+
 class StoreUnavailable(Exception):
     """The event store cannot be reached or did not confirm; the client may retry safely.
 
@@ -65,15 +81,18 @@ class RegisterUser:
     # authority, so a stale or missing answer here never lets a duplicate through.
     known_emails: KnownEmails | None = None
     limiter: RateLimiter | None = None
+    # The enumeration-resistant mode, when set: a duplicate is answered as a new signup, so
+    # the answer never tells whether an email or document is registered, and its holder is
+    # notified instead. Unset, a duplicate gets 409 naming the field, as the contract says.
+    owners: OwnerNotifications | None = None
 
     async def __call__(self, form: object, client: str = "") -> Accepted:
         # The client's limit comes first, so a flood of invalid bodies is throttled too.
         await self._limit("client", client)
         details = parse_registration_form(form)
         # Keyed by the claims' HMACs, so the limiter's store never holds an email or a CPF.
-        held = {claim.kind: claim for claim in claims(details)}
-        reservation_ids = {
-            kind: claim.reservation_id(self.reservation_key) for kind, claim in held.items()
+        reservation_ids: dict[str, uuid.UUID] = {
+            claim.kind: claim.reservation_id(self.reservation_key) for claim in claims(details)
         }
         # Independent counters: ask for both at once, one round trip of waiting instead of two.
         outcomes = await asyncio.gather(
@@ -84,26 +103,39 @@ class RegisterUser:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        if self.known_emails is not None and await self.known_emails.registered(details.email):
-            raise EmailAlreadyRegistered()
         registration_id = uuid.uuid4()
+        try:
+            if self.known_emails is not None and await self.known_emails.registered(details.email):
+                raise EmailAlreadyRegistered()
+            await self.log.append(self._submission(registration_id, details, reservation_ids))
+        except AlreadyRegistered as taken:
+            if self.owners is None:
+                raise
+            await self.owners.notify(
+                DuplicateAttempt(registration_id, reservation_ids[taken.field], taken.field)
+            )
+        return Accepted(registration_id)
+
+    def _submission(
+        self,
+        registration_id: uuid.UUID,
+        details: RegistrationDetails,
+        reservation_ids: Mapping[str, uuid.UUID],
+    ) -> Submission:
         sealed = self.vault.seal(registration_id, details)
-        registration = Registration.request(registration_id, sealed.personal_data)
-        events = list(registration.collect_events())
-        for kind, claim in held.items():
+        events = list(Registration.request(registration_id, sealed.personal_data).collect_events())
+        held = {claim.kind: claim for claim in claims(details)}
+        for kind in held:
             reservation = Reservation(
-                claim_id=reservation_ids[kind], registration_id=registration_id, kind=claim.kind
+                claim_id=reservation_ids[kind], registration_id=registration_id, kind=kind
             )
             events.extend(reservation.collect_events())
-        await self.log.append(
-            Submission(
-                registration_id=registration_id,
-                events=events,
-                claims={reservation_ids[kind]: claim for kind, claim in held.items()},
-                subject_key=sealed.key,
-            )
+        return Submission(
+            registration_id=registration_id,
+            events=events,
+            claims={reservation_ids[kind]: claim for kind, claim in held.items()},
+            subject_key=sealed.key,
         )
-        return Accepted(registration_id)
 
     async def _limit(self, limit: str, key: str) -> None:
         if self.limiter is not None and key:

@@ -23,6 +23,7 @@ from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents,
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.logging import configure_logging
 from infrastructure.metrics import serve_worker_metrics
+from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.rate_limits import RedisRateLimiter
 from infrastructure.read_side import ReadSide
 from infrastructure.read_store import make_engine
@@ -41,7 +42,10 @@ def migrate(settings: Settings) -> None:
     events = open_event_store(
         settings.database_url, pool_size=1, create_table=True, cipher_key=settings.event_cipher_key
     )
-    events.close()
+    try:
+        OwnerNotifications(events).migrate()
+    finally:
+        events.close()
 
     async def read_models() -> None:
         read_side = ReadSide.open(settings)
@@ -123,6 +127,7 @@ class Container:
                         "cpf": settings.rate_limit_per_cpf,
                     },
                 ),
+                owners=OwnerNotifications(self.events) if settings.enumeration_resistant else None,
             ),
             idempotency=RedisIdempotencyStore(
                 self.redis,
@@ -131,7 +136,11 @@ class Container:
             ),
             get_status=GetRegistrationStatus(
                 StatusQueries(
-                    self.status_engine, self.events, self.redis, settings.status_cache_seconds
+                    self.status_engine,
+                    self.events,
+                    self.redis,
+                    settings.status_cache_seconds,
+                    OwnerNotifications(self.events),
                 )
             ),
             readiness=self.readiness,

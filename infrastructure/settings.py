@@ -31,6 +31,10 @@ class Settings:
     # already rejects known values with one indexed query per batch on the event store, and
     # the per-request lookup measured 917 -> 572 accepted/s (docs/performance.md).
     fast_reject: bool = False
+    # Answer a duplicate email/CPF/CNPJ with the same 202 as a new signup and notify the
+    # holder through an outbox, instead of the contract's 409 (which tells anyone whether an
+    # email or document is registered). Off by default.
+    enumeration_resistant: bool = False
     # The worker serves its own /metrics here (off when unset: the API's /metrics has the lag).
     worker_metrics_port: int | None = None
     # Rates in the `limits` notation ("1200/minute"); empty turns a limit off. One address can
@@ -93,7 +97,8 @@ class Settings:
             idempotency_ttl_seconds=int(
                 env.get("SIGNUP_IDEMPOTENCY_TTL_SECONDS", defaults.idempotency_ttl_seconds)
             ),
-            fast_reject=env.get("SIGNUP_FAST_REJECT", "false").lower() in {"1", "true", "yes"},
+            fast_reject=_flag(env.get("SIGNUP_FAST_REJECT")),
+            enumeration_resistant=_flag(env.get("SIGNUP_ENUMERATION_RESISTANT")),
             worker_metrics_port=int(env["SIGNUP_WORKER_METRICS_PORT"])
             if env.get("SIGNUP_WORKER_METRICS_PORT")
             else None,
@@ -140,3 +145,7 @@ class Settings:
     @property
     def shard_urls(self) -> tuple[str, ...]:
         return self.shard_database_urls or (self.read_url,)
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "false").lower() in {"1", "true", "yes"}

@@ -22,9 +22,11 @@ from application.registering import StoreUnavailable
 from application.status import RegistrationStatus
 from domain.registration import UserRegistrationRequested
 from infrastructure.event_store import SignupEvents
+from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.projector import is_unavailable
 from infrastructure.subject_keys import SignupRecorder
 from projections.registration_status import COMPLETED, PENDING
+from projections.shards import user_id_for
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +41,8 @@ class StatusQueries:
     events: SignupEvents
     redis: Redis
     cache_seconds: int
+    # Ids given to duplicate attempts in the enumeration-resistant mode.
+    attempts: OwnerNotifications | None = None
     prefix: str = STATUS_CACHE_PREFIX
 
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
@@ -93,7 +97,7 @@ class StatusQueries:
     def _from_event_store(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
         stored = self.events.recorder.select_events(registration_id, limit=1)
         if not stored:
-            return None
+            return self._attempt(registration_id)
         event = self.events.mapper.to_domain_event(stored[0])
         if not isinstance(event, UserRegistrationRequested):
             return None  # a reservation's id is not a registration's
@@ -102,3 +106,14 @@ class StatusQueries:
         if recorder.erased(registration_id):
             return None  # an erased person's registration is unknown from then on
         return RegistrationStatus(registration_id, PENDING, event.timestamp, event.timestamp)
+
+    def _attempt(self, attempt_id: uuid.UUID) -> RegistrationStatus | None:
+        """A duplicate attempt's id answers as a completed registration would: in the
+        enumeration-resistant mode the status must not tell a duplicate from a new signup
+        either (the user id is derived as for any registration, and exists nowhere)."""
+        if self.attempts is None:
+            return None
+        at = self.attempts.attempted_at(attempt_id)
+        if at is None:
+            return None
+        return RegistrationStatus(attempt_id, COMPLETED, at, at, user_id_for(attempt_id))

@@ -1,0 +1,80 @@
+"""The enumeration-resistant mode's outbox, in the event store's database.
+
+A duplicate signup is answered like a new one; instead of a 409, a row here tells the holder
+of the email or document that someone tried to use it. A mailer reads the unsent rows, looks
+the owner's address up by registration id, and marks them sent. The row holds ids only: the
+owner's registration, which kind of value, and the id the person trying was given (so that
+``GET /registrations/{id}`` can answer for it as for any other registration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.postgres import PostgresApplicationRecorder
+
+from application.registering import DuplicateAttempt, StoreUnavailable
+from domain.reservations import Reservation
+from infrastructure.event_store import SignupEvents
+
+TABLE = "signup_owner_notifications"
+
+CREATE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    attempt_id uuid PRIMARY KEY,
+    registration_id uuid NOT NULL,
+    reason text NOT NULL,
+    kind text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    sent_at timestamptz
+)"""
+CREATE_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_unsent ON {TABLE} (created_at) WHERE sent_at IS NULL"
+)
+
+DUPLICATE_SIGNUP = "duplicate_signup"
+
+
+@dataclass
+class OwnerNotifications:
+    events: SignupEvents
+
+    def migrate(self) -> None:
+        with self._recorder.datastore.get_connection() as conn:
+            conn.execute(CREATE)
+            conn.execute(CREATE_INDEX)
+
+    async def notify(self, attempt: DuplicateAttempt) -> None:
+        try:
+            await asyncio.to_thread(self._notify, attempt)
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(str(error)) from error
+
+    def _notify(self, attempt: DuplicateAttempt) -> None:
+        stored = self._recorder.select_events(attempt.reservation_id, limit=1)
+        reservation = self.events.mapper.to_domain_event(stored[0])
+        assert isinstance(reservation, Reservation.Reserved)
+        with self._recorder.datastore.get_connection() as conn:
+            conn.execute(
+                f"INSERT INTO {TABLE} (attempt_id, registration_id, reason, kind)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (attempt.attempt_id, reservation.registration_id, DUPLICATE_SIGNUP, attempt.kind),
+            )
+
+    def attempted_at(self, attempt_id: uuid.UUID) -> datetime | None:
+        """When this id was given to a duplicate attempt; None if it never was."""
+        with self._recorder.datastore.get_connection() as conn:
+            row = conn.execute(
+                f"SELECT created_at FROM {TABLE} WHERE attempt_id = %s", (attempt_id,)
+            ).fetchone()
+        return row["created_at"] if row else None
+
+    @property
+    def _recorder(self) -> PostgresApplicationRecorder:
+        recorder = self.events.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        return recorder

@@ -1,0 +1,142 @@
+"""The enumeration-resistant mode: a duplicate is answered as a new signup, its holder is told.
+
+Off by default (the contract's 409 is tested in tests/e2e); these tests turn it on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from infrastructure.container import build_app
+from infrastructure.settings import Settings
+from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
+from tests.read_models import all_have_status, eventually, running_worker, status_of
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def resistant(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, enumeration_resistant=True)
+
+
+@pytest.fixture
+async def api(resistant: Settings) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=build_app(resistant)) as client:
+        yield client
+
+
+def _person(n: int, email: str) -> dict[str, Any]:
+    return valid_form(cpf=make_cpf(99_000 + n), email=email, email_confirmation=email)
+
+
+def _outbox(settings: Settings) -> list[dict[str, Any]]:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(
+            "SELECT * FROM signup_owner_notifications ORDER BY created_at"
+        ).fetchall()
+
+
+def _registrations_stored(settings: Settings) -> int:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM signup_events WHERE topic LIKE '%UserRegistrationRequested'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_duplicate_email_gets_the_answer_of_a_new_signup_and_its_holder_is_notified(
+    api: Client, resistant: Settings
+) -> None:
+    owner = await api.post("/registrations", json=_person(1, "dona@example.com"))
+    duplicate = await api.post("/registrations", json=_person(2, "  Dona@Example.com"))
+
+    assert owner.status_code == duplicate.status_code == 202
+    assert duplicate.json().keys() == owner.json().keys()
+    assert duplicate.json()["status"] == "pending"
+    attempt_id = duplicate.json()["registration_id"]
+    assert duplicate.headers["location"] == f"/registrations/{attempt_id}"
+    assert attempt_id != owner.json()["registration_id"]
+    [notice] = _outbox(resistant)
+    assert notice["registration_id"] == uuid.UUID(owner.json()["registration_id"])
+    assert notice["attempt_id"] == uuid.UUID(attempt_id)
+    assert (notice["reason"], notice["kind"], notice["sent_at"]) == (
+        "duplicate_signup",
+        "email",
+        None,
+    )
+    # Nothing of the duplicate's personal data is kept: only the holder is recorded.
+    assert _registrations_stored(resistant) == 1
+    assert "dona" not in str(notice).lower()
+
+
+async def test_a_duplicate_attempt_answers_status_queries_like_a_completed_registration(
+    api: Client, resistant: Settings
+) -> None:
+    owner = (await api.post("/registrations", json=_person(3, "titular@example.com"))).json()
+    attempt = (await api.post("/registrations", json=_person(4, "titular@example.com"))).json()
+    async with running_worker(resistant):
+        await eventually(lambda: all_have_status(api, [owner["registration_id"]], "completed"))
+
+    real = await status_of(api, owner["registration_id"])
+    decoy = await status_of(api, attempt["registration_id"])
+
+    assert decoy.keys() == real.keys()
+    assert decoy["status"] == real["status"] == "completed"
+    assert decoy["user_id"] != real["user_id"]
+
+
+async def test_a_duplicate_cpf_and_a_duplicate_cnpj_notify_their_holders_too(
+    api: Client, resistant: Settings
+) -> None:
+    cpf_owner = await api.post("/registrations", json=_person(5, "a@example.com"))
+    cpf_again = valid_form(cpf=make_cpf(99_005), email="b@example.com")
+    cpf_again["email_confirmation"] = "b@example.com"
+    cnpj = mask_cnpj(make_cnpj(99_006))
+    company = valid_pj_form(cnpj=cnpj, email="c@example.com", email_confirmation="c@example.com")
+    company_again = valid_pj_form(
+        cnpj=cnpj, email="d@example.com", email_confirmation="d@example.com"
+    )
+
+    answers = [
+        await api.post("/registrations", json=body) for body in (cpf_again, company, company_again)
+    ]
+
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    notices = _outbox(resistant)
+    assert [(n["kind"], str(n["registration_id"])) for n in notices] == [
+        ("cpf", cpf_owner.json()["registration_id"]),
+        ("cnpj", answers[1].json()["registration_id"]),
+    ]
+
+
+async def test_a_retried_duplicate_with_its_idempotency_key_gets_the_same_answer_and_one_notice(
+    api: Client, resistant: Settings
+) -> None:
+    await api.post("/registrations", json=_person(7, "retry@example.com"))
+    headers = {"Idempotency-Key": "duplicate-attempt-1"}
+    body = _person(8, "retry@example.com")
+
+    first = await api.post("/registrations", json=body, headers=headers)
+    again = await api.post("/registrations", json=body, headers=headers)
+
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(_outbox(resistant)) == 1
+
+
+async def test_bad_input_is_still_rejected_field_by_field_in_this_mode(api: Client) -> None:
+    response = await api.post("/registrations", json=_person(9, "not-an-email"))
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["email"]
