@@ -72,7 +72,18 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
                         form = valid_form(
                             cpf=make_cpf(10_000 + n), email=email, email_confirmation=email
                         )
-                        response = await client.post("/registrations", json=form)
+                        # As a real client would: a dropped connection (uvicorn's keep-alive
+                        # handling can close one under load) is retried with the same key.
+                        key = {"Idempotency-Key": f"crash-{n}"}
+                        for attempt in range(3):
+                            try:
+                                response = await client.post(
+                                    "/registrations", json=form, headers=key
+                                )
+                                break
+                            except httpx.TransportError:
+                                if attempt == 2:
+                                    raise
                         assert response.status_code == 202, response.text
                         accepted.append(response.json()["registration_id"])
 
