@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from domain.values import INVALID_CHOICE, INVALID_FORMAT, InvalidValue
@@ -51,26 +50,3 @@ class Address:
 
     def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Address:
-        """Rebuild from :meth:`to_dict` output (e.g. a stored event); types are checked."""
-
-        def text(key: str) -> str:
-            value = data[key]
-            if not isinstance(value, str):
-                raise TypeError(f"address.{key} must be a string")
-            return value
-
-        complement = data.get("complement")
-        if complement is not None and not isinstance(complement, str):
-            raise TypeError("address.complement must be a string or None")
-        return cls(
-            cep=text("cep"),
-            street=text("street"),
-            number=text("number"),
-            complement=complement,
-            neighborhood=text("neighborhood"),
-            city=text("city"),
-            state=text("state"),
-        )

@@ -84,30 +84,6 @@ class RegistrationDetails:
             "address": self.address.to_dict(),
         }
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> RegistrationDetails:
-        """Rebuild from :meth:`to_dict` output (e.g. a stored event); types are checked."""
-
-        def text(key: str, *, optional: bool = False) -> str | None:
-            value = data.get(key)
-            if (value is None and optional) or isinstance(value, str):
-                return value
-            raise TypeError(f"{key} must be a string")
-
-        address = data.get("address")
-        if not isinstance(address, Mapping):
-            raise TypeError("address must be a mapping")
-        return cls(
-            person_type=_present(text("person_type")),
-            cpf=_present(text("cpf")),
-            cnpj=text("cnpj", optional=True),
-            name=_present(text("name")),
-            mobile_phone=_present(text("mobile_phone")),
-            phone=text("phone", optional=True),
-            email=_present(text("email")),
-            address=Address.from_dict(address),
-        )
-
 
 def _present(value: str | None) -> str:
     # Only reached once every required field was found valid, so None is a programming error.

@@ -28,6 +28,9 @@ from domain.form import RegistrationDetails
 
 _NONCE = 12
 _encode = msgspec.json.Encoder().encode
+# Typed decoding in C: the data is our own, authenticated by AES-GCM; this was a fifth of a
+# rebuild's CPU when done field by field in Python.
+_decode = msgspec.json.Decoder(RegistrationDetails).decode
 
 
 class SubjectVault:
@@ -49,7 +52,7 @@ class SubjectVault:
         """Raises ``cryptography.exceptions.InvalidTag`` for a wrong key or tampered data."""
         raw = key if self._master is None else _decrypt(self._master, key, registration_id)
         data = _decrypt(AESGCM(raw), personal_data, registration_id)
-        return RegistrationDetails.from_dict(msgspec.json.decode(data))
+        return _decode(data)
 
 
 def _encrypt(cipher: AESGCM, plaintext: bytes, registration_id: uuid.UUID) -> bytes:

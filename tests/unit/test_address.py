@@ -72,7 +72,7 @@ def _address(**changes: str | None) -> Address:
     return dataclasses.replace(address, **changes)
 
 
-def test_an_address_turns_into_a_flat_dict_of_strings_and_back() -> None:
+def test_an_address_turns_into_a_flat_dict_of_strings() -> None:
     address = _address(complement="apto 12")
     assert address.to_dict() == {
         "cep": "01310100",
@@ -83,21 +83,12 @@ def test_an_address_turns_into_a_flat_dict_of_strings_and_back() -> None:
         "city": "São Paulo",
         "state": "SP",
     }
-    assert Address.from_dict(address.to_dict()) == address
 
 
-def test_an_address_without_complement_round_trips() -> None:
-    address = _address()
-    assert address.to_dict()["complement"] is None
-    assert Address.from_dict(address.to_dict()) == address
+def test_an_address_without_complement_has_none_there() -> None:
+    assert _address().to_dict()["complement"] is None
 
 
 def test_an_address_cannot_be_changed_after_creation() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         _address().city = "Rio de Janeiro"  # type: ignore[misc]
-
-
-def test_rebuilding_an_address_from_a_dict_with_a_wrong_type_fails() -> None:
-    data: dict[str, object] = {**_address().to_dict(), "cep": 1310100}
-    with pytest.raises(TypeError):
-        Address.from_dict(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from typing import Any
 
@@ -464,14 +463,6 @@ def test_terms_must_be_present(value: object) -> None:
 # --- the details value -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("form", [valid_form, valid_pj_form])
-def test_details_survive_a_round_trip_through_json(form: Any) -> None:
-    details = parse_registration_form(form(phone=None))
-    data = json.loads(json.dumps(details.to_dict()))
-    assert data == details.to_dict()
-    assert RegistrationDetails.from_dict(data) == details
-
-
 def test_details_as_a_dict_nest_the_address() -> None:
     data = parse_registration_form(valid_form()).to_dict()
     assert data["address"] == {
@@ -486,14 +477,6 @@ def test_details_as_a_dict_nest_the_address() -> None:
     assert set(data) == {
         "person_type", "cpf", "cnpj", "name", "mobile_phone", "phone", "email", "address",
     }  # fmt: skip
-
-
-def test_rebuilding_details_from_a_dict_with_a_wrong_type_fails() -> None:
-    data = parse_registration_form(valid_form()).to_dict()
-    with pytest.raises(TypeError):
-        RegistrationDetails.from_dict({**data, "cpf": 12345678909})
-    with pytest.raises(TypeError):
-        RegistrationDetails.from_dict({**data, "address": "Avenida Paulista"})
 
 
 # --- robustness and documentation --------------------------------------------------------------

@@ -10,9 +10,10 @@ from eventsourcing.cryptography import AESCipher
 
 from domain.form import parse_registration_form
 from infrastructure.subject_keys import SubjectVault
-from tests.factories import valid_form
+from tests.factories import valid_address, valid_form, valid_pj_form
 
 DETAILS = parse_registration_form(valid_form(name="Maria Sigilosa"))
+COMPANY = parse_registration_form(valid_pj_form(phone=None, address=valid_address(complement=None)))
 
 
 @pytest.mark.parametrize("master_key", [None, AESCipher.create_key(32)])
@@ -24,6 +25,14 @@ def test_sealed_details_open_with_their_key_to_what_was_submitted(master_key: st
 
     assert b"Maria" not in sealed.personal_data and DETAILS.cpf.encode() not in sealed.personal_data
     assert vault.open(registration_id, sealed.personal_data, sealed.key) == DETAILS
+
+
+def test_a_company_without_phone_or_complement_opens_to_what_was_submitted() -> None:
+    vault = SubjectVault()
+    registration_id = uuid.uuid4()
+    sealed = vault.seal(registration_id, COMPANY)
+    assert COMPANY.phone is None and COMPANY.address.complement is None
+    assert vault.open(registration_id, sealed.personal_data, sealed.key) == COMPANY
 
 
 def test_every_registration_gets_a_key_of_its_own() -> None:
