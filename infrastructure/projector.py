@@ -57,6 +57,11 @@ class Projector:
     # asking the database before every batch; a rebuild's switch or an error clears this.
     _live_table: str | None = field(default=None, init=False)
     _live_position: int | None = field(default=None, init=False)
+    # The next batch, read (and decoded) while this one is written: the database's time and
+    # ours overlap. Keyed by the table and position it was read for.
+    _read_ahead: tuple[str, int, asyncio.Task[tuple[list[Notification], int]]] | None = field(
+        default=None, init=False
+    )
 
     @property
     def name(self) -> str:
@@ -90,17 +95,46 @@ class Projector:
 
     def _forget(self) -> None:
         self._live_table = self._live_position = None
+        self.stop_reading_ahead()
+
+    def stop_reading_ahead(self) -> None:
+        if self._read_ahead is not None:
+            self._read_ahead[2].cancel()
+            self._read_ahead = None
+
+    async def _read(
+        self, target: str, position: int, limit: int | None
+    ) -> tuple[list[Notification], int]:
+        ahead, self._read_ahead = self._read_ahead, None
+        if ahead is not None and ahead[:2] == (target, position):
+            notes, reached = await ahead[2]
+            if reached != position:
+                return notes, reached
+            # It found nothing new then; look again now, or a catch-up could stop short.
+        elif ahead is not None:
+            ahead[2].cancel()
+        return await self.source.read(position, self.batch_size, self.projection.topics, limit)
+
+    def _read_next(self, target: str, position: int, limit: int | None) -> None:
+        task = asyncio.create_task(
+            self.source.read(position, self.batch_size, self.projection.topics, limit)
+        )
+        # A read ahead that is never awaited (a failed write, a stop) must not log its error.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._read_ahead = (target, position, task)
 
     async def _step(self, target: str, position: int, up_to: int | None, *, live: bool) -> int:
         limit = up_to
         if self.gate is not None:
             gate = await self.gate()
             limit = gate if limit is None else min(limit, gate)
-        notes, reached = await self.source.read(
-            position, self.batch_size, self.projection.topics, limit
-        )
+        notes, reached = await self._read(target, position, limit)
         if reached == position:
             return 0
+        if reached - position >= self.batch_size:
+            # A full batch: more are probably waiting. (The gate's limit only ever grows, so
+            # reading ahead with this one is safe.)
+            self._read_next(target, reached, limit)
         held = await self.failures.held(self.name, (n.registration_id for n in notes))
         try:
             async with self.store.engine.begin() as conn:
@@ -239,18 +273,21 @@ async def run_forever(
     nothing comes: quick to pick up a burst, cheap when quiet.
     """
     pause = idle[0]
-    while not stop.is_set():
-        try:
-            moved = await projector.step()
-        except Exception as error:
-            log.warning("projector_unavailable", projection=projector.name, error=repr(error))
-            await sleep_unless_stopped(stop, backoff)
-            continue
-        if moved:
-            pause = idle[0]
-        else:
-            await sleep_unless_stopped(stop, pause)
-            pause = min(idle[1], pause * 2)
+    try:
+        while not stop.is_set():
+            try:
+                moved = await projector.step()
+            except Exception as error:
+                log.warning("projector_unavailable", projection=projector.name, error=repr(error))
+                await sleep_unless_stopped(stop, backoff)
+                continue
+            if moved:
+                pause = idle[0]
+            else:
+                await sleep_unless_stopped(stop, pause)
+                pause = min(idle[1], pause * 2)
+    finally:
+        projector.stop_reading_ahead()
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:

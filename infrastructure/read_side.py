@@ -225,6 +225,7 @@ class ReadSide:
                 if moved == 0:
                     break
             old_table = await store.switch(conn, new_table)
+        projector.stop_reading_ahead()
         await store.drop(old_table)
         if progress is not None:
             progress(await store.position(new_table), await self.source.head())
