@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.persistence import Mapper, StoredEvent
@@ -39,6 +40,13 @@ class EventSource:
     mapper: Mapper[uuid.UUID]
     vault: PersonalDataVault
     table: str = "signup_events"
+    # The projectors of one worker read the same events at about the same time: each event
+    # is decoded and opened once for all of them. Keyed by whether its key was still there,
+    # so an event read after its person's erasure is never served from before it.
+    recent_size: int = 8192
+    _recent: OrderedDict[tuple[int, bool], Notification] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
 
     @property
     def _from(self) -> str:
@@ -98,6 +106,15 @@ class EventSource:
             return int(result.scalar_one_or_none() or 0)
 
     def _decode(self, row: Any) -> Notification:
+        recent_key = (row.notification_id, row.key is not None)
+        found = self._recent.get(recent_key)
+        if found is None:
+            found = self._recent[recent_key] = self._open(row)
+            if len(self._recent) > self.recent_size:
+                self._recent.popitem(last=False)
+        return found
+
+    def _open(self, row: Any) -> Notification:
         event = self.mapper.to_domain_event(
             StoredEvent(row.originator_id, row.originator_version, row.topic, bytes(row.state))
         )

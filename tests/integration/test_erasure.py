@@ -87,6 +87,10 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
         await eventually(lambda: all_have_status(api, [erased, *kept], "completed"))
     user_id = (await status_of(api, erased))["user_id"]  # also caches the completed status
     assert "apagar@example.com" in _everything_readable(encrypted)
+    read_side = ReadSide.open(encrypted)
+    # Read (and so decoded and remembered) once before the erasure, by the reader used after.
+    notes, _ = await read_side.source.read(0, 100, [REGISTRATION_REQUESTED])
+    assert len([n for n in notes if n.registration.details is not None]) == 4
 
     result = await run_signup(encrypted, "erase", user_id)
 
@@ -100,7 +104,6 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
         assert trace not in readable, f"{trace!r} is still in a read model"
     assert await all_have_status(api, kept, "completed")
 
-    read_side = ReadSide.open(encrypted)
     try:
         notes, _ = await read_side.source.read(0, 100, [REGISTRATION_REQUESTED])
         opened = {str(n.registration_id): n.registration.details for n in notes}
