@@ -15,13 +15,13 @@ UFS = frozenset(
 )  # fmt: skip
 
 # ASCII classes on purpose: \d would accept Unicode digits that are not a CEP.
-_CEP_SHAPE = re.compile(r"[0-9]{5}-?[0-9]{3}")
+CEP_SHAPE = re.compile(r"[0-9]{5}-?[0-9]{3}")
 
 
 def normalise_cep(raw: str) -> str:
     """Return the CEP as 8 digits; accepts ``01310-100`` or ``01310100``."""
     text = raw.strip()
-    if not _CEP_SHAPE.fullmatch(text):
+    if not CEP_SHAPE.fullmatch(text):
         raise InvalidValue(INVALID_FORMAT, "CEP must be 8 digits, optionally masked as 00000-000")
     return text.replace("-", "")
 

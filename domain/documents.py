@@ -16,10 +16,10 @@ from domain.values import INVALID_CHECK_DIGITS, INVALID_FORMAT, REPEATED_DIGITS,
 
 # Mask characters are optional but, when present, must sit where the mask puts them.
 # Explicit ASCII classes: \d would also match Arabic-Indic and other Unicode digits.
-_CPF_SHAPE = re.compile(r"[0-9]{3}\.?[0-9]{3}\.?[0-9]{3}-?[0-9]{2}")
+CPF_SHAPE = re.compile(r"[0-9]{3}\.?[0-9]{3}\.?[0-9]{3}-?[0-9]{2}")
 # Lower case is matched here and upper-cased afterwards, never the other way round:
 # str.upper() maps some non-ASCII letters onto ASCII (U+0131 dotless i -> "I").
-_CNPJ_SHAPE = re.compile(
+CNPJ_SHAPE = re.compile(
     r"[0-9A-Za-z]{2}\.?[0-9A-Za-z]{3}\.?[0-9A-Za-z]{3}/?[0-9A-Za-z]{4}-?[0-9]{2}"
 )
 _MASK = str.maketrans("", "", "./-")
@@ -31,7 +31,7 @@ _cnpj = CNPJ()
 def normalise_cpf(raw: str) -> str:
     """Return the CPF as 11 digits; accepts ``123.456.789-09`` or ``12345678909``."""
     text = raw.strip()
-    if not _CPF_SHAPE.fullmatch(text):
+    if not CPF_SHAPE.fullmatch(text):
         raise InvalidValue(
             INVALID_FORMAT, "CPF must be 11 digits, optionally masked as 000.000.000-00"
         )
@@ -47,7 +47,7 @@ def normalise_cpf(raw: str) -> str:
 def normalise_cnpj(raw: str) -> str:
     """Return the CNPJ as 14 upper-case characters, numeric or alphanumeric, mask removed."""
     text = raw.strip()
-    if not _CNPJ_SHAPE.fullmatch(text):
+    if not CNPJ_SHAPE.fullmatch(text):
         raise InvalidValue(
             INVALID_FORMAT,
             "CNPJ must be 12 letters or digits followed by 2 check digits, "

@@ -114,9 +114,9 @@ def form_rules() -> dict[str, Any]:
         "limits": {path: {"min": low, "max": high} for path, (low, high) in limits.items()},
         # The shapes the normalisers full-match; Python and JavaScript read these the same way.
         "patterns": {
-            "cpf": documents._CPF_SHAPE.pattern,
-            "cnpj": documents._CNPJ_SHAPE.pattern,
-            "address.cep": address._CEP_SHAPE.pattern,
+            "cpf": documents.CPF_SHAPE.pattern,
+            "cnpj": documents.CNPJ_SHAPE.pattern,
+            "address.cep": address.CEP_SHAPE.pattern,
         },
         # The number plans phonenumbers (hence the server) classifies a national number by.
         "phone_patterns": {
