@@ -37,6 +37,10 @@ from projections.users import users
 log = structlog.get_logger(__name__)
 
 
+class RebuildInProgress(Exception):
+    """Another process is rebuilding this projection."""
+
+
 @dataclass
 class ReadSide:
     settings: Settings
@@ -204,11 +208,44 @@ class ReadSide:
     ) -> tuple[str, str]:
         """Replay every event into a new table beside the live one, then switch atomically.
 
-        Returns (old table, new table). Queries read the old table until the switch.
+        Returns (old table, new table). Queries read the old table until the switch. One
+        rebuild of a projection at a time (``RebuildInProgress`` otherwise); it first drops
+        what a killed rebuild left behind.
         """
         projector = self.projector(name)
         store = projector.store
-        new_table = f"{projector.projection.table_version}_r{int(time.time())}"
+        async with store.engine.connect() as held:
+            key = {"key": f"signup_rebuild:{name}"}
+            taken = await held.execute(text("SELECT pg_try_advisory_lock(hashtext(:key))"), key)
+            if not taken.scalar_one():
+                raise RebuildInProgress(name)
+            try:
+                await self._drop_leftovers(projector)
+                return await self._rebuild(projector, progress)
+            finally:
+                await held.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
+                await held.commit()
+
+    async def _drop_leftovers(self, projector: Projector) -> None:
+        # Under the rebuild lock, a table that is neither active nor being filled by this
+        # rebuild is a killed rebuild's half-filled table.
+        store = projector.store
+        active = await store.active_table()
+        async with store.engine.connect() as conn:
+            tables = await store.tables(conn)
+        for table in tables:
+            if table != active:
+                log.info("dropping_leftover_table", projection=projector.name, table=table)
+                await store.drop(table)
+
+    async def _rebuild(
+        self, projector: Projector, progress: Callable[[int, int], None] | None
+    ) -> tuple[str, str]:
+        store = projector.store
+        # Milliseconds: two rebuilds within one second must not pick the live table's name.
+        new_table = f"{projector.projection.table_version}_r{time.time_ns() // 1_000_000}"
+        if new_table == await store.active_table():
+            raise RebuildInProgress(projector.name)
         async with store.engine.begin() as conn:
             await store.create_table(conn, new_table)
         head = await self.source.head()

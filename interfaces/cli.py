@@ -23,7 +23,7 @@ from application.erasure import UnknownSubject
 from infrastructure.container import build_app, erase, migrate, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key
 from infrastructure.logging import configure_logging
-from infrastructure.read_side import ReadSide
+from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.settings import Settings
 from interfaces import bench
 
@@ -173,7 +173,11 @@ def projections_rebuild(args: argparse.Namespace, settings: Settings) -> None:
         if args.name not in names:
             print(f"unknown projection {args.name!r}; one of: {', '.join(names)}", file=sys.stderr)
             return 2
-        old, new = await read_side.rebuild(args.name, _progress_bar())
+        try:
+            old, new = await read_side.rebuild(args.name, _progress_bar())
+        except RebuildInProgress:
+            print(f"{args.name} is being rebuilt by another process", file=sys.stderr)
+            return 1
         print(f"\n{args.name}: now reading {new} (was {old})")
         return 0
 

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
 from infrastructure.email_index import EmailIndex
+from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.settings import Settings
 from infrastructure.subject_keys import SubjectVault
 from tests.factories import make_cpf, valid_form
@@ -163,3 +165,43 @@ async def test_a_known_email_is_rejected_from_the_read_model_before_the_event_st
         await register(_person(702))
 
     assert len(appended) == 1  # only the new email reached the event store
+
+
+async def test_a_rebuild_first_drops_the_table_a_killed_rebuild_left_behind(
+    client: Client, settings: Settings
+) -> None:
+    ids = await _register(client, 3, start=800)
+    read_side = ReadSide.open(settings)
+    try:
+        store = read_side.projector("email_lookup").store
+        async with store.engine.begin() as conn:
+            await store.create_table(conn, "email_lookup_v1_r1")  # as a killed rebuild would
+
+        _, new_table = await read_side.rebuild("email_lookup")
+
+        async with store.engine.connect() as conn:
+            assert await store.tables(conn) == [new_table]
+            left = await conn.execute(text("SELECT to_regclass('email_lookup_v1_r1')"))
+            assert left.scalar_one() is None
+        assert len((await table_rows(read_side))["email_lookup"]) == len(ids)
+    finally:
+        await read_side.close()
+
+
+async def test_a_projection_is_rebuilt_by_one_process_at_a_time(settings: Settings) -> None:
+    read_side = ReadSide.open(settings)
+    try:
+        store = read_side.projector("users_shard0").store
+        # Another process's rebuild holds the projection's rebuild lock.
+        async with store.engine.connect() as other:
+            key = {"key": "signup_rebuild:users_shard0"}
+            await other.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), key)
+            with pytest.raises(RebuildInProgress):
+                await read_side.rebuild("users_shard0")
+            before = await store.active_table()
+            await other.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
+
+        _, new_table = await read_side.rebuild("users_shard0")
+        assert new_table != before == "users_shard0_v1"
+    finally:
+        await read_side.close()
