@@ -56,6 +56,10 @@ class OwnerNotifications:
 
     def _notify(self, attempt: DuplicateAttempt) -> None:
         stored = self._recorder.select_events(attempt.reservation_id, limit=1)
+        if not stored:
+            # The value clashed inside a batch with a registration whose own save then
+            # failed: nobody holds it, and a retry will be accepted.
+            raise StoreUnavailable("the value's holder was not recorded; retry")
         reservation = self.events.mapper.to_domain_event(stored[0])
         assert isinstance(reservation, Reservation.Reserved)
         with self._recorder.datastore.get_connection() as conn:

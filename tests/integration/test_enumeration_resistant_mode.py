@@ -14,7 +14,10 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from application.registering import DuplicateAttempt, StoreUnavailable
 from infrastructure.container import build_app
+from infrastructure.event_store import open_event_store
+from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.settings import Settings
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
 from tests.read_models import all_have_status, eventually, running_worker, status_of
@@ -140,3 +143,19 @@ async def test_bad_input_is_still_rejected_field_by_field_in_this_mode(api: Clie
     response = await api.post("/registrations", json=_person(9, "not-an-email"))
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["email"]
+
+
+async def test_a_clash_with_a_value_nobody_ended_up_holding_asks_the_client_to_retry(
+    resistant: Settings,
+) -> None:
+    """Two signups with one email in a batch: the second is refused inside the batch, then the
+    first fails on its own (its CPF was taken). Nobody holds the email: no notice, a 503."""
+    assert resistant.database_url
+    events = open_event_store(resistant.database_url)
+    try:
+        attempt = DuplicateAttempt(uuid.uuid4(), uuid.uuid4(), "email")
+        with pytest.raises(StoreUnavailable):
+            await OwnerNotifications(events).notify(attempt)
+    finally:
+        events.close()
+    assert _outbox(resistant) == []
