@@ -121,15 +121,17 @@ class BatchRecorder:
     def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
         outcomes: list[AlreadyRegistered | None] = [None] * len(batch)
         candidates: list[int] = []
-        claimed: set[uuid.UUID] = set()
+        claimed: dict[uuid.UUID, int] = {}  # which submission claimed each value first
+        beaten: list[tuple[int, int]] = []  # (refused submission, the neighbour it clashed with)
         for index, submission in enumerate(batch):
             clash = next((rid for rid in submission.claims if rid in claimed), None)
             if clash is not None:
                 outcomes[index] = submission.claims[clash].conflict()
+                beaten.append((index, claimed[clash]))
                 continue
-            claimed.update(submission.claims)
+            claimed.update(dict.fromkeys(submission.claims, index))
             candidates.append(index)
-        taken = self.reserved(claimed)
+        taken = self.reserved(set(claimed))
         ready: list[int] = []
         for index in candidates:
             conflict = self._conflict(batch[index], taken)
@@ -138,6 +140,13 @@ class BatchRecorder:
             else:
                 outcomes[index] = conflict
         self._save_isolating(batch, ready, outcomes)
+        # A submission refused for a neighbour that was then refused itself clashed with a
+        # value nobody holds: it gets its own try (a smaller batch, so this ends).
+        again = [index for index, neighbour in beaten if outcomes[neighbour] is not None]
+        if again:
+            retried = self.record([batch[index] for index in again])
+            for index, outcome in zip(again, retried, strict=True):
+                outcomes[index] = outcome
         return outcomes
 
     def reserved(self, reservation_ids: set[uuid.UUID]) -> set[uuid.UUID]:

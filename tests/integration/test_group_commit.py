@@ -169,3 +169,18 @@ async def test_reservation_events_hold_no_email_or_document(
     for reserved in reservation_events:
         assert "example.com" not in repr(reserved.__dict__)
         assert make_cpf(300) not in repr(reserved.__dict__)
+
+
+async def test_a_signup_refused_for_a_neighbour_that_then_failed_itself_is_recorded(
+    settings: Settings,
+) -> None:
+    recorder = BatchRecorder(_store(settings))
+    assert recorder.record(await _submissions(_form(30))) == [None]
+    # The first claims shared@ but its CPF is already taken; the second wants shared@ too.
+    batch = await _submissions(_form(30, "shared@example.com"), _form(31, "shared@example.com"))
+
+    outcomes = recorder.record(batch)
+
+    assert isinstance(outcomes[0], CpfAlreadyRegistered)
+    assert outcomes[1] is None  # nobody holds shared@ after all
+    assert _stored_registrations(recorder, batch) == {batch[1].registration_id}
