@@ -11,10 +11,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from domain.contact import normalise_email
+from domain.reservations import Claim
+from domain.values import InvalidValue
+
 
 class Subjects(Protocol):
     async def registration_of(self, subject_id: uuid.UUID) -> uuid.UUID | None:
         """The registration of a user id, or a registration id itself; None if neither."""
+        ...
+
+    async def registration_holding(self, claim: Claim) -> uuid.UUID | None:
+        """The registration that holds this email (or document), if any."""
         ...
 
     async def shred(self, registration_id: uuid.UUID) -> bool:
@@ -44,16 +52,26 @@ class EraseUser:
     subjects: Subjects
     read_models: PersonalReadModels
 
-    async def __call__(self, subject_id: str) -> Erased:
-        try:
-            parsed = uuid.UUID(subject_id)
-        except ValueError:
-            raise UnknownSubject(subject_id) from None
-        registration_id = await self.subjects.registration_of(parsed)
+    async def __call__(self, subject: str) -> Erased:
+        """``subject``: a user id, a registration id, or the email the person signed up with
+        (what they usually tell the operator)."""
+        registration_id = await self._registration(subject)
         if registration_id is None:
-            raise UnknownSubject(subject_id)
+            raise UnknownSubject(subject)
         # The key first: from this moment no projector can write the person anywhere again,
         # so what is removed next stays removed.
         shredded = await self.subjects.shred(registration_id)
         removed = await self.read_models.forget(registration_id)
         return Erased(registration_id, shredded, removed)
+
+    async def _registration(self, subject: str) -> uuid.UUID | None:
+        if "@" in subject:
+            try:
+                email = normalise_email(subject)
+            except InvalidValue:
+                return None
+            return await self.subjects.registration_holding(Claim("email", email))
+        try:
+            return await self.subjects.registration_of(uuid.UUID(subject))
+        except ValueError:
+            return None

@@ -29,7 +29,7 @@ from infrastructure.read_side import ReadSide
 from infrastructure.read_store import make_engine
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
-from infrastructure.subject_keys import SignupRecorder, SubjectVault
+from infrastructure.subject_keys import SubjectVault
 from interfaces.http.app import create_app
 from interfaces.http.client_address import trusted_networks
 
@@ -206,7 +206,7 @@ def build_app_from_env() -> Litestar:
     return build_app(settings)
 
 
-async def erase(settings: Settings, subject_id: str) -> Erased:
+async def erase(settings: Settings, subject: str) -> Erased:
     """``signup erase``: the use case wired to the event store, read models and cache."""
     assert settings.database_url, "DATABASE_URL is required to erase"
     events = await asyncio.to_thread(
@@ -217,12 +217,11 @@ async def erase(settings: Settings, subject_id: str) -> Erased:
     read_side = ReadSide.open(settings)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:
-        recorder = events.recorder
-        assert isinstance(recorder, SignupRecorder)
         use_case = EraseUser(
-            EventStoreSubjects(read_side, recorder), ReadModelsAndCache(read_side, redis)
+            EventStoreSubjects(read_side, events, settings.reservation_key.encode()),
+            ReadModelsAndCache(read_side, redis),
         )
-        return await use_case(subject_id)
+        return await use_case(subject)
     finally:
         if redis is not None:
             await redis.aclose()

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from domain.reservations import Claim, Reservation
+from infrastructure.event_store import SignupEvents
 from infrastructure.read_side import ReadSide
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
 from infrastructure.subject_keys import SignupRecorder
@@ -20,7 +22,8 @@ from projections.shards import ShardMap, logical_shard
 @dataclass
 class EventStoreSubjects:
     read_side: ReadSide
-    recorder: SignupRecorder
+    events: SignupEvents
+    reservation_key: bytes
 
     async def registration_of(self, subject_id: uuid.UUID) -> uuid.UUID | None:
         settings = self.read_side.settings
@@ -50,8 +53,22 @@ class EventStoreSubjects:
             ).first()
         return subject_id if is_registration else None
 
+    async def registration_holding(self, claim: Claim) -> uuid.UUID | None:
+        def holder() -> uuid.UUID | None:
+            reservation_id = claim.reservation_id(self.reservation_key)
+            stored = self.events.recorder.select_events(reservation_id, limit=1)
+            if not stored:
+                return None
+            reserved = self.events.mapper.to_domain_event(stored[0])
+            assert isinstance(reserved, Reservation.Reserved)
+            return reserved.registration_id
+
+        return await asyncio.to_thread(holder)
+
     async def shred(self, registration_id: uuid.UUID) -> bool:
-        return await asyncio.to_thread(self.recorder.erase, registration_id)
+        recorder = self.events.recorder
+        assert isinstance(recorder, SignupRecorder)
+        return await asyncio.to_thread(recorder.erase, registration_id)
 
 
 @dataclass

@@ -246,7 +246,7 @@ def erase_command(args: argparse.Namespace, settings: Settings) -> None:
         try:
             erased = asyncio.run(erase(running, args.id))
         except UnknownSubject:
-            print(f"no user or registration {args.id}", file=sys.stderr)
+            print(f"no user, registration or email {args.id}", file=sys.stderr)
             sys.exit(1)
     key = "key shredded" if erased.key_shredded else "key already shredded"
     removed = ", ".join(erased.removed_from) or "no read model held it"
@@ -313,7 +313,7 @@ def parser() -> argparse.ArgumentParser:
         erase_command,
         help="erase a person (LGPD): shred their key, remove them from every read model",
     )
-    erasing.add_argument("id", help="their user id (or, before completion, registration id)")
+    erasing.add_argument("id", help="their email, user id, or (before completion) registration id")
     data_dir(erasing)
 
     bench.add_parser(commands)

@@ -121,20 +121,23 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
     assert await all_have_status(api, kept, "completed")
 
 
-async def test_erasing_twice_says_so_and_an_unknown_id_is_refused(
+async def test_a_person_is_found_by_the_email_they_signed_up_with_and_erasing_twice_says_so(
     api: Client, encrypted: Settings
 ) -> None:
     registration_id = await _register(api, _person(10))
 
-    first = await run_signup(encrypted, "erase", registration_id)
+    by_email = await run_signup(encrypted, "erase", " Titular10@Example.COM")
     again = await run_signup(encrypted, "erase", registration_id)
     unknown = await run_signup(encrypted, "erase", str(uuid.uuid4()))
+    unknown_email = await run_signup(encrypted, "erase", "ninguem@example.com")
     malformed = await run_signup(encrypted, "erase", "not-an-id")
 
-    assert first.returncode == 0 and "key shredded" in first.stdout, first.stderr
+    assert by_email.returncode == 0, by_email.stderr
+    assert f"erased registration {registration_id}: key shredded" in by_email.stdout
     assert again.returncode == 0 and "key already shredded" in again.stdout
-    assert unknown.returncode == 1 and "no user or registration" in unknown.stderr
-    assert malformed.returncode == 1 and "no user or registration" in malformed.stderr
+    for refused in (unknown, unknown_email, malformed):
+        assert refused.returncode == 1
+        assert "no user, registration or email" in refused.stderr
 
 
 async def test_a_registration_erased_before_the_projectors_saw_it_never_appears(
