@@ -37,7 +37,7 @@ class PersonalReadModels(Protocol):
 
 
 class UnknownSubject(Exception):
-    """No user or registration has this id."""
+    """No user, registration or email matches what the operator gave."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,7 +214,11 @@ class ReadSide:
         """
         projector = self.projector(name)
         store = projector.store
-        async with store.engine.connect() as held:
+        async with store.engine.connect() as conn:
+            # A session lock, on a connection outside any transaction: held for as long as the
+            # rebuild runs without keeping a transaction open (which would hold back vacuum),
+            # and released by PostgreSQL if this process dies.
+            held = await conn.execution_options(isolation_level="AUTOCOMMIT")
             key = {"key": f"signup_rebuild:{name}"}
             taken = await held.execute(text("SELECT pg_try_advisory_lock(hashtext(:key))"), key)
             if not taken.scalar_one():
@@ -224,7 +228,6 @@ class ReadSide:
                 return await self._rebuild(projector, progress)
             finally:
                 await held.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
-                await held.commit()
 
     async def _drop_leftovers(self, projector: Projector) -> None:
         # Under the rebuild lock, a table that is neither active nor being filled by this
