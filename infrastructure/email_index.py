@@ -8,12 +8,9 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from infrastructure.read_store import asyncpg_dsn
+
 log = structlog.get_logger(__name__)
-
-
-def _asyncpg_dsn(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"postgresql://{rest}" if "+" in scheme else url
 
 
 @dataclass
@@ -39,7 +36,7 @@ class EmailIndex:
         async with self._opening:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
-                    _asyncpg_dsn(self.read_url), min_size=1, max_size=self.pool_size, timeout=2
+                    asyncpg_dsn(self.read_url), min_size=1, max_size=self.pool_size, timeout=2
                 )
             return self._pool
 

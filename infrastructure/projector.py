@@ -22,6 +22,7 @@ from infrastructure import metrics
 from infrastructure.event_source import EventSource, Notification
 from infrastructure.failures import WAITING, FailureLog
 from infrastructure.read_store import DEAD, ProjectionStore, projection_tables
+from infrastructure.wakeups import wait_for_wake
 from projections.model import Projection, Row
 from projections.registration_status import FAILED, FAILED_REASON, PENDING
 
@@ -267,31 +268,36 @@ async def run_forever(
     idle: tuple[float, float] = (0.01, 0.25),
     backoff: float = 1.0,
     fill: float = 0.05,
+    wake: asyncio.Event | None = None,
+    moved: Callable[[], None] | None = None,
 ) -> None:
     """Step until ``stop`` is set; back off while a database is down.
 
     A full batch is followed at once by the next. After a partial one it waits ``fill``
     seconds: under a steady trickle, stepping again at once wrote batches of a few events,
     each paying a batch's fixed costs (six queries), and the worker burnt a core at 300/s.
-    When caught up it polls again after ``idle[0]`` seconds, doubling up to ``idle[1]`` while
-    nothing comes: quick to pick up a burst, cheap when quiet.
+    When caught up it waits for ``wake`` (set when events are appended) and polls anyway
+    after ``idle[0]`` seconds, doubling up to ``idle[1]`` while nothing comes. ``moved`` is
+    told whenever this projector has moved (the status projector waits for the others).
     """
     pause = idle[0]
     try:
         while not stop.is_set():
             try:
-                moved = await projector.step()
+                passed = await projector.step()
             except Exception as error:
                 log.warning("projector_unavailable", projection=projector.name, error=repr(error))
                 await sleep_unless_stopped(stop, backoff)
                 continue
-            if moved >= projector.batch_size:
+            if passed and moved is not None:
+                moved()
+            if passed >= projector.batch_size:
                 pause = idle[0]
-            elif moved:
+            elif passed:
                 pause = idle[0]
                 await sleep_unless_stopped(stop, fill)
             else:
-                await sleep_unless_stopped(stop, pause)
+                await wait_for_wake(stop, wake, pause)
                 pause = min(idle[1], pause * 2)
     finally:
         projector.stop_reading_ahead()

@@ -28,6 +28,7 @@ from infrastructure.projector import (
 from infrastructure.read_store import DEAD, RETRYING, ProjectionStore, main_catalog, make_engine
 from infrastructure.settings import Settings
 from infrastructure.subject_keys import SubjectVault
+from infrastructure.wakeups import Wakeups
 from projections.email_lookup import email_lookup
 from projections.model import Projection
 from projections.registration_status import registration_status
@@ -185,7 +186,21 @@ class ReadSide:
         unknown = set(only or ()) - {p.name for p in self.all_projectors}
         if unknown:
             raise ValueError(f"unknown projections: {', '.join(sorted(unknown))}")
-        tasks = [asyncio.create_task(run_forever(p, stop)) for p in chosen]
+        wakeups = Wakeups(self.settings.database_url or self.settings.read_url, self.source.table)
+        status_wake = wakeups.subscribe()
+
+        def others_moved() -> None:
+            status_wake.set()
+
+        tasks = [
+            asyncio.create_task(
+                run_forever(p, stop, wake=status_wake)
+                if p is self.status
+                else run_forever(p, stop, wake=wakeups.subscribe(), moved=others_moved)
+            )
+            for p in chosen
+        ]
+        tasks.append(asyncio.create_task(wakeups.listen(stop)))
         if self.status in chosen:
             tasks.append(asyncio.create_task(self._retry_loop(stop, retry_every)))
         try:

@@ -149,6 +149,12 @@ def async_url(url: str) -> str:
     return f"postgresql+asyncpg://{rest}" if scheme in {"postgres", "postgresql"} else url
 
 
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg itself wants a plain PostgreSQL URL."""
+    scheme, _, rest = url.partition("://")
+    return f"postgresql://{rest}" if "+" in scheme else url
+
+
 def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(
         async_url(url),

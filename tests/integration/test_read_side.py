@@ -12,9 +12,11 @@ from sqlalchemy import text
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
 from infrastructure.email_index import EmailIndex
+from infrastructure.projector import run_forever
 from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.settings import Settings
 from infrastructure.subject_keys import SubjectVault
+from infrastructure.wakeups import Wakeups
 from tests.factories import make_cpf, valid_form
 from tests.read_models import (
     Poison,
@@ -204,4 +206,33 @@ async def test_a_projection_is_rebuilt_by_one_process_at_a_time(settings: Settin
         _, new_table = await read_side.rebuild("users_shard0")
         assert new_table != before == "users_shard0_v1"
     finally:
+        await read_side.close()
+
+
+async def test_an_idle_projector_is_woken_by_an_append_instead_of_its_next_poll(
+    client: Client, settings: Settings
+) -> None:
+    assert settings.database_url
+    read_side = ReadSide.open(settings)
+    projector = read_side.projector("email_lookup")
+    wakeups = Wakeups(settings.database_url)
+    stop = asyncio.Event()
+    # Polls only every 5 minutes: only the append's NOTIFY can wake it within the test.
+    running = [
+        asyncio.create_task(wakeups.listen(stop)),
+        asyncio.create_task(
+            run_forever(projector, stop, idle=(300, 300), wake=wakeups.subscribe())
+        ),
+    ]
+    try:
+        await asyncio.sleep(0.5)  # caught up (nothing to project) and asleep
+        await _register(client, 1, start=900)
+
+        async def projected() -> bool:
+            return len((await table_rows(read_side))["email_lookup"]) == 1
+
+        await eventually(projected, timeout=20)
+    finally:
+        stop.set()
+        await asyncio.gather(*running)
         await read_side.close()
