@@ -25,8 +25,17 @@ class Subjects(Protocol):
         """The registration that holds this email (or document), if any."""
         ...
 
-    async def shred(self, registration_id: uuid.UUID) -> bool:
-        """Destroy the key that opens the registration; False if it was already gone."""
+    async def reservations_of(self, registration_id: uuid.UUID) -> Sequence[uuid.UUID]:
+        """The values (reservation ids) the registration claimed; none once shredded."""
+        ...
+
+    async def shred(self, registration_id: uuid.UUID, releases: Sequence[uuid.UUID]) -> bool:
+        """Destroy the key that opens the registration, noting the reservations to release
+        (kept until ``release`` is done); False if the key was already gone."""
+        ...
+
+    async def release(self, registration_id: uuid.UUID) -> int:
+        """Free the noted values the registration still holds; how many it freed."""
         ...
 
 
@@ -45,6 +54,7 @@ class Erased:
     registration_id: uuid.UUID
     key_shredded: bool  # False when an earlier erasure had already shredded it
     removed_from: Sequence[str]
+    released: int  # its email and CPF/CNPJ, free for a new signup
 
 
 @dataclass(slots=True)
@@ -58,11 +68,16 @@ class EraseUser:
         registration_id = await self._registration(subject)
         if registration_id is None:
             raise UnknownSubject(subject)
-        # The key first: from this moment no projector can write the person anywhere again,
+        # Read while the key still opens it: which values the person holds.
+        reservations = await self.subjects.reservations_of(registration_id)
+        # The key next: from this moment no projector can write the person anywhere again,
         # so what is removed next stays removed.
-        shredded = await self.subjects.shred(registration_id)
+        shredded = await self.subjects.shred(registration_id, reservations)
         removed = await self.read_models.forget(registration_id)
-        return Erased(registration_id, shredded, removed)
+        # The values last: a new signup with the same email must not reach the email lookup
+        # (keyed by email) before the erased person's row has left it.
+        released = await self.subjects.release(registration_id)
+        return Erased(registration_id, shredded, removed, released)
 
     async def _registration(self, subject: str) -> uuid.UUID | None:
         if "@" in subject:

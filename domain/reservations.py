@@ -2,8 +2,11 @@
 
 The reservation's id is derived from the value, so two registrations claiming the same value
 create the same aggregate id at version 1 and the event store's primary key rejects the second
-one in the same transaction as the append. The id is a keyed hash (HMAC), so the event store
-never holds the email or document itself, and nobody without the key can test a guess.
+one in the same transaction as the append. When the holder is erased the value is released
+(a later version), and the next registration to claim it reclaims it at the version after:
+again one version number, so again the primary key decides. The id is a keyed hash (HMAC),
+so the event store never holds the email or document itself, and nobody without the key can
+test a guess.
 """
 
 from __future__ import annotations
@@ -58,6 +61,41 @@ class Reservation(Aggregate):
         self.registration_id = registration_id
         self.kind = kind
 
+    class Released(Aggregate.Event):
+        """Its holder was erased: the value is free to be claimed again."""
+
+    class Reclaimed(Aggregate.Event):
+        registration_id: uuid.UUID
+
     @staticmethod
     def create_id(claim_id: uuid.UUID) -> uuid.UUID:
         return claim_id
+
+
+def release(claim_id: uuid.UUID, held_at_version: int) -> Reservation.Released:
+    """The event that frees a value, after the version at which it is held."""
+    return Reservation.Released(
+        originator_id=claim_id,
+        originator_version=held_at_version + 1,
+        timestamp=Reservation.Released.create_timestamp(),
+    )
+
+
+def reclaim(
+    claim_id: uuid.UUID, released_at_version: int, registration_id: uuid.UUID
+) -> Reservation.Reclaimed:
+    """The event that gives a released value to a new registration."""
+    # eventsourcing makes each event class a dataclass of its annotations; mypy cannot see it.
+    return Reservation.Reclaimed(  # type: ignore[call-arg]
+        originator_id=claim_id,
+        originator_version=released_at_version + 1,
+        timestamp=Reservation.Reclaimed.create_timestamp(),
+        registration_id=registration_id,
+    )
+
+
+def holder(event: object) -> uuid.UUID | None:
+    """Who holds a value, given its reservation's latest event (None once released)."""
+    if isinstance(event, Reservation.Reserved | Reservation.Reclaimed):
+        return event.registration_id
+    return None

@@ -218,7 +218,12 @@ async def erase(settings: Settings, subject: str) -> Erased:
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:
         use_case = EraseUser(
-            EventStoreSubjects(read_side, events, settings.reservation_key.encode()),
+            EventStoreSubjects(
+                read_side,
+                events,
+                SubjectVault(settings.event_cipher_key),
+                settings.reservation_key.encode(),
+            ),
             ReadModelsAndCache(read_side, redis),
         )
         return await use_case(subject)

@@ -7,10 +7,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from eventsourcing.persistence import IntegrityError
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from domain.reservations import Claim, Reservation
+from application.personal_data import PersonalDataVault
+from domain.registration import UserRegistrationRequested, claims
+from domain.reservations import Claim, holder, release
 from infrastructure.event_store import SignupEvents
 from infrastructure.read_side import ReadSide
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
@@ -23,6 +26,7 @@ from projections.shards import ShardMap, logical_shard
 class EventStoreSubjects:
     read_side: ReadSide
     events: SignupEvents
+    vault: PersonalDataVault
     reservation_key: bytes
 
     async def registration_of(self, subject_id: uuid.UUID) -> uuid.UUID | None:
@@ -54,21 +58,54 @@ class EventStoreSubjects:
         return subject_id if is_registration else None
 
     async def registration_holding(self, claim: Claim) -> uuid.UUID | None:
-        def holder() -> uuid.UUID | None:
+        def find() -> uuid.UUID | None:
             reservation_id = claim.reservation_id(self.reservation_key)
-            stored = self.events.recorder.select_events(reservation_id, limit=1)
+            stored = self.events.recorder.select_events(reservation_id, desc=True, limit=1)
             if not stored:
                 return None
-            reserved = self.events.mapper.to_domain_event(stored[0])
-            assert isinstance(reserved, Reservation.Reserved)
-            return reserved.registration_id
+            return holder(self.events.mapper.to_domain_event(stored[0]))
 
-        return await asyncio.to_thread(holder)
+        return await asyncio.to_thread(find)
 
-    async def shred(self, registration_id: uuid.UUID) -> bool:
+    async def reservations_of(self, registration_id: uuid.UUID) -> Sequence[uuid.UUID]:
+        def read() -> list[uuid.UUID]:
+            key = self._recorder.key_of(registration_id)
+            stored = self._recorder.select_events(registration_id, limit=1)
+            if key is None or not stored:
+                return []
+            requested = self.events.mapper.to_domain_event(stored[0])
+            assert isinstance(requested, UserRegistrationRequested)
+            details = self.vault.open(registration_id, requested.personal_data, key)
+            return [claim.reservation_id(self.reservation_key) for claim in claims(details)]
+
+        return await asyncio.to_thread(read)
+
+    async def shred(self, registration_id: uuid.UUID, releases: Sequence[uuid.UUID]) -> bool:
+        return await asyncio.to_thread(self._recorder.erase, registration_id, releases)
+
+    async def release(self, registration_id: uuid.UUID) -> int:
+        def free() -> int:
+            freed = 0
+            for reservation_id in self._recorder.pending_releases(registration_id):
+                stored = self._recorder.select_events(reservation_id, desc=True, limit=1)
+                latest = self.events.mapper.to_domain_event(stored[0]) if stored else None
+                if latest is None or holder(latest) != registration_id:
+                    continue  # released already (an earlier, interrupted erasure)
+                try:
+                    self.events.save(release(reservation_id, latest.originator_version))
+                    freed += 1
+                except IntegrityError:
+                    continue  # another erasure of the same person released it just now
+            self._recorder.releases_done(registration_id)
+            return freed
+
+        return await asyncio.to_thread(free)
+
+    @property
+    def _recorder(self) -> SignupRecorder:
         recorder = self.events.recorder
         assert isinstance(recorder, SignupRecorder)
-        return await asyncio.to_thread(recorder.erase, registration_id)
+        return recorder
 
 
 @dataclass

@@ -30,10 +30,12 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from application.registering import StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered
+from domain.reservations import Reservation, reclaim
 from infrastructure import metrics
 
 log = structlog.get_logger(__name__)
@@ -131,7 +133,12 @@ class BatchRecorder:
                 continue
             claimed.update(dict.fromkeys(submission.claims, index))
             candidates.append(index)
-        taken = self.reserved(set(claimed))
+        latest = self._latest(set(claimed))
+        taken = {rid for rid, (_, topic) in latest.items() if topic != _RELEASED}
+        # Values whose holder was erased: claimed again at the version after the release.
+        free_again = {
+            rid: version for rid, (version, topic) in latest.items() if topic == _RELEASED
+        }
         ready: list[int] = []
         for index in candidates:
             conflict = self._conflict(batch[index], taken)
@@ -139,7 +146,7 @@ class BatchRecorder:
                 ready.append(index)
             else:
                 outcomes[index] = conflict
-        self._save_isolating(batch, ready, outcomes)
+        self._save_isolating(batch, ready, outcomes, free_again)
         # A submission refused for a neighbour that was then refused itself clashed with a
         # value nobody holds: it gets its own try (a smaller batch, so this ends).
         again = [index for index, neighbour in beaten if outcomes[neighbour] is not None]
@@ -150,19 +157,28 @@ class BatchRecorder:
         return outcomes
 
     def reserved(self, reservation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these aggregates (reservations, or a registration) already exist; one
-        indexed query for the whole batch."""
-        if not reservation_ids:
-            return set()
+        """Which of these aggregates are held: a reservation not released, or a registration
+        that exists. One indexed query for the whole batch."""
+        latest = self._latest(reservation_ids)
+        return {rid for rid, (_, topic) in latest.items() if topic != _RELEASED}
+
+    def _latest(self, ids: set[uuid.UUID]) -> dict[uuid.UUID, tuple[int, str]]:
+        """Each existing aggregate's latest version and topic."""
+        if not ids:
+            return {}
         recorder = self.app.recorder
         assert isinstance(recorder, PostgresApplicationRecorder)
         statement = SQL(
-            "SELECT originator_id FROM {}.{}"
-            " WHERE originator_id = ANY(%s) AND originator_version = 1"
+            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic"
+            " FROM {}.{} WHERE originator_id = ANY(%s)"
+            " ORDER BY originator_id, originator_version DESC"
         ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (list(reservation_ids),))
-            return {row["originator_id"] for row in curs.fetchall()}
+            curs.execute(statement, (list(ids),))
+            return {
+                row["originator_id"]: (row["originator_version"], row["topic"])
+                for row in curs.fetchall()
+            }
 
     @staticmethod
     def _conflict(submission: Submission, taken: set[uuid.UUID]) -> AlreadyRegistered | None:
@@ -176,12 +192,17 @@ class BatchRecorder:
         batch: Sequence[Submission],
         group: list[int],
         outcomes: list[AlreadyRegistered | None],
+        free_again: dict[uuid.UUID, int],
     ) -> None:
         if not group:
             return
         try:
             self.app.save(
-                *[event for index in group for event in batch[index].events],
+                *[
+                    _reclaiming(event, free_again)
+                    for index in group
+                    for event in batch[index].events
+                ],
                 subject_keys=[
                     (batch[index].registration_id, batch[index].subject_key) for index in group
                 ],
@@ -201,8 +222,18 @@ class BatchRecorder:
                     raise  # not a reservation clash: a real fault, not the client's
                 return
             middle = len(group) // 2
-            self._save_isolating(batch, group[:middle], outcomes)
-            self._save_isolating(batch, group[middle:], outcomes)
+            self._save_isolating(batch, group[:middle], outcomes, free_again)
+            self._save_isolating(batch, group[middle:], outcomes, free_again)
+
+
+_RELEASED = get_topic(Reservation.Released)
+
+
+def _reclaiming(event: Any, free_again: dict[uuid.UUID, int]) -> Any:
+    """A new reservation of a released value becomes a reclaim at the version after."""
+    if isinstance(event, Reservation.Reserved) and event.originator_id in free_again:
+        return reclaim(event.originator_id, free_again[event.originator_id], event.registration_id)
+    return event
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application.registering import DuplicateAttempt, StoreUnavailable
-from domain.reservations import Reservation
+from domain.reservations import holder
 from infrastructure.event_store import SignupEvents
 
 TABLE = "signup_owner_notifications"
@@ -55,18 +55,17 @@ class OwnerNotifications:
             raise StoreUnavailable(str(error)) from error
 
     def _notify(self, attempt: DuplicateAttempt) -> None:
-        stored = self._recorder.select_events(attempt.reservation_id, limit=1)
-        if not stored:
-            # The value clashed inside a batch with a registration whose own save then
-            # failed: nobody holds it, and a retry will be accepted.
-            raise StoreUnavailable("the value's holder was not recorded; retry")
-        reservation = self.events.mapper.to_domain_event(stored[0])
-        assert isinstance(reservation, Reservation.Reserved)
+        stored = self._recorder.select_events(attempt.reservation_id, desc=True, limit=1)
+        owner = holder(self.events.mapper.to_domain_event(stored[0])) if stored else None
+        if owner is None:
+            # Nobody holds the value after all (its holder was erased meanwhile, or it clashed
+            # in a batch with a registration whose own save failed): a retry will be accepted.
+            raise StoreUnavailable("the value is not held any more; retry")
         with self._recorder.datastore.get_connection() as conn:
             conn.execute(
                 f"INSERT INTO {TABLE} (attempt_id, registration_id, reason, kind)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (attempt.attempt_id, reservation.registration_id, DUPLICATE_SIGNUP, attempt.kind),
+                (attempt.attempt_id, owner, DUPLICATE_SIGNUP, attempt.kind),
             )
 
     def attempted_at(self, attempt_id: uuid.UUID) -> datetime | None:

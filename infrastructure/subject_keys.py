@@ -86,13 +86,22 @@ class SignupRecorder(PostgresApplicationRecorder):
                 " erased_at timestamptz)"
             ).format(table)
         )
+        # The reservations an erasure still has to release (kept until it has: an erasure
+        # interrupted after the shredding can no longer read which values they were).
+        self.sql_create_statements.append(
+            SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS releases uuid[]").format(table)
+        )
         self._insert_keys = SQL(
             "INSERT INTO {} (registration_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
         ).format(table)
         self._erase = SQL(
-            "UPDATE {} SET key = NULL, erased_at = now()"
+            "UPDATE {} SET key = NULL, erased_at = now(), releases = %s"
             " WHERE registration_id = %s AND key IS NOT NULL"
         ).format(table)
+        self._key = SQL("SELECT key, releases FROM {} WHERE registration_id = %s").format(table)
+        self._released = SQL("UPDATE {} SET releases = NULL WHERE registration_id = %s").format(
+            table
+        )
         self._erased = SQL(
             "SELECT key IS NULL AS erased FROM {} WHERE registration_id = %s"
         ).format(table)
@@ -109,11 +118,29 @@ class SignupRecorder(PostgresApplicationRecorder):
             curs.execute(self._insert_keys, ([k for k, _ in keys], [v for _, v in keys]))
         super()._insert_events(curs, stored_events, **kwargs)
 
-    def erase(self, registration_id: uuid.UUID) -> bool:
-        """Shred the key; False when there was none left to shred."""
+    def erase(self, registration_id: uuid.UUID, releases: Sequence[uuid.UUID]) -> bool:
+        """Shred the key, noting the reservations to release; False when there was no key
+        left to shred."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._erase, (registration_id,))
+            curs.execute(self._erase, (list(releases), registration_id))
             return curs.rowcount == 1
+
+    def key_of(self, registration_id: uuid.UUID) -> bytes | None:
+        row = self._row(registration_id)
+        return bytes(row["key"]) if row is not None and row["key"] is not None else None
+
+    def pending_releases(self, registration_id: uuid.UUID) -> list[uuid.UUID]:
+        row = self._row(registration_id)
+        return list(row["releases"] or []) if row is not None else []
+
+    def releases_done(self, registration_id: uuid.UUID) -> None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._released, (registration_id,))
+
+    def _row(self, registration_id: uuid.UUID) -> Any:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._key, (registration_id,))
+            return curs.fetchone()
 
     def erased(self, registration_id: uuid.UUID) -> bool:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

@@ -250,7 +250,10 @@ def erase_command(args: argparse.Namespace, settings: Settings) -> None:
             sys.exit(1)
     key = "key shredded" if erased.key_shredded else "key already shredded"
     removed = ", ".join(erased.removed_from) or "no read model held it"
-    print(f"erased registration {erased.registration_id}: {key}; removed from: {removed}")
+    print(
+        f"erased registration {erased.registration_id}: {key}; removed from: {removed};"
+        f" released {erased.released} of its values (email, CPF or CNPJ) for new signups"
+    )
 
 
 def parser() -> argparse.ArgumentParser:

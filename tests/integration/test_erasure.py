@@ -96,6 +96,7 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
 
     assert result.returncode == 0, result.stderr
     assert f"erased registration {erased}: key shredded" in result.stdout
+    assert "released 2 of its values" in result.stdout  # the email and the CNPJ
     for name in ("email_lookup", "users_shard", "registration_status"):
         assert name in result.stdout
     assert (await api.get(f"/registrations/{erased}")).status_code == 404
@@ -120,6 +121,18 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
     assert (await api.get(f"/registrations/{erased}")).status_code == 404
     assert await all_have_status(api, kept, "completed")
 
+    # The email and the CNPJ were released: the same company may sign up again, once.
+    again = await _register(api, {**erased_form, "cpf": make_cpf(77_102)})
+    assert (await api.post("/registrations", json=erased_form)).status_code == 409
+    async with running_worker(encrypted):
+        await eventually(lambda: all_have_status(api, [again], "completed"))
+    assert (await api.get(f"/registrations/{erased}")).status_code == 404
+    with psycopg.connect(encrypted.read_url) as conn:
+        owner = conn.execute(
+            "SELECT registration_id FROM email_lookup WHERE email = 'apagar@example.com'"
+        ).fetchone()
+    assert owner is not None and str(owner[0]) == again
+
 
 async def test_a_person_is_found_by_the_email_they_signed_up_with_and_erasing_twice_says_so(
     api: Client, encrypted: Settings
@@ -135,6 +148,7 @@ async def test_a_person_is_found_by_the_email_they_signed_up_with_and_erasing_tw
     assert by_email.returncode == 0, by_email.stderr
     assert f"erased registration {registration_id}: key shredded" in by_email.stdout
     assert again.returncode == 0 and "key already shredded" in again.stdout
+    assert "released 0 of its values" in again.stdout
     for refused in (unknown, unknown_email, malformed):
         assert refused.returncode == 1
         assert "no user, registration or email" in refused.stderr
