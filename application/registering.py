@@ -97,7 +97,7 @@ class RegisterUser:
         # Independent counters: ask for both at once, one round trip of waiting instead of two.
         outcomes = await asyncio.gather(
             self._limit("email", str(reservation_ids["email"])),
-            self._limit("cpf", str(Claim("cpf", details.cpf).reservation_id(self.reservation_key))),
+            self._limit("cpf", str(self._cpf_key(details.cpf, reservation_ids))),
             return_exceptions=True,
         )
         for outcome in outcomes:
@@ -136,6 +136,11 @@ class RegisterUser:
             claims={reservation_ids[kind]: claim for kind, claim in held.items()},
             subject_key=sealed.key,
         )
+
+    def _cpf_key(self, cpf: str, reservation_ids: Mapping[str, uuid.UUID]) -> uuid.UUID:
+        # A PF already claims its CPF; a PJ's responsible person is limited by theirs too.
+        held = reservation_ids.get("cpf")
+        return held if held is not None else Claim("cpf", cpf).reservation_id(self.reservation_key)
 
     async def _limit(self, limit: str, key: str) -> None:
         if self.limiter is not None and key:

@@ -102,9 +102,6 @@ class SignupRecorder(PostgresApplicationRecorder):
         self._released = SQL("UPDATE {} SET releases = NULL WHERE registration_id = %s").format(
             table
         )
-        self._erased = SQL(
-            "SELECT key IS NULL AS erased FROM {} WHERE registration_id = %s"
-        ).format(table)
 
     def _insert_events(
         self,
@@ -143,7 +140,4 @@ class SignupRecorder(PostgresApplicationRecorder):
             return curs.fetchone()
 
     def erased(self, registration_id: uuid.UUID) -> bool:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._erased, (registration_id,))
-            row = curs.fetchone()
-        return row is None or bool(row["erased"])
+        return self.key_of(registration_id) is None
