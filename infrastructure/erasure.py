@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from application.personal_data import PersonalDataVault
 from domain.registration import UserRegistrationRequested, claims
-from domain.reservations import Claim, holder, release
+from domain.reservations import Claim, release
 from infrastructure.event_store import SignupEvents
 from infrastructure.read_side import ReadSide
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
@@ -59,11 +59,8 @@ class EventStoreSubjects:
 
     async def registration_holding(self, claim: Claim) -> uuid.UUID | None:
         def find() -> uuid.UUID | None:
-            reservation_id = claim.reservation_id(self.reservation_key)
-            stored = self.events.recorder.select_events(reservation_id, desc=True, limit=1)
-            if not stored:
-                return None
-            return holder(self.events.mapper.to_domain_event(stored[0]))
+            holding = self.events.holding(claim.reservation_id(self.reservation_key))
+            return holding[1] if holding is not None else None
 
         return await asyncio.to_thread(find)
 
@@ -87,12 +84,11 @@ class EventStoreSubjects:
         def free() -> int:
             freed = 0
             for reservation_id in self._recorder.pending_releases(registration_id):
-                stored = self._recorder.select_events(reservation_id, desc=True, limit=1)
-                latest = self.events.mapper.to_domain_event(stored[0]) if stored else None
-                if latest is None or holder(latest) != registration_id:
+                holding = self.events.holding(reservation_id)
+                if holding is None or holding[1] != registration_id:
                     continue  # released already (an earlier, interrupted erasure)
                 try:
-                    self.events.save(release(reservation_id, latest.originator_version))
+                    self.events.save(release(reservation_id, holding[0]))
                     freed += 1
                 except IntegrityError:
                     continue  # another erasure of the same person released it just now

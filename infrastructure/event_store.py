@@ -35,7 +35,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.registering import StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered
-from domain.reservations import Reservation, reclaim
+from domain.reservations import Reservation, holder, reclaim
 from infrastructure import metrics
 
 log = structlog.get_logger(__name__)
@@ -62,6 +62,14 @@ class SignupEvents(Application[uuid.UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(BytesAsBase64())
+
+    def holding(self, reservation_id: uuid.UUID) -> tuple[int, uuid.UUID | None] | None:
+        """A reservation's latest version and who holds its value then (None once released);
+        None when the value was never claimed."""
+        stored = self.recorder.select_events(reservation_id, desc=True, limit=1)
+        if not stored:
+            return None
+        return stored[0].originator_version, holder(self.mapper.to_domain_event(stored[0]))
 
 
 CIPHER_TOPIC = "eventsourcing.cryptography:AESCipher"

@@ -18,7 +18,6 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application.registering import DuplicateAttempt, StoreUnavailable
-from domain.reservations import holder
 from infrastructure.event_store import SignupEvents
 
 TABLE = "signup_owner_notifications"
@@ -55,8 +54,8 @@ class OwnerNotifications:
             raise StoreUnavailable(str(error)) from error
 
     def _notify(self, attempt: DuplicateAttempt) -> None:
-        stored = self._recorder.select_events(attempt.reservation_id, desc=True, limit=1)
-        owner = holder(self.events.mapper.to_domain_event(stored[0])) if stored else None
+        holding = self.events.holding(attempt.reservation_id)
+        owner = holding[1] if holding is not None else None
         if owner is None:
             # Nobody holds the value after all (its holder was erased meanwhile, or it clashed
             # in a batch with a registration whose own save failed): a retry will be accepted.
