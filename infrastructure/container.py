@@ -98,6 +98,7 @@ class Container:
                 max_size=settings.batch_max_size,
                 max_wait=settings.batch_max_wait_ms / 1000,
                 concurrency=settings.append_concurrency,
+                answer_within=settings.append_timeout_seconds,
             ),
             email_index=EmailIndex(read_url, settings.db_pool_size)
             if settings.fast_reject

@@ -261,6 +261,9 @@ class GroupCommit:
     max_size: int = 500
     max_wait: float = 0.002
     concurrency: int = 2
+    # A client hears 503 after this long even if its batch is still being retried; should
+    # the batch commit after all, the retry finds the registration (409, or the replay).
+    answer_within: float = 7.0
     # The most recent batch sizes, for the bench and metrics.
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000))
     _queue: asyncio.Queue[_Pending] = field(init=False)
@@ -289,8 +292,14 @@ class GroupCommit:
 
     async def append(self, submission: Submission) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Its outcome is read here, or dropped once nobody waits for it any more.
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
         await self._queue.put(_Pending(submission, future))
-        await future
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.answer_within)
+        except TimeoutError:
+            metrics.APPEND_TIMEOUTS.inc()
+            raise StoreUnavailable("the event store did not confirm in time") from None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

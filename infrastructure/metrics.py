@@ -21,6 +21,10 @@ APPEND_SECONDS = Histogram(
 EVENTS_APPENDED = Counter(
     "signup_events_appended", "Events appended to the event store (registrations and reservations)."
 )
+APPEND_TIMEOUTS = Counter(
+    "signup_append_timeouts",
+    "Signups answered 503 because their batch was not confirmed within the append timeout.",
+)
 REGISTRATIONS_RECORDED = Counter(
     "signup_registrations_recorded", "Registrations durably recorded (answered 202)."
 )

@@ -50,6 +50,9 @@ class Settings:
     batch_max_size: int = 500
     batch_max_wait_ms: float = 2.0
     append_concurrency: int = 2
+    # The longest a signup waits for its batch's commit before it is told 503: eventsourcing
+    # retries a failing insert ten times, which during an outage could hold a client ~20 s.
+    append_timeout_seconds: float = 7.0
     db_pool_size: int = 8
     idempotency_ttl_seconds: int = 25 * 3600
     idempotency_in_flight_seconds: int = 30
@@ -92,6 +95,9 @@ class Settings:
             ),
             append_concurrency=int(
                 env.get("SIGNUP_APPEND_CONCURRENCY", defaults.append_concurrency)
+            ),
+            append_timeout_seconds=float(
+                env.get("SIGNUP_APPEND_TIMEOUT_SECONDS", defaults.append_timeout_seconds)
             ),
             db_pool_size=int(env.get("SIGNUP_DB_POOL_SIZE", defaults.db_pool_size)),
             idempotency_ttl_seconds=int(

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
 
-from application.registering import RegisterUser, Submission
-from domain.errors import CpfAlreadyRegistered, EmailAlreadyRegistered
+from application.registering import RegisterUser, StoreUnavailable, Submission
+from domain.errors import AlreadyRegistered, CpfAlreadyRegistered, EmailAlreadyRegistered
 from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
 from infrastructure.settings import Settings
 from infrastructure.subject_keys import SubjectVault
@@ -184,3 +185,32 @@ async def test_a_signup_refused_for_a_neighbour_that_then_failed_itself_is_recor
     assert isinstance(outcomes[0], CpfAlreadyRegistered)
     assert outcomes[1] is None  # nobody holds shared@ after all
     assert _stored_registrations(recorder, batch) == {batch[1].registration_id}
+
+
+class _SlowRecorder(BatchRecorder):
+    """The real recorder, after a pause: as when eventsourcing retries through an outage."""
+
+    def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
+        time.sleep(1.0)
+        return super().record(batch)
+
+
+async def test_a_signup_hears_503_in_time_when_its_batch_is_slow_and_a_retry_finds_it_recorded(
+    settings: Settings,
+) -> None:
+    group = GroupCommit(_SlowRecorder(_store(settings)), answer_within=0.2)
+    group.start()
+    [submission] = await _submissions(_form(40))
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await group.append(submission)
+        assert time.monotonic() - started < 1.0  # told before the batch's fate was known
+        await asyncio.sleep(1.5)  # the batch commits after all
+        [retry] = await _submissions(_form(40))
+        group.answer_within = 5.0  # this time the client waits for the slow batch
+        with pytest.raises(EmailAlreadyRegistered):
+            await group.append(retry)
+    finally:
+        await group.stop()
+    assert _stored_registrations(group.recorder, [submission]) == {submission.registration_id}
