@@ -173,8 +173,11 @@ class Scraper:
             self._stop.wait(max(0.0, 1.0 - (time.monotonic() - began)))
 
 
-def _listening_process(url: str) -> psutil.Process | None:
+def _listening_processes(url: str) -> list[psutil.Process]:
+    """Every process listening on the URL's port: the API processes (a supervisor and its
+    workers share one socket), not the worker or the databases."""
     port = urlsplit(url).port or 80
+    found: dict[int, psutil.Process] = {}
     try:
         for connection in psutil.net_connections(kind="tcp"):
             if (
@@ -183,10 +186,20 @@ def _listening_process(url: str) -> psutil.Process | None:
                 and connection.laddr.port == port
                 and connection.pid
             ):
-                return psutil.Process(connection.pid)
+                found.setdefault(connection.pid, psutil.Process(connection.pid))
     except (psutil.AccessDenied, psutil.NoSuchProcess):
-        return None
-    return None
+        return []
+    return sorted(found.values(), key=lambda process: process.pid)
+
+
+def _root(processes: list[psutil.Process]) -> psutil.Process | None:
+    """The one of them the others descend from (the first if none does)."""
+    pids = {process.pid for process in processes}
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.ppid() not in pids:
+                return process
+    return processes[0] if processes else None
 
 
 def _tree(root: psutil.Process) -> list[psutil.Process]:
@@ -224,8 +237,10 @@ class CpuMeter:
     """
 
     def __init__(self, url: str, generator_pids: list[int]) -> None:
-        self._server = _listening_process(url)
+        self._api = _listening_processes(url)
+        self._server = _root(self._api)
         self._generators = set(generator_pids)
+        self._url = url
         self._before: dict[int, tuple[str, float]] = {}
         self._machine_start = 0.0
         self._wall_start = 0.0
@@ -240,6 +255,8 @@ class CpuMeter:
         busy = _machine_busy() - self._machine_start
         after = _cpu_by_process()
         server = {p.pid for p in _tree(self._server)} if self._server is not None else set()
+        # Listening now, or at the start: API processes may be started or replaced meanwhile.
+        api = {p.pid for p in self._api} | {p.pid for p in _listening_processes(self._url)}
 
         def percent(seconds: float) -> float:
             # Percent of one core, like top: 200 means two cores fully busy.
@@ -251,7 +268,9 @@ class CpuMeter:
             # A process born during the run started from zero.
             delta = seconds - self._before.get(pid, (name, 0.0))[1]
             used[pid] = delta
-            if pid in server:
+            if pid in api:
+                label = f"api {name} {pid}"
+            elif pid in server:
                 label = f"server {name} {pid}"
             elif pid in self._generators:
                 label = "bench generator"
@@ -270,6 +289,9 @@ class CpuMeter:
                 percent(sum(used.get(pid, 0.0) for pid in server)) if server else UNAVAILABLE
             ),
             "server_pid": self._server.pid if self._server is not None else None,
+            # CPU seconds of every process listening on the port: what the API itself costs.
+            "api_cpu_s": round(sum(used.get(pid, 0.0) for pid in api), 3) if api else None,
+            "api_processes": len(api),
             "top_percent_by_process": {label: percent(seconds) for label, seconds in top},
             # Busy time no live process accounts for: processes that ended during the run
             # (another test suite, a shell loop) and the kernel's own work.

@@ -178,8 +178,16 @@ def summarise(measurement: Measurement, config: BenchConfig) -> dict[str, Any]:
         "projection_lag": _lag(measurement.scraper),
         "event_store_batch_size": _batch_sizes(measurement.scraper),
         "cpu": measurement.cpu,
+        "api_cpu_ms_per_accepted": _per_accepted(measurement.cpu.get("api_cpu_s"), total.accepted),
         "timeline": timeline,
     }
+
+
+def _per_accepted(cpu_seconds: float | None, accepted: int) -> float | None:
+    """API CPU milliseconds per accepted signup: what one signup costs the API processes."""
+    if cpu_seconds is None or not accepted:
+        return None
+    return round(1000 * cpu_seconds / accepted, 3)
 
 
 def ratios(target: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
@@ -196,11 +204,19 @@ def ratios(target: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float 
         "p99_latency": ratio(
             target["accept_latency_ms"]["p99"], baseline["accept_latency_ms"]["p99"]
         ),
+        "api_cpu_ms_per_accepted": ratio(
+            target.get("api_cpu_ms_per_accepted"), baseline.get("api_cpu_ms_per_accepted")
+        ),
     }
 
 
 def write_json(path: str, document: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def _fine(value: float | None) -> str | None:
+    """Three decimals: a fraction of a millisecond is the point of this figure."""
+    return None if value is None else f"{value:.3f}"
 
 
 def _number(value: object) -> str:
@@ -243,6 +259,10 @@ def print_table(summaries: list[dict[str, Any]], ratio: dict[str, Any] | None, o
         )
     rows.append(("generator CPU %", [_generator_cpu(s) for s in summaries]))
     rows.append(("server CPU %", [s["cpu"].get("server_percent") for s in summaries]))
+    rows.append(("API processes", [s["cpu"].get("api_processes") for s in summaries]))
+    rows.append(
+        ("API CPU ms / accepted", [_fine(s.get("api_cpu_ms_per_accepted")) for s in summaries])
+    )
     rows.append(("machine busy %", [s["cpu"].get("machine_busy_percent") for s in summaries]))
 
     headers = [s["label"] for s in summaries]
@@ -254,6 +274,7 @@ def print_table(summaries: list[dict[str, Any]], ratio: dict[str, Any] | None, o
         "accepted/s mean": ratio and ratio["accepted_per_s"],
         "accepted/s best window": ratio and ratio["accepted_per_s_best_window"],
         "202 latency p99 ms": ratio and ratio["p99_latency"],
+        "API CPU ms / accepted": ratio and ratio["api_cpu_ms_per_accepted"],
     }
     for name, values in rows:
         cells = [_number(v).rjust(18) for v in values]
