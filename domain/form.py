@@ -27,6 +27,7 @@ Error codes (stable; clients may branch on them):
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ class _Reader:
             return None
         text = unicodedata.normalize("NFC", value.strip())
         # PostgreSQL text rejects NUL and UTF-8 cannot encode lone surrogates.
-        if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
+        if has_control_characters(text):
             self.fail(key, INVALID_CHARACTERS, f"{label} contains control characters")
         elif len(text) < min_len:
             self.fail(key, TOO_SHORT, f"{label} must be at least {min_len} characters")
@@ -156,6 +157,16 @@ class _Reader:
         else:
             return text
         return None
+
+
+# Unicode categories Cc (C0 and C1 controls) and Cs (surrogates), as one search in C instead
+# of a category lookup per character.
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a character of category Cc or Cs."""
+    return _CONTROL_OR_SURROGATE.search(text) is not None
 
 
 # Lengths of the free-text fields, after trimming: (shortest, longest).

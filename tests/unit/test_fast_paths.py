@@ -1,0 +1,165 @@
+"""The validation fast paths decide exactly as the libraries they stand in for.
+
+Email and phone values in their plain spellings skip the libraries' parsing; these properties
+show, on generated inputs, that whenever a fast path answers, the library answers the same,
+and the unit tests of each rule (test_contact.py, test_form.py) keep holding for the rest.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from domain.contact import (
+    _email_by_library,
+    _landline_by_library,
+    _mobile_by_library,
+    _plain_email,
+    _plain_landline,
+    _plain_mobile,
+)
+from domain.form import has_control_characters
+from domain.values import InvalidValue
+
+
+def _outcome(normalise: object, raw: str) -> str:
+    """What the library path answers: the value, or the error code."""
+    assert callable(normalise)
+    try:
+        return str(normalise(raw))
+    except InvalidValue as error:
+        return f"error:{error.code}"
+
+
+# --- email -------------------------------------------------------------------------------------
+
+_local_chars = string.ascii_lowercase + string.digits + "._+-!#$%&'*/=?^`{|}~\"() "
+_domain_chars = string.ascii_lowercase + string.digits + ".-_"
+_tlds = st.sampled_from(
+    ["com", "br", "com.br", "org", "io", "c", "1com", "local", "test", "invalid", "onion", "arpa",
+     "localhost", "xn--p1ai", "museum", "example", "co.uk", "a1"]
+)  # fmt: skip
+_labels = st.text(_domain_chars, min_size=0, max_size=70)
+_emails = st.one_of(
+    st.emails().map(str.lower),
+    st.builds(
+        lambda local, labels, tld: f"{local}@{'.'.join(labels)}{'.' if labels else ''}{tld}",
+        st.text(_local_chars, min_size=0, max_size=70),
+        st.lists(_labels, min_size=0, max_size=4),
+        _tlds,
+    ),
+    st.from_regex(
+        r"[a-z0-9_+-]{1,70}(\.[a-z0-9_+-]{1,10}){0,2}@([a-z0-9-]{1,65}\.){1,3}[a-z]{1,5}",
+        fullmatch=True,
+    ),
+)
+
+
+@settings(max_examples=3000)
+@given(_emails)
+@example("maria@example.com")
+@example("ab--cd@x--y.com")
+@example("a@xn--ab.com")
+@example("user@mail.local")
+@example("a" * 65 + "@example.com")
+@example("a@" + "b" * 64 + ".com")
+def test_an_email_the_fast_path_accepts_is_one_the_library_accepts_unchanged(email: str) -> None:
+    if _plain_email(email):
+        assert _outcome(_email_by_library, email) == email
+
+
+def test_the_fast_path_takes_the_common_spellings() -> None:
+    assert _plain_email("maria.silva+news@empresa.com.br")
+    assert _plain_email("joao_2@gmail.com")
+
+
+# --- phones ------------------------------------------------------------------------------------
+
+_areas = st.one_of(
+    st.integers(0, 99).map(lambda n: f"{n:02d}"),
+    st.sampled_from(["11", "21", "31", "41", "51", "61", "71", "81", "91", "19", "27", "68"]),
+)
+# Subscriber numbers near the real plan most of the time: a mobile's 9 + 8 digits, a
+# landline's [2-5] + 7, old 8-digit mobiles, and anything at all.
+_subscribers = st.one_of(
+    st.from_regex(r"9[0-9]{8}", fullmatch=True),
+    st.from_regex(r"[2-5][0-9]{7}", fullmatch=True),
+    st.from_regex(r"[6-9][0-9]{7}", fullmatch=True),
+    st.text(string.digits, min_size=7, max_size=10),
+)
+_spaces = st.sampled_from(["", " ", "  "])
+_separators = st.sampled_from(["", " ", "-", ".", "  "])
+
+
+@st.composite
+def _phones(draw: st.DrawFn) -> str:
+    country = draw(st.sampled_from(["", "", "+55", "+55 ", "55", "+1 ", "0", "0xx", "+5 5"]))
+    area = draw(_areas)
+    bracketed = draw(
+        st.sampled_from([f"({area})", f"({area})", area, area, f"({area}", f"{area})", f"0{area}"])
+    )
+    subscriber = draw(_subscribers)
+    cut = draw(st.one_of(st.just(len(subscriber) - 4), st.integers(0, len(subscriber))))
+    return (
+        draw(_spaces)
+        + country
+        + bracketed
+        + draw(_spaces)
+        + subscriber[:cut]
+        + draw(_separators)
+        + subscriber[cut:]
+        + draw(_spaces)
+    )
+
+
+_plain_spellings = st.from_regex(
+    r" ?(\+55 ?)?(\([1-9][0-9]\) ?|[1-9][0-9] ?)(9[0-9]{4}|[2-9][0-9]{3})[ -]?[0-9]{4} ?",
+    fullmatch=True,
+)
+_phone_texts = st.one_of(_phones(), _plain_spellings, st.text("0123456789()+- .", max_size=20))
+
+
+@settings(max_examples=5000)
+@given(_phone_texts)
+@example("(11) 91234-5678")
+@example("+55 11 91234-5678")
+@example("(11) 7123-4567")
+@example("(90) 91234-5678")
+def test_a_mobile_number_the_fast_path_accepts_is_the_one_the_library_gives(raw: str) -> None:
+    found = _plain_mobile(raw)
+    if found is not None:
+        assert _outcome(_mobile_by_library, raw) == found
+
+
+@settings(max_examples=5000)
+@given(_phone_texts)
+@example("(11) 3123-4567")
+@example("1131234567")
+@example("(11) 91234-5678")
+def test_a_landline_the_fast_path_accepts_is_the_one_the_library_gives(raw: str) -> None:
+    found = _plain_landline(raw)
+    if found is not None:
+        assert _outcome(_landline_by_library, raw) == found
+
+
+def test_the_fast_path_takes_the_common_phone_spellings() -> None:
+    assert _plain_mobile("(11) 91234-5678") == "+5511912345678"
+    assert _plain_mobile("21987654321") == "+5521987654321"
+    assert _plain_landline("(11) 3123-4567") == "+551131234567"
+
+
+# --- control characters ------------------------------------------------------------------------
+
+
+@settings(max_examples=2000)
+@given(st.text(st.characters(codec=None), max_size=30))
+@example("\u0085")
+@example("\ud800")
+@example("\x7f")
+@example("tab\there")
+def test_control_characters_are_found_as_their_unicode_category_says(text: str) -> None:
+    by_category = any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
+    assert has_control_characters(text) == by_category
