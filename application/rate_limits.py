@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -12,6 +14,19 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Which limit refused a request, and in how many seconds it may try again."""
+
+    limit: str
+    retry_after: int
+
+
 class RateLimiter(Protocol):
-    async def hit(self, limit: str, key: str) -> int | None:
-        """Count one request against ``limit`` for ``key``; seconds to wait when over it."""
+    async def hit(self, limits: Sequence[tuple[str, str]]) -> Refused | None:
+        """Count one request against each ``(limit, key)``, in order, and say which refused.
+
+        The first limit gates the rest: when it refuses, the others are not counted (a client
+        over its limit spends no one's per-email allowance). Otherwise every one is counted,
+        and the first to refuse is named. A limit without a rate, or an empty key, is free.
+        """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,10 +9,10 @@ from typing import Any, Protocol
 
 from application.personal_data import PersonalDataVault
 from application.rate_limits import RateLimited, RateLimiter
-from domain.errors import AlreadyRegistered, EmailAlreadyRegistered
+from domain.errors import AlreadyRegistered, EmailAlreadyRegistered, InvalidRegistration
 from domain.form import RegistrationDetails, parse_registration_form
-from domain.registration import Registration, claims
-from domain.reservations import Claim, Reservation
+from domain.registration import claims, requested
+from domain.reservations import Claim, reserve
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,22 +86,24 @@ class RegisterUser:
     owners: OwnerNotifications | None = None
 
     async def __call__(self, form: object, client: str = "") -> Accepted:
-        # The client's limit comes first, so a flood of invalid bodies is throttled too.
-        await self._limit("client", client)
-        details = parse_registration_form(form)
+        try:
+            details = parse_registration_form(form)
+        except InvalidRegistration:
+            # Counted too: a flood of invalid bodies is throttled like any other.
+            await self._limit([("client", client)])
+            raise
         # Keyed by the claims' HMACs, so the limiter's store never holds an email or a CPF.
         reservation_ids: dict[str, uuid.UUID] = {
             claim.kind: claim.reservation_id(self.reservation_key) for claim in claims(details)
         }
-        # Independent counters: ask for both at once, one round trip of waiting instead of two.
-        outcomes = await asyncio.gather(
-            self._limit("email", str(reservation_ids["email"])),
-            self._limit("cpf", str(self._cpf_key(details.cpf, reservation_ids))),
-            return_exceptions=True,
+        # The client's limit first; one round trip for the three.
+        await self._limit(
+            [
+                ("client", client),
+                ("email", str(reservation_ids["email"])),
+                ("cpf", str(self._cpf_key(details.cpf, reservation_ids))),
+            ]
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
         registration_id = uuid.uuid4()
         try:
             if self.known_emails is not None and await self.known_emails.registered(details.email):
@@ -123,13 +124,9 @@ class RegisterUser:
         reservation_ids: Mapping[str, uuid.UUID],
     ) -> Submission:
         sealed = self.vault.seal(registration_id, details)
-        events = list(Registration.request(registration_id, sealed.personal_data).collect_events())
+        events: list[Any] = [requested(registration_id, sealed.personal_data)]
         held = {claim.kind: claim for claim in claims(details)}
-        for kind in held:
-            reservation = Reservation(
-                claim_id=reservation_ids[kind], registration_id=registration_id, kind=kind
-            )
-            events.extend(reservation.collect_events())
+        events += [reserve(reservation_ids[kind], registration_id, kind) for kind in held]
         return Submission(
             registration_id=registration_id,
             events=events,
@@ -142,8 +139,8 @@ class RegisterUser:
         held = reservation_ids.get("cpf")
         return held if held is not None else Claim("cpf", cpf).reservation_id(self.reservation_key)
 
-    async def _limit(self, limit: str, key: str) -> None:
-        if self.limiter is not None and key:
-            retry_after = await self.limiter.hit(limit, key)
-            if retry_after is not None:
-                raise RateLimited(limit, retry_after)
+    async def _limit(self, limits: list[tuple[str, str]]) -> None:
+        if self.limiter is not None:
+            refused = await self.limiter.hit(limits)
+            if refused is not None:
+                raise RateLimited(refused.limit, refused.retry_after)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from domain.form import PF, RegistrationDetails
 from domain.reservations import Claim
@@ -31,6 +32,20 @@ class Registration(Aggregate):
         return cls(id=registration_id, personal_data=personal_data)
 
 
+def requested(registration_id: uuid.UUID, personal_data: bytes) -> UserRegistrationRequested:
+    """The event ``Registration.request`` records, made without building the aggregate: a
+    signup only appends it, and on the accept path the aggregate's machinery costs more than
+    the event (13 us against 3)."""
+    # eventsourcing makes each event class a dataclass of its annotations; mypy cannot see it.
+    return UserRegistrationRequested(  # type: ignore[call-arg]
+        originator_id=registration_id,
+        originator_version=1,
+        timestamp=UserRegistrationRequested.create_timestamp(),
+        originator_topic=_REGISTRATION_TOPIC,
+        personal_data=personal_data,
+    )
+
+
 def claims(details: RegistrationDetails) -> list[Claim]:
     """The unique values a registration must hold alone.
 
@@ -45,3 +60,4 @@ def claims(details: RegistrationDetails) -> list[Claim]:
 
 
 UserRegistrationRequested = Registration.UserRegistrationRequested
+_REGISTRATION_TOPIC = get_topic(Registration)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from domain.errors import (
     AlreadyRegistered,
@@ -72,6 +73,20 @@ class Reservation(Aggregate):
         return claim_id
 
 
+def reserve(claim_id: uuid.UUID, registration_id: uuid.UUID, kind: str) -> Reservation.Reserved:
+    """The event that claims a value never claimed before (what ``Reservation(...)`` records,
+    without building the aggregate)."""
+    return Reservation.Reserved(  # type: ignore[call-arg]
+        originator_id=claim_id,
+        originator_version=1,
+        timestamp=Reservation.Reserved.create_timestamp(),
+        originator_topic=_RESERVATION_TOPIC,
+        claim_id=claim_id,
+        registration_id=registration_id,
+        kind=kind,
+    )
+
+
 def release(claim_id: uuid.UUID, held_at_version: int) -> Reservation.Released:
     """The event that frees a value, after the version at which it is held."""
     return Reservation.Released(
@@ -92,6 +107,9 @@ def reclaim(
         timestamp=Reservation.Reclaimed.create_timestamp(),
         registration_id=registration_id,
     )
+
+
+_RESERVATION_TOPIC = get_topic(Reservation)
 
 
 def holder(event: object) -> uuid.UUID | None:

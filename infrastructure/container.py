@@ -17,9 +17,11 @@ from application.erasure import Erased, EraseUser
 from application.registering import RegisterUser
 from application.services import Services
 from application.status import GetRegistrationStatus
+from infrastructure.batch_append import BatchAppender
 from infrastructure.email_index import EmailIndex
 from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
-from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
+from infrastructure.event_store import SignupEvents, open_event_store
+from infrastructure.group_commit import GroupCommit
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.logging import configure_logging
 from infrastructure.metrics import serve_worker_metrics
@@ -64,6 +66,7 @@ class Container:
 
     settings: Settings
     events: SignupEvents
+    appender: BatchAppender
     status_engine: AsyncEngine
     redis: Redis
     group_commit: GroupCommit
@@ -85,16 +88,20 @@ class Container:
                 cipher_key=settings.event_cipher_key,
             )
         )
+        appender = await BatchAppender.open(
+            settings.database_url, events, connections=settings.append_concurrency + 1
+        )
         # Status queries and the email lookup tolerate a replica's lag: a registration it has
         # not seen yet is found in the event store and answered as pending.
         read_url = settings.read_replica_url or settings.read_url
         container = cls(
             settings=settings,
             events=events,
+            appender=appender,
             status_engine=make_engine(read_url, pool_size=settings.db_pool_size),
             redis=Redis.from_url(settings.redis_url),
             group_commit=GroupCommit(
-                BatchRecorder(events),
+                appender,
                 max_size=settings.batch_max_size,
                 max_wait=settings.batch_max_wait_ms / 1000,
                 concurrency=settings.append_concurrency,
@@ -121,6 +128,7 @@ class Container:
                 SubjectVault(settings.event_cipher_key),
                 self.email_index,
                 RedisRateLimiter(
+                    self.redis,
                     settings.redis_url or "",
                     {
                         "client": settings.rate_limit_per_client,
@@ -154,6 +162,7 @@ class Container:
             await self.gauges
         await self.read_side.close()
         await self.group_commit.stop()
+        await self.appender.close()
         if self.email_index is not None:
             await self.email_index.close()
         await self.redis.aclose()

@@ -42,7 +42,8 @@ class SubjectVault:
 
     def seal(self, registration_id: uuid.UUID, details: RegistrationDetails) -> Sealed:
         key = AESGCM.generate_key(bit_length=256)
-        personal_data = _encrypt(AESGCM(key), _encode(details.to_dict()), registration_id)
+        # msgspec encodes the dataclasses as to_dict() spells them, without building the dicts.
+        personal_data = _encrypt(AESGCM(key), _encode(details), registration_id)
         stored = key if self._master is None else _encrypt(self._master, key, registration_id)
         return Sealed(personal_data, stored)
 

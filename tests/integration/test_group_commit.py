@@ -12,7 +12,9 @@ import pytest
 
 from application.registering import RegisterUser, StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered, CpfAlreadyRegistered, EmailAlreadyRegistered
-from infrastructure.event_store import BatchRecorder, GroupCommit, SignupEvents, open_event_store
+from infrastructure.batch_append import BatchAppender
+from infrastructure.event_store import SignupEvents, open_event_store
+from infrastructure.group_commit import GroupCommit
 from infrastructure.settings import Settings
 from infrastructure.subject_keys import SubjectVault
 from tests.factories import make_cpf, valid_form
@@ -44,13 +46,34 @@ def _store(settings: Settings) -> SignupEvents:
 
 
 @asynccontextmanager
-async def _group_commit(settings: Settings) -> AsyncIterator[GroupCommit]:
-    group = GroupCommit(BatchRecorder(_store(settings)), max_wait=0.005)
-    group.start()
+async def _appender(
+    settings: Settings, kind: type[BatchAppender] = BatchAppender
+) -> AsyncIterator[BatchAppender]:
+    """An appender of its own, as each API process has."""
+    assert settings.database_url
+    opened = await BatchAppender.open(settings.database_url, _store(settings), connections=2)
+    appender = kind(
+        opened.pool,
+        opened.mapper,
+        schema=opened.schema,
+        events_table=opened.events_table,
+        keys_table=opened.keys_table,
+    )
     try:
-        yield group
+        yield appender
     finally:
-        await group.stop()
+        await appender.close()
+
+
+@asynccontextmanager
+async def _group_commit(settings: Settings) -> AsyncIterator[GroupCommit]:
+    async with _appender(settings) as appender:
+        group = GroupCommit(appender, max_wait=0.005)
+        group.start()
+        try:
+            yield group
+        finally:
+            await group.stop()
 
 
 def _form(n: int, email: str | None = None) -> dict[str, object]:
@@ -58,29 +81,29 @@ def _form(n: int, email: str | None = None) -> dict[str, object]:
     return valid_form(cpf=make_cpf(n), email=address, email_confirmation=address)
 
 
-def _stored_registrations(recorder: BatchRecorder, submissions: list[Submission]) -> set[uuid.UUID]:
+def _stored_registrations(settings: Settings, submissions: list[Submission]) -> set[uuid.UUID]:
+    store = _store(settings)
     found = set()
     for submission in submissions:
-        if recorder.app.recorder.select_events(submission.registration_id):
+        if store.recorder.select_events(submission.registration_id):
             found.add(submission.registration_id)
     return found
 
 
 async def test_a_batch_holding_one_conflict_still_commits_the_others(settings: Settings) -> None:
-    assert settings.database_url
-    recorder = BatchRecorder(_store(settings))
-    first = await _submissions(_form(1, "taken@example.com"))
-    assert recorder.record(first) == [None]
+    async with _appender(settings) as appender:
+        first = await _submissions(_form(1, "taken@example.com"))
+        assert await appender.record(first) == [None]
 
-    batch = await _submissions(
-        _form(2), _form(3, "TAKEN@example.com"), _form(4), _form(1, "x@example.com")
-    )
-    outcomes = recorder.record(batch)
+        batch = await _submissions(
+            _form(2), _form(3, "TAKEN@example.com"), _form(4), _form(1, "x@example.com")
+        )
+        outcomes = await appender.record(batch)
 
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], EmailAlreadyRegistered)
     assert isinstance(outcomes[3], CpfAlreadyRegistered)
-    assert _stored_registrations(recorder, batch) == {
+    assert _stored_registrations(settings, batch) == {
         batch[0].registration_id,
         batch[2].registration_id,
     }
@@ -89,45 +112,58 @@ async def test_a_batch_holding_one_conflict_still_commits_the_others(settings: S
 async def test_duplicates_inside_one_batch_keep_the_first_and_reject_the_rest(
     settings: Settings,
 ) -> None:
-    assert settings.database_url
-    recorder = BatchRecorder(_store(settings))
     batch = await _submissions(
         _form(10, "same@example.com"), _form(11), _form(12, "same@example.com")
     )
-
-    outcomes = recorder.record(batch)
+    async with _appender(settings) as appender:
+        outcomes = await appender.record(batch)
 
     assert outcomes[0] is None and outcomes[1] is None
     assert isinstance(outcomes[2], EmailAlreadyRegistered)
 
 
-class _BlindToExisting(BatchRecorder):
-    """Sees no existing reservations before saving, as when another API process commits the
-    same email between this process's check and its save."""
-
-    def __init__(self, app: object) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
-        self.checks = 0
-
-    def reserved(self, reservation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
-        self.checks += 1
-        return set() if self.checks == 1 else super().reserved(reservation_ids)
-
-
-async def test_a_conflict_that_races_past_the_check_is_isolated_by_the_primary_key(
+async def test_what_a_batch_appends_eventsourcing_reads_back_as_its_own_events(
     settings: Settings,
 ) -> None:
-    assert settings.database_url
-    app = _store(settings)
-    assert BatchRecorder(app).record(await _submissions(_form(20, "raced@example.com"))) == [None]
+    [submission] = await _submissions(_form(15))
+    async with _appender(settings) as appender:
+        assert await appender.record([submission]) == [None]
 
-    racing = _BlindToExisting(app)
-    batch = await _submissions(_form(21), _form(22), _form(23, "raced@example.com"), _form(24))
-    outcomes = racing.record(batch)
+    store = _store(settings)
+    registration = store.repository.get(submission.registration_id)
+    assert registration.personal_data == submission.events[0].personal_data
+    for claim_id in submission.claims:
+        assert store.holding(claim_id) == (1, submission.registration_id)
+    notifications = store.recorder.select_notifications(start=None, limit=10)
+    assert [n.originator_id for n in notifications] == [e.originator_id for e in submission.events]
+    assert [n.topic for n in notifications] == [
+        store.mapper.to_stored_event(e).topic for e in submission.events
+    ]
 
-    assert [o is None for o in outcomes] == [True, True, False, True]
-    assert isinstance(outcomes[2], EmailAlreadyRegistered)
-    assert len(_stored_registrations(racing, batch)) == 3
+
+async def test_two_processes_racing_for_the_same_values_give_each_value_to_one_registration(
+    settings: Settings,
+) -> None:
+    # As two API processes would: each its own appender and connections, the same 20 emails
+    # submitted by both at once, in batches that also hold registrations nobody contests.
+    contested = [_form(500 + n, f"raced{n}@example.com") for n in range(20)]
+    mine = await _submissions(*contested, *(_form(600 + n) for n in range(10)))
+    theirs = await _submissions(
+        *(_form(700 + n, f"raced{n}@example.com") for n in range(20)),
+        *(_form(800 + n) for n in range(10)),
+    )
+    async with _appender(settings) as one, _appender(settings) as other:
+        outcomes = await asyncio.gather(
+            *(one.record(mine[n : n + 5]) for n in range(0, len(mine), 5)),
+            *(other.record(theirs[n : n + 5]) for n in range(0, len(theirs), 5)),
+        )
+
+    results = [outcome for batch in outcomes for outcome in batch]
+    everyone = [*mine, *theirs]
+    accepted = {s.registration_id for s, o in zip(everyone, results, strict=True) if o is None}
+    assert sum(isinstance(o, EmailAlreadyRegistered) for o in results) == 20
+    assert len(accepted) == 40  # 20 contested emails won once each, 20 uncontested signups
+    assert _stored_registrations(settings, everyone) == accepted
 
 
 async def test_concurrent_appends_are_committed_together_in_few_transactions(
@@ -175,42 +211,43 @@ async def test_reservation_events_hold_no_email_or_document(
 async def test_a_signup_refused_for_a_neighbour_that_then_failed_itself_is_recorded(
     settings: Settings,
 ) -> None:
-    recorder = BatchRecorder(_store(settings))
-    assert recorder.record(await _submissions(_form(30))) == [None]
-    # The first claims shared@ but its CPF is already taken; the second wants shared@ too.
-    batch = await _submissions(_form(30, "shared@example.com"), _form(31, "shared@example.com"))
+    async with _appender(settings) as appender:
+        assert await appender.record(await _submissions(_form(30))) == [None]
+        # The first claims shared@ but its CPF is already taken; the second wants shared@ too.
+        batch = await _submissions(_form(30, "shared@example.com"), _form(31, "shared@example.com"))
 
-    outcomes = recorder.record(batch)
+        outcomes = await appender.record(batch)
 
     assert isinstance(outcomes[0], CpfAlreadyRegistered)
     assert outcomes[1] is None  # nobody holds shared@ after all
-    assert _stored_registrations(recorder, batch) == {batch[1].registration_id}
+    assert _stored_registrations(settings, batch) == {batch[1].registration_id}
 
 
-class _SlowRecorder(BatchRecorder):
-    """The real recorder, after a pause: as when eventsourcing retries through an outage."""
+class _SlowAppender(BatchAppender):
+    """The real appender, after a pause: as when a batch is retried through an outage."""
 
-    def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
-        time.sleep(1.0)
-        return super().record(batch)
+    async def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
+        await asyncio.sleep(1.0)
+        return await super().record(batch)
 
 
 async def test_a_signup_hears_503_in_time_when_its_batch_is_slow_and_a_retry_finds_it_recorded(
     settings: Settings,
 ) -> None:
-    group = GroupCommit(_SlowRecorder(_store(settings)), answer_within=0.2)
-    group.start()
-    [submission] = await _submissions(_form(40))
-    try:
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable):
-            await group.append(submission)
-        assert time.monotonic() - started < 1.0  # told before the batch's fate was known
-        await asyncio.sleep(1.5)  # the batch commits after all
-        [retry] = await _submissions(_form(40))
-        group.answer_within = 5.0  # this time the client waits for the slow batch
-        with pytest.raises(EmailAlreadyRegistered):
-            await group.append(retry)
-    finally:
-        await group.stop()
-    assert _stored_registrations(group.recorder, [submission]) == {submission.registration_id}
+    async with _appender(settings, _SlowAppender) as appender:
+        group = GroupCommit(appender, answer_within=0.2)
+        group.start()
+        [submission] = await _submissions(_form(40))
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await group.append(submission)
+            assert time.monotonic() - started < 1.0  # told before the batch's fate was known
+            await asyncio.sleep(1.5)  # the batch commits after all
+            [retry] = await _submissions(_form(40))
+            group.answer_within = 5.0  # this time the client waits for the slow batch
+            with pytest.raises(EmailAlreadyRegistered):
+                await group.append(retry)
+        finally:
+            await group.stop()
+    assert _stored_registrations(settings, [submission]) == {submission.registration_id}

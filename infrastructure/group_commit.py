@@ -1,0 +1,138 @@
+"""Group commit: concurrent submissions gathered into one event-store transaction.
+
+One transaction per request caps near 1,000 appends/s (the recorder locks the events table
+for each insert), and every transaction pays the same fixed costs (the lock, the uniqueness
+check, the commit's fsync); gathered, those costs are shared by a whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from application.registering import StoreUnavailable, Submission
+from domain.errors import AlreadyRegistered
+from infrastructure import metrics
+
+log = structlog.get_logger(__name__)
+
+
+class BatchLog(Protocol):
+    """Appends a batch atomically, reporting each submission's fate: None when recorded, the
+    conflict when another registration holds one of its values. Raises ``StoreUnavailable``
+    when the store cannot be reached or did not confirm."""
+
+    async def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    submission: Submission
+    future: asyncio.Future[None]
+
+
+@dataclass
+class GroupCommit:
+    """Gathers concurrent submissions into batches, bounded by size and a few milliseconds.
+
+    ``append`` resolves only after its batch is committed, so a 202 means durable.
+    """
+
+    recorder: BatchLog
+    max_size: int = 500
+    max_wait: float = 0.002
+    concurrency: int = 2
+    # A client hears 503 after this long even if its batch is still being retried; should
+    # the batch commit after all, the retry finds the registration (409, or the replay).
+    answer_within: float = 7.0
+    # The most recent batch sizes, for the bench and metrics.
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000))
+    _queue: asyncio.Queue[_Pending] = field(init=False)
+    _slots: asyncio.Semaphore = field(init=False)
+    _runner: asyncio.Task[None] | None = field(init=False, default=None)
+    _in_flight: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        while not self._queue.empty():
+            await asyncio.sleep(0.005)
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def append(self, submission: Submission) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Its outcome is read here, or dropped once nobody waits for it any more.
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._queue.put_nowait(_Pending(submission, future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.answer_within)
+        except TimeoutError:
+            metrics.APPEND_TIMEOUTS.inc()
+            raise StoreUnavailable("the event store did not confirm in time") from None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            await self._slots.acquire()
+            task = loop.create_task(self._commit(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            submissions = [pending.submission for pending in batch]
+            started = time.perf_counter()
+            outcomes: Sequence[BaseException | None]
+            try:
+                outcomes = await self.recorder.record(submissions)
+                metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
+                recorded = [
+                    s for s, outcome in zip(submissions, outcomes, strict=True) if outcome is None
+                ]
+                metrics.REGISTRATIONS_RECORDED.inc(len(recorded))
+                metrics.EVENTS_APPENDED.inc(sum(len(s.events) for s in recorded))
+            except StoreUnavailable as error:
+                log.error("event_store_unavailable", error=str(error), batch_size=len(batch))
+                outcomes = [error] * len(batch)
+            except Exception as error:  # a bug must fail its batch, never hang its clients
+                log.exception("append_failed", batch_size=len(batch))
+                outcomes = [error] * len(batch)
+            self.batch_sizes.append(len(batch))
+            metrics.BATCH_SIZE.observe(len(batch))
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if pending.future.done():
+                    continue
+                if outcome is None:
+                    pending.future.set_result(None)
+                else:
+                    pending.future.set_exception(outcome)
+        finally:
+            self._slots.release()
