@@ -30,23 +30,13 @@ from application.registering import StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered
 from domain.reservations import Reservation, reclaim
 from infrastructure.event_store import SignupEvents
+from infrastructure.postgres_outages import UNAVAILABLE, open_pool
 from infrastructure.read_store import asyncpg_dsn
 from infrastructure.subject_keys import subject_keys_table
 
 log = structlog.get_logger(__name__)
 
 _RELEASED = get_topic(Reservation.Released)
-
-# What says the database is out of reach (or went away mid-transaction), not that the batch
-# is wrong: the batch is tried again, and its clients hear 503 if it never gets through.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, timed out (TimeoutError is an OSError)
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # the connection was closed under us
-    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
-    asyncpg.exceptions.LockNotAvailableError,  # lock_timeout: another writer is stuck
-    asyncpg.exceptions.TooManyConnectionsError,
-)
 
 _COLUMNS = ("originator_id", "originator_version", "topic", "state")
 
@@ -72,13 +62,7 @@ class BatchAppender:
         when the first batch comes, so the API starts whether or not the database is up."""
         recorder = events.recorder
         assert isinstance(recorder, PostgresApplicationRecorder)
-        pool = await asyncpg.create_pool(
-            asyncpg_dsn(database_url),
-            min_size=0,
-            max_size=connections,
-            # A server that does not answer costs seconds, not asyncpg's default minute.
-            timeout=2,
-        )
+        pool = await open_pool(asyncpg_dsn(database_url), connections)
         return cls(
             pool,
             events.mapper,

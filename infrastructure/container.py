@@ -8,10 +8,10 @@ import functools
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 
+import asyncpg
 import structlog
 from litestar import Litestar
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.erasure import Erased, EraseUser
 from application.registering import RegisterUser
@@ -26,9 +26,10 @@ from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.logging import configure_logging
 from infrastructure.metrics import serve_worker_metrics
 from infrastructure.owner_notifications import OwnerNotifications
+from infrastructure.postgres_outages import open_pool
 from infrastructure.rate_limits import RedisRateLimiter
 from infrastructure.read_side import ReadSide
-from infrastructure.read_store import make_engine
+from infrastructure.read_store import asyncpg_dsn
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
 from infrastructure.subject_keys import SubjectVault
@@ -67,7 +68,9 @@ class Container:
     settings: Settings
     events: SignupEvents
     appender: BatchAppender
-    status_engine: AsyncEngine
+    # Status queries' own connections: a flood of them cannot starve the appends.
+    status_read_pool: asyncpg.Pool
+    status_events_pool: asyncpg.Pool
     redis: Redis
     group_commit: GroupCommit
     email_index: EmailIndex | None
@@ -98,7 +101,10 @@ class Container:
             settings=settings,
             events=events,
             appender=appender,
-            status_engine=make_engine(read_url, pool_size=settings.db_pool_size),
+            status_read_pool=await open_pool(asyncpg_dsn(read_url), settings.db_pool_size),
+            status_events_pool=await open_pool(
+                asyncpg_dsn(settings.database_url), settings.db_pool_size
+            ),
             redis=Redis.from_url(settings.redis_url),
             group_commit=GroupCommit(
                 appender,
@@ -145,11 +151,13 @@ class Container:
             ),
             get_status=GetRegistrationStatus(
                 StatusQueries(
-                    self.status_engine,
-                    self.events,
+                    self.status_read_pool,
+                    self.status_events_pool,
+                    self.events.mapper,
                     self.redis,
                     settings.status_cache_seconds,
-                    OwnerNotifications(self.events),
+                    events_table=self.appender.events_table,
+                    keys_table=self.appender.keys_table,
                 )
             ),
             readiness=self.readiness,
@@ -166,7 +174,8 @@ class Container:
         if self.email_index is not None:
             await self.email_index.close()
         await self.redis.aclose()
-        await self.status_engine.dispose()
+        await self.status_read_pool.close()
+        await self.status_events_pool.close()
         await asyncio.to_thread(self.events.close)
 
     async def readiness(self) -> dict[str, bool]:

@@ -75,15 +75,18 @@ class GroupCommit:
         await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def append(self, submission: Submission) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         # Its outcome is read here, or dropped once nobody waits for it any more.
         future.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue.put_nowait(_Pending(submission, future))
+        # The client's answer, not the batch, is given up on: should the batch commit after
+        # all, its outcome is dropped (the future is already done).
+        timer = loop.call_later(self.answer_within, _give_up, future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.answer_within)
-        except TimeoutError:
-            metrics.APPEND_TIMEOUTS.inc()
-            raise StoreUnavailable("the event store did not confirm in time") from None
+            await future
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,3 +139,9 @@ class GroupCommit:
                     pending.future.set_exception(outcome)
         finally:
             self._slots.release()
+
+
+def _give_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        metrics.APPEND_TIMEOUTS.inc()
+        future.set_exception(StoreUnavailable("the event store did not confirm in time"))

@@ -2,29 +2,28 @@
 
 The event store is the last resort for the moments between the 202 and the projectors
 catching up: a registration it holds is ``pending`` even before any read model knows it.
+Both are asked with asyncpg on pools of their own, so a flood of status queries cannot take
+the connections the group commit appends with, and no query waits for a thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
+import asyncpg
 import msgspec
 import structlog
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import Mapper, StoredEvent
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.registering import StoreUnavailable
 from application.status import RegistrationStatus
 from domain.registration import UserRegistrationRequested
-from infrastructure.event_store import SignupEvents
-from infrastructure.owner_notifications import OwnerNotifications
-from infrastructure.projector import is_unavailable
-from infrastructure.subject_keys import SignupRecorder
+from infrastructure.owner_notifications import TABLE as ATTEMPTS_TABLE
+from infrastructure.postgres_outages import UNAVAILABLE
 from projections.registration_status import COMPLETED, PENDING
 from projections.shards import user_id_for
 
@@ -34,16 +33,32 @@ STATUS_CACHE_PREFIX = "signup:status:"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RegistrationStatus).decode
 
+_FROM_READ_MODEL = (
+    "SELECT registration_id, status, requested_at, updated_at, user_id, reason"
+    " FROM registration_status WHERE registration_id = $1"
+)
+
 
 @dataclass
 class StatusQueries:
-    read_engine: AsyncEngine
-    events: SignupEvents
+    read_pool: asyncpg.Pool  # the status read model (or its replica)
+    events_pool: asyncpg.Pool  # the event store
+    mapper: Mapper[uuid.UUID]
     redis: Redis
     cache_seconds: int
-    # Ids given to duplicate attempts in the enumeration-resistant mode.
-    attempts: OwnerNotifications | None = None
+    events_table: str = "signup_events"
+    keys_table: str = "signup_subject_keys"
     prefix: str = STATUS_CACHE_PREFIX
+
+    def __post_init__(self) -> None:
+        # The request, and whether its person's key is still there (erased: unknown).
+        self._from_events = (
+            f"SELECT e.originator_id, e.originator_version, e.topic, e.state, k.key IS NULL"
+            f' AS erased FROM "{self.events_table}" e LEFT JOIN "{self.keys_table}" k'
+            " ON k.registration_id = e.originator_id"
+            " WHERE e.originator_id = $1 AND e.originator_version = 1"
+        )
+        self._attempt_at = f"SELECT created_at FROM {ATTEMPTS_TABLE} WHERE attempt_id = $1"
 
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
         cached = await self._cached(registration_id)
@@ -52,14 +67,10 @@ class StatusQueries:
         try:
             found = await self._from_read_model(registration_id)
             if found is None:
-                return await asyncio.to_thread(self._from_event_store, registration_id)
-        except (OperationalError, InterfaceError) as error:
-            raise StoreUnavailable(str(error)) from error
-        except Exception as error:
-            if is_unavailable(error):
-                # The client learns to retry (503), not that something broke (500).
-                raise StoreUnavailable(repr(error)) from error
-            raise
+                return await self._from_event_store(registration_id)
+        except UNAVAILABLE as error:
+            # The client learns to retry (503), not that something broke (500).
+            raise StoreUnavailable(type(error).__name__) from error
         if found.status == COMPLETED:
             # Only completed is final: a failed registration can still be retried to completed.
             await self._cache(found)
@@ -69,7 +80,7 @@ class StatusQueries:
         try:
             raw = await self.redis.get(self.prefix + str(registration_id))
         except RedisError as error:
-            log.warning("status_cache_unavailable", error=str(error))
+            log.warning("status_cache_unavailable", error=type(error).__name__)
             return None
         return _decode(raw) if raw else None
 
@@ -79,41 +90,30 @@ class StatusQueries:
                 self.prefix + str(status.registration_id), _encode(status), ex=self.cache_seconds
             )
         except RedisError as error:
-            log.warning("status_cache_unavailable", error=str(error))
+            log.warning("status_cache_unavailable", error=type(error).__name__)
 
     async def _from_read_model(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
-        async with self.read_engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT registration_id, status, requested_at, updated_at, user_id, reason"
-                        " FROM registration_status WHERE registration_id = :id"
-                    ),
-                    {"id": registration_id},
-                )
-            ).first()
-        return RegistrationStatus(**row._mapping) if row is not None else None
+        row = await self.read_pool.fetchrow(_FROM_READ_MODEL, registration_id)
+        return RegistrationStatus(**dict(row)) if row is not None else None
 
-    def _from_event_store(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
-        stored = self.events.recorder.select_events(registration_id, limit=1)
-        if not stored:
-            return self._attempt(registration_id)
-        event = self.events.mapper.to_domain_event(stored[0])
+    async def _from_event_store(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
+        row = await self.events_pool.fetchrow(self._from_events, registration_id)
+        if row is None:
+            return await self._attempt(registration_id)
+        if row["erased"]:
+            return None  # an erased person's registration is unknown from then on
+        event = self.mapper.to_domain_event(
+            StoredEvent(row["originator_id"], row["originator_version"], row["topic"], row["state"])
+        )
         if not isinstance(event, UserRegistrationRequested):
             return None  # a reservation's id is not a registration's
-        recorder = self.events.recorder
-        assert isinstance(recorder, SignupRecorder)
-        if recorder.erased(registration_id):
-            return None  # an erased person's registration is unknown from then on
         return RegistrationStatus(registration_id, PENDING, event.timestamp, event.timestamp)
 
-    def _attempt(self, attempt_id: uuid.UUID) -> RegistrationStatus | None:
+    async def _attempt(self, attempt_id: uuid.UUID) -> RegistrationStatus | None:
         """A duplicate attempt's id answers as a completed registration would: in the
         enumeration-resistant mode the status must not tell a duplicate from a new signup
         either (the user id is derived as for any registration, and exists nowhere)."""
-        if self.attempts is None:
-            return None
-        at = self.attempts.attempted_at(attempt_id)
+        at: datetime | None = await self.events_pool.fetchval(self._attempt_at, attempt_id)
         if at is None:
             return None
         return RegistrationStatus(attempt_id, COMPLETED, at, at, user_id_for(attempt_id))

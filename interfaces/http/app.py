@@ -9,12 +9,11 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig
 
 from application.services import Services
 from interfaces.http import health, page, registrations, status
-from interfaces.http.logging import canonical_log_line
 from interfaces.http.metrics import MetricsController
+from interfaces.http.observability import observe
 from interfaces.http.problems import exception_handlers, problem_details_plugin
 
 
@@ -50,10 +49,7 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        middleware=[
-            canonical_log_line,
-            PrometheusConfig(app_name="signup", prefix="signup_http", group_path=True).middleware,
-        ],
+        middleware=[observe],
         openapi_config=OpenAPIConfig(
             title="signup",
             version="1.0.0",
