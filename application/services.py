@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
 
 from application.idempotency import IdempotencyStore
 from application.registering import RegisterUser
@@ -32,3 +33,20 @@ class Services:
         self.readiness = readiness
         # Proxies whose X-Forwarded-For is believed when telling who the client is.
         self.trusted_proxies = tuple(trusted_proxies)
+
+
+_KEY = "services"
+
+
+def keep_services(state: MutableMapping[str, Any], services: Services | None) -> None:
+    """Where the entry points find the services while the app runs (its state)."""
+    if services is None:
+        state.pop(_KEY, None)
+    else:
+        state[_KEY] = services
+
+
+def services_of(state: MutableMapping[str, Any]) -> Services:
+    found = state[_KEY]
+    assert isinstance(found, Services)
+    return found

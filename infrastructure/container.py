@@ -17,6 +17,7 @@ from application.erasure import Erased, EraseUser
 from application.registering import RegisterUser
 from application.services import Services
 from application.status import GetRegistrationStatus
+from infrastructure import heap
 from infrastructure.batch_append import BatchAppender
 from infrastructure.email_index import EmailIndex
 from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
@@ -122,6 +123,7 @@ class Container:
         container.gauges = asyncio.create_task(
             container.read_side.publish_gauges(container.stop_gauges)
         )
+        heap.settle()
         return container
 
     def services(self) -> Services:
@@ -135,7 +137,6 @@ class Container:
                 self.email_index,
                 RedisRateLimiter(
                     self.redis,
-                    settings.redis_url or "",
                     {
                         "client": settings.rate_limit_per_client,
                         "email": settings.rate_limit_per_email,
@@ -261,6 +262,7 @@ async def run_worker(
     serve_worker_metrics(settings.worker_metrics_port)
     try:
         names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
+        heap.settle()
         log.info("worker_started", projections=names)
         await read_side.run(stop, only=only)
     finally:

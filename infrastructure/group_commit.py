@@ -35,6 +35,8 @@ class BatchLog(Protocol):
 class _Pending:
     submission: Submission
     future: asyncio.Future[None]
+    # When its client stops waiting (loop time).
+    deadline: float
 
 
 @dataclass
@@ -53,25 +55,30 @@ class GroupCommit:
     answer_within: float = 7.0
     # The most recent batch sizes, for the bench and metrics.
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000))
-    _queue: asyncio.Queue[_Pending] = field(init=False)
+    _waiting: deque[_Pending] = field(init=False, default_factory=deque)
+    _committing: dict[int, list[_Pending]] = field(init=False, default_factory=dict)
+    _arrived: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _slots: asyncio.Semaphore = field(init=False)
-    _runner: asyncio.Task[None] | None = field(init=False, default=None)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
     _in_flight: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
-        self._queue = asyncio.Queue()
         self._slots = asyncio.Semaphore(self.concurrency)
 
     def start(self) -> None:
-        self._runner = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name="group-commit"),
+            loop.create_task(self._give_up_on_late(), name="group-commit-deadlines"),
+        ]
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
-        while not self._queue.empty():
+        while self._waiting:
             await asyncio.sleep(0.005)
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def append(self, submission: Submission) -> None:
@@ -79,37 +86,48 @@ class GroupCommit:
         future: asyncio.Future[None] = loop.create_future()
         # Its outcome is read here, or dropped once nobody waits for it any more.
         future.add_done_callback(lambda done: done.cancelled() or done.exception())
-        self._queue.put_nowait(_Pending(submission, future))
-        # The client's answer, not the batch, is given up on: should the batch commit after
-        # all, its outcome is dropped (the future is already done).
-        timer = loop.call_later(self.answer_within, _give_up, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
+        self._waiting.append(_Pending(submission, future, loop.time() + self.answer_within))
+        self._arrived.set()
+        await future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_size:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            if not self._waiting:
+                self._arrived.clear()
+                await self._arrived.wait()
+            # A few milliseconds for others to join, unless the batch is full already; and
+            # whoever arrives while every slot is busy joins too.
+            if len(self._waiting) < self.max_size:
+                await asyncio.sleep(self.max_wait)
             await self._slots.acquire()
+            batch = [self._waiting.popleft() for _ in range(min(self.max_size, len(self._waiting)))]
+            if not batch:
+                self._slots.release()
+                continue
             task = loop.create_task(self._commit(batch))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
+    async def _give_up_on_late(self) -> None:
+        """The client's answer, not the batch, is given up on: should the batch commit after
+        all, its outcome is dropped (the future is already done). One sweep a fraction of the
+        timeout, instead of a timer for every signup."""
+        loop = asyncio.get_running_loop()
+        every = min(0.25, self.answer_within / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for pendings in (self._waiting, *self._committing.values()):
+                for pending in pendings:
+                    if pending.deadline <= now and not pending.future.done():
+                        metrics.APPEND_TIMEOUTS.inc()
+                        pending.future.set_exception(
+                            StoreUnavailable("the event store did not confirm in time")
+                        )
+
     async def _commit(self, batch: list[_Pending]) -> None:
+        self._committing[id(batch)] = batch
         try:
             submissions = [pending.submission for pending in batch]
             started = time.perf_counter()
@@ -138,10 +156,5 @@ class GroupCommit:
                 else:
                     pending.future.set_exception(outcome)
         finally:
+            del self._committing[id(batch)]
             self._slots.release()
-
-
-def _give_up(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        metrics.APPEND_TIMEOUTS.inc()
-        future.set_exception(StoreUnavailable("the event store did not confirm in time"))

@@ -5,7 +5,8 @@ Three limits a signup, each a round trip through redis-py, were a fifth of the A
 So the requests that arrive in one event-loop turn are counted together: one script call runs
 the library's own ``acquire_sliding_window`` Lua for every one of them, on the library's own
 keys, and for a refused one its ``sliding_window`` Lua, from which the wait is worked out as
-the library's ``get_window_stats`` does (a test holds the two to agreeing).
+the library's ``get_window_stats`` does (tests hold the keys and the wait to agreeing with
+the library's own).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import structlog
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage.redis.bridge import RedisBridge
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -34,6 +35,12 @@ KEY_PREFIX = "signup:limits"
 # nothing else of that request is counted (the per-client limit comes first, so a flood does
 # not spend a victim's per-email allowance). The answer per request: {0} when every limit
 # took the hit, otherwise {position of the first that refused, its window}.
+#
+# Arguments: the number of limits, each limit's amount and expiry, then one argument per
+# request: a line "<limit> <current window key>" per limit (the previous window's key is the
+# library's: the current one and "/-1"). One argument a request rather than a dozen: redis-py
+# packs each argument in Python, and that was most of the limiter's cost. The keys are named
+# here rather than declared, which a single Redis or Valkey allows (a cluster would not).
 _BATCH = """
 local function acquire(KEYS, ARGV)
 {acquire}
@@ -41,21 +48,24 @@ end
 local function window(KEYS, ARGV)
 {window}
 end
+local limits = {{}}
+local count = tonumber(ARGV[1])
+for i = 1, count do limits[i] = {{ARGV[2 * i], ARGV[2 * i + 1]}} end
 local answers = {{}}
-local k, a = 1, 2
-for request = 1, tonumber(ARGV[1]) do
-  local count = tonumber(ARGV[a]); a = a + 1
+for request = 2 * count + 2, #ARGV do
   local answer = {{0}}
-  for position = 1, count do
+  local position = 0
+  for index, current in string.gmatch(ARGV[request], "(%d+) ([^\\n]+)\\n") do
+    position = position + 1
     if answer[1] ~= 1 then
-      local keys = {{KEYS[k], KEYS[k + 1]}}
-      if not acquire(keys, {{ARGV[a], ARGV[a + 1], 1}}) and answer[1] == 0 then
-        answer = {{position, window(keys, {{ARGV[a + 1]}})}}
+      local keys = {{current .. "/-1", current}}
+      local limit = limits[tonumber(index)]
+      if not acquire(keys, {{limit[1], limit[2], 1}}) and answer[1] == 0 then
+        answer = {{position, window(keys, {{limit[2]}})}}
       end
     end
-    k, a = k + 2, a + 2
   end
-  answers[request] = answer
+  answers[#answers + 1] = answer
 end
 return answers
 """
@@ -65,9 +75,20 @@ return answers
 _MOST_PER_CALL = 256
 
 
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    name: str
+    item: RateLimitItem
+    index: int  # its place in the script's arguments
+    # The current window's key is head + the request's key + tail, as the library names it.
+    head: str
+    tail: str
+
+
 @dataclass(slots=True)
 class _Ask:
-    limits: list[tuple[str, str, RateLimitItem]]
+    limits: list[_Limit]
+    lines: str
     answer: asyncio.Future[Refused | None]
 
 
@@ -77,37 +98,46 @@ class RedisRateLimiter:
     a name without a rate is not limited."""
 
     redis: Redis
-    redis_url: str
     limits: dict[str, str]
-    _items: dict[str, RateLimitItem] = field(init=False)
-    _storage: RedisStorage = field(init=False)
+    _limits: dict[str, _Limit] = field(init=False)
+    _definitions: list[Any] = field(init=False)
     _script: AsyncScript = field(init=False)
     _turn: list[_Ask] = field(init=False, default_factory=list)
     _calls: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
-        self._items = {name: parse(rate) for name, rate in self.limits.items() if rate}
-        self._storage = RedisStorage(
-            _storage_uri(self.redis_url), implementation="redispy", key_prefix=KEY_PREFIX
-        )
-        bridge = self._storage.bridge
+        self._limits = {}
+        self._definitions = []
+        for name, rate in self.limits.items():
+            if not rate:
+                continue
+            item = parse(rate)
+            head, tail = _window_key(item, name).split(_MARK)
+            self._limits[name] = _Limit(name, item, len(self._limits) + 1, head, tail)
+            self._definitions += [item.amount, item.get_expiry()]
+        self._definitions.insert(0, len(self._limits))
         self._script = self.redis.register_script(
             _BATCH.format(
-                acquire=_text(bridge.SCRIPT_ACQUIRE_SLIDING_WINDOW),
-                window=_text(bridge.SCRIPT_SLIDING_WINDOW),
+                acquire=_text(RedisBridge.SCRIPT_ACQUIRE_SLIDING_WINDOW),
+                window=_text(RedisBridge.SCRIPT_SLIDING_WINDOW),
             )
         )
 
     async def hit(self, limits: Sequence[tuple[str, str]]) -> Refused | None:
         wanted = [
-            (name, key, item)
+            (limit, key)
             for name, key in limits
-            if key and (item := self._items.get(name)) is not None
+            if key and (limit := self._limits.get(name)) is not None
         ]
         if not wanted:
             return None
+        # A key is an address or an HMAC; a line break could only be a forged address.
+        lines = "".join(
+            f"{limit.index} {limit.head}{key.replace(chr(10), ' ')}{limit.tail}\n"
+            for limit, key in wanted
+        )
         loop = asyncio.get_running_loop()
-        ask = _Ask(wanted, loop.create_future())
+        ask = _Ask([limit for limit, _ in wanted], lines, loop.create_future())
         if not self._turn:
             # Next turn of the loop: by then every request of this one has asked.
             loop.call_soon(self._send)
@@ -127,17 +157,10 @@ class RedisRateLimiter:
             call.add_done_callback(self._calls.discard)
 
     async def _count(self, asks: list[_Ask]) -> None:
-        keys: list[str] = []
-        args: list[Any] = [len(asks)]
-        for ask in asks:
-            args.append(len(ask.limits))
-            for name, key, item in ask.limits:
-                window = item.key_for(name, key)
-                keys += [self._prefixed(self._storage._previous_window_key(window))]
-                keys += [self._prefixed(self._storage._current_window_key(window))]
-                args += [item.amount, item.get_expiry()]
         try:
-            answers = await self._script(keys=keys, args=args)
+            answers = await self._script(
+                keys=[], args=[*self._definitions, *(ask.lines for ask in asks)]
+            )
             refusals = [
                 _refusal(ask, answer) if int(answer[0]) else None
                 for ask, answer in zip(asks, answers, strict=True)
@@ -151,15 +174,22 @@ class RedisRateLimiter:
             if not ask.answer.done():
                 ask.answer.set_result(refusal)
 
-    def _prefixed(self, key: str) -> str:
-        return self._storage.bridge.prefixed_key(key)
-
     async def close(self) -> None:
         await asyncio.gather(*self._calls, return_exceptions=True)
 
 
+_MARK = "\x00"
+
+
+def _window_key(item: RateLimitItem, name: str) -> str:
+    """The current window's key of ``name``'s limit for a key ``_MARK``, as the library's
+    Redis storage names it (``{prefix}:{{namespace/name/key/amount/multiples/granularity}}``)."""
+    return f"{KEY_PREFIX}:{{{item.key_for(name, _MARK)}}}"
+
+
 def _refusal(ask: _Ask, answer: list[Any]) -> Refused:
-    name, _, item = ask.limits[int(answer[0]) - 1]
+    limit = ask.limits[int(answer[0]) - 1]
+    name, item = limit.name, limit.item
     window = answer[1]
     # As the library's redis bridge reads the sliding_window script's answer.
     previous_count, current_count = int(window[0] or 0), int(window[2] or 0)
@@ -194,8 +224,3 @@ def reset_in(
 def _text(script: str | bytes) -> str:
     # The library ships its scripts as package data, as bytes.
     return script.decode() if isinstance(script, bytes) else script
-
-
-def _storage_uri(redis_url: str) -> str:
-    scheme, _, rest = redis_url.partition("://")
-    return f"async+{scheme}://{rest}"

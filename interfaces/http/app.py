@@ -6,34 +6,35 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from application.services import Services
+from application.services import Services, keep_services, services_of
 from interfaces.http import health, page, registrations, status
 from interfaces.http.metrics import MetricsController
 from interfaces.http.observability import observe
+from interfaces.http.openapi import document_operations
 from interfaces.http.problems import exception_handlers, problem_details_plugin
 
 
 def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]]) -> Litestar:
     """``open_services`` is entered when the app starts and left when it stops."""
-    holder: dict[str, Services] = {}
 
     @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services() as services:
-            holder["services"] = services
+            keep_services(app.state, services)
             try:
                 yield
             finally:
-                del holder["services"]
+                keep_services(app.state, None)
 
-    def services() -> Services:
-        return holder["services"]
+    def services(state: State) -> Services:
+        return services_of(state)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             registrations.register,
             status.registration_status,
@@ -50,11 +51,17 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
         plugins=[problem_details_plugin()],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         middleware=[observe],
-        openapi_config=OpenAPIConfig(
-            title="signup",
-            version="1.0.0",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        openapi_config=_openapi_config(),
         debug=False,
+    )
+    document_operations(app, [registrations.documented], _openapi_config())
+    return app
+
+
+def _openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="signup",
+        version="1.0.0",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
     )

@@ -1,17 +1,26 @@
-"""POST /registrations: parse, call the use case, map the answer."""
+"""POST /registrations: parse, call the use case, map the answer.
+
+The busiest route of the service is a plain ASGI handler: Litestar's per-request machinery
+(a ``Request``, its headers parsed three times, keyword models, a ``Response`` rendered into
+an ``ASGIResponse``) cost 0.17 ms of a signup's 0.7 ms of CPU under load. Routing, the
+middleware and the exception handlers (problem details) are still Litestar's; the OpenAPI
+operation is declared by ``documented`` below, which is never served.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 import msgspec
-from litestar import Request, Response, post
-from litestar.di import NamedDependency
+from litestar import Request, asgi, post
+from litestar._multipart import parse_content_header
+from litestar.exceptions import MethodNotAllowedException
 from litestar.plugins.problem_details import ProblemDetailsException
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 from application.idempotency import StoredAnswer
 from application.registering import RegisterUser
-from application.services import Services
+from application.services import Services, services_of
 from domain.errors import DomainError
 from interfaces.http.client_address import client_address
 from interfaces.http.idempotent import answer_once, check_key
@@ -19,12 +28,48 @@ from interfaces.http.openapi import REGISTRATION_RESPONSES, RegistrationOperatio
 from interfaces.http.problems import PROBLEM_JSON, from_domain, problem
 from interfaces.http.shapes import RegistrationAccepted
 
+PATH = "/registrations"
 MAX_BODY_BYTES = 16 * 1024
 _encode = msgspec.json.Encoder().encode
+_ALLOWED = "POST, OPTIONS"
 
 
-def _decode_form(request: Request[Any, Any, Any], body: bytes) -> object:
-    media_type, _ = request.content_type
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request headers this route reads, decoded as HTTP does (latin-1); a repeated
+    X-Forwarded-For is joined in order, as RFC 9110 allows for list-valued fields."""
+    found: dict[str, str] = {}
+    for name, value in raw:
+        if name in _READ:
+            text = value.decode("latin-1")
+            key = name.decode()
+            found[key] = f"{found[key]}, {text}" if key in found else text
+    return found
+
+
+_READ = frozenset({b"content-type", b"content-length", b"idempotency-key", b"x-forwarded-for"})
+
+
+async def _body(receive: Receive, declared: str | None) -> bytes:
+    too_large = problem(413, "body_too_large", "The body is over 16 KiB.")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise problem(400, "bad_request", "The client went away before sending its body.")
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _decode_form(content_type: str | None, body: bytes) -> object:
+    media_type, _ = parse_content_header(content_type or "")
     if media_type != "application/json":
         raise problem(415, "unsupported_media_type", "Send the form as application/json.")
     try:
@@ -33,10 +78,9 @@ def _decode_form(request: Request[Any, Any, Any], body: bytes) -> object:
         raise problem(400, "malformed_json", f"The body is not valid JSON: {error}.") from None
 
 
-def _problem_answer(
-    request: Request[Any, Any, Any], error: ProblemDetailsException
-) -> StoredAnswer:
-    response = error.to_response(request)
+def _problem_answer(scope: Scope, error: ProblemDetailsException) -> StoredAnswer:
+    """The problem as Litestar would render it, kept to be replayed byte for byte."""
+    response = error.to_response(Request(scope))
     return StoredAnswer(
         error.status_code,
         _encode(response.content),
@@ -47,43 +91,62 @@ def _problem_answer(
 async def _register(register_user: RegisterUser, form: object, client: str) -> StoredAnswer:
     accepted = await register_user(form, client)
     body = RegistrationAccepted(registration_id=accepted.registration_id, status="pending")
-    location = f"/registrations/{accepted.registration_id}"
+    location = f"{PATH}/{accepted.registration_id}"
     return StoredAnswer(
         202, _encode(body), {"content-type": "application/json", "location": location}
     )
 
 
-@post(
-    "/registrations",
-    status_code=202,
-    request_max_body_size=MAX_BODY_BYTES,
-    summary="Request a registration",
-    operation_class=RegistrationOperation,
-    responses=REGISTRATION_RESPONSES,
-    description="Records the request and answers 202; poll the Location for its status.",
-    tags=["registrations"],
-)
-async def register(
-    request: Request[Any, Any, Any],
-    services: NamedDependency[Services],
-) -> Response[bytes]:
-    body = await request.body()
-    form = _decode_form(request, body)
-    key = request.headers.get("idempotency-key")
-    peer = request.client.host if request.client else ""
-    client = client_address(peer, request.headers.get("x-forwarded-for"), services.trusted_proxies)
+async def _send(send: Send, answer: StoredAnswer) -> None:
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()
+    ]
+    headers.append((b"content-length", str(len(answer.body)).encode()))
+    await send(
+        HTTPResponseStartEvent(type="http.response.start", status=answer.status, headers=headers)
+    )
+    await send(HTTPResponseBodyEvent(type="http.response.body", body=answer.body, more_body=False))
+
+
+@asgi(PATH, copy_scope=False)  # nothing here changes the scope
+async def register(scope: Scope, receive: Receive, send: Send) -> None:
+    method = scope["method"]  # type: ignore[typeddict-item]
+    if method == "OPTIONS":
+        await _send(send, StoredAnswer(204, b"", {"allow": _ALLOWED}))
+        return
+    if method != "POST":
+        raise MethodNotAllowedException(headers={"Allow": _ALLOWED})
+    services: Services = services_of(scope["app"].state)
+    headers = _headers(scope["headers"])
+    body = await _body(receive, headers.get("content-length"))
+    form = _decode_form(headers.get("content-type"), body)
+    key = headers.get("idempotency-key")
+    peer = scope["client"][0] if scope.get("client") else ""  # type: ignore[index]
+    client = client_address(peer, headers.get("x-forwarded-for"), services.trusted_proxies)
 
     async def produce() -> StoredAnswer:
         try:
             return await _register(services.register_user, form, client)
         except DomainError as error:
-            return _problem_answer(request, from_domain(error))
+            return _problem_answer(scope, from_domain(error))
 
     answer = await (
         produce()
         if key is None
         else answer_once(services.idempotency, check_key(key), body, produce)
     )
-    headers = dict(answer.headers)
-    media_type = headers.pop("content-type", "application/json")
-    return Response(answer.body, status_code=answer.status, headers=headers, media_type=media_type)
+    await _send(send, answer)
+
+
+@post(
+    PATH,
+    status_code=202,
+    summary="Request a registration",
+    operation_class=RegistrationOperation,
+    responses=REGISTRATION_RESPONSES,
+    description="Records the request and answers 202; poll the Location for its status.",
+    tags=["registrations"],
+)
+async def documented() -> RegistrationAccepted:
+    """The operation as the OpenAPI document tells it; ``register`` serves it."""
+    raise NotImplementedError

@@ -26,7 +26,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 def _limiter(redis: Redis, redis_url: str, **limits: str) -> RedisRateLimiter:
-    return RedisRateLimiter(redis, redis_url, limits)
+    return RedisRateLimiter(redis, limits)
 
 
 async def test_hits_made_at_once_are_counted_exactly_as_the_limit_allows(
