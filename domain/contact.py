@@ -8,7 +8,7 @@ import unicodedata
 import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from phonenumbers import PhoneNumber, PhoneNumberFormat, PhoneNumberType
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from domain.values import (
     INVALID_EMAIL,
@@ -74,14 +74,79 @@ def _plain_national_number(raw: str) -> str | None:
     return str(area_in_brackets or area) + first + last
 
 
+_Description = tuple[frozenset[int], "re.Pattern[str]"] | None
+
+
+class _NumberingPlan:
+    """phonenumbers' typing of a national number (its ``_number_type_helper``, the same
+    descriptions in the same order), on its own metadata for Brazil, with the patterns
+    compiled once: the library looks each pattern up again and walks eight descriptions in
+    Python for every number, a third of a signup's validation."""
+
+    _SPECIAL = (
+        (PhoneNumberType.PREMIUM_RATE, "premium_rate"),
+        (PhoneNumberType.TOLL_FREE, "toll_free"),
+        (PhoneNumberType.SHARED_COST, "shared_cost"),
+        (PhoneNumberType.VOIP, "voip"),
+        (PhoneNumberType.PERSONAL_NUMBER, "personal_number"),
+        (PhoneNumberType.PAGER, "pager"),
+        (PhoneNumberType.UAN, "uan"),
+        (PhoneNumberType.VOICEMAIL, "voicemail"),
+    )
+
+    def __init__(self, region: str) -> None:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        assert metadata is not None, region
+        self._general = _description(metadata.general_desc)
+        self._special = [
+            (kind, found)
+            for kind, name in self._SPECIAL
+            if (found := _description(getattr(metadata, name))) is not None
+        ]
+        self._fixed_line = _description(metadata.fixed_line)
+        self._mobile = _description(metadata.mobile)
+        self._same_patterns = bool(metadata.same_mobile_and_fixed_line_pattern)
+
+    def type_of(self, national: str) -> int:
+        if not _matches(national, self._general):
+            return PhoneNumberType.UNKNOWN
+        for kind, description in self._special:
+            if _matches(national, description):
+                return kind
+        if _matches(national, self._fixed_line):
+            if self._same_patterns or _matches(national, self._mobile):
+                return PhoneNumberType.FIXED_LINE_OR_MOBILE
+            return PhoneNumberType.FIXED_LINE
+        if not self._same_patterns and _matches(national, self._mobile):
+            return PhoneNumberType.MOBILE
+        return PhoneNumberType.UNKNOWN
+
+
+def _description(desc: phonenumbers.PhoneNumberDesc | None) -> _Description:
+    if desc is None or not desc.national_number_pattern:
+        return None
+    return frozenset(desc.possible_length or ()), re.compile(desc.national_number_pattern)
+
+
+def _matches(national: str, description: _Description) -> bool:
+    if description is None:
+        return False
+    lengths, pattern = description
+    if lengths and len(national) not in lengths:
+        return False
+    return pattern.fullmatch(national) is not None
+
+
+_BRAZIL = _NumberingPlan("BR")
+
+
 def _plain_phone(raw: str, types: frozenset[int], length: int) -> str | None:
     """E.164 of a plainly spelled number that phonenumbers types as one of ``types``."""
     national = _plain_national_number(raw)
     if national is None or len(national) != length:
         return None
-    number = PhoneNumber(country_code=55, national_number=int(national))
     # An invalid number is UNKNOWN, so this is also phonenumbers' validity check.
-    if phonenumbers.number_type(number) not in types:
+    if _BRAZIL.type_of(national) not in types:
         return None
     return "+55" + national
 

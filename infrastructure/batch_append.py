@@ -15,6 +15,7 @@ innocent neighbours are written with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,8 +78,8 @@ class BatchAppender:
     def __post_init__(self) -> None:
         table = f'"{self.schema}"."{self.events_table}"'
         channel = self.events_table.replace(".", "_")
-        self._lock = (
-            f"SET LOCAL lock_timeout = '{self.lock_timeout_seconds}s';"
+        self._begin_and_lock = (
+            f"BEGIN; SET LOCAL lock_timeout = '{self.lock_timeout_seconds}s';"
             f" LOCK TABLE {table} IN EXCLUSIVE MODE"
         )
         self._latest = (
@@ -86,7 +87,8 @@ class BatchAppender:
             f" FROM {table} WHERE originator_id = ANY($1::uuid[])"
             " ORDER BY originator_id, originator_version DESC"
         )
-        self._notify = f'NOTIFY "{channel}"'
+        # What eventsourcing's readers LISTEN for, sent when the transaction commits.
+        self._notify_and_commit = f'NOTIFY "{channel}"; COMMIT'
 
     async def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
         outcomes: list[AlreadyRegistered | None] = [None] * len(batch)
@@ -156,40 +158,50 @@ class BatchAppender:
         outcomes: list[AlreadyRegistered | None],
     ) -> None:
         decided: list[AlreadyRegistered | None] = [None] * len(group)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(self._lock)
-            # The registrations too: one found was committed by an earlier try whose
-            # acknowledgement was lost. It is recorded, not a clash with itself.
-            ids = [rid for index in group for rid in batch[index].claims]
-            ids += [batch[index].registration_id for index in group]
-            latest = {
-                row["originator_id"]: (row["originator_version"], row["topic"])
-                for row in await conn.fetch(self._latest, ids)
-            }
-            events: list[tuple[Any, ...]] = []
-            keys: list[tuple[uuid.UUID, bytes]] = []
-            for position, index in enumerate(group):
-                submission = batch[index]
-                if submission.registration_id in latest:
-                    continue
-                conflict = _conflict(submission, latest)
-                if conflict is not None:
-                    decided[position] = conflict
-                    continue
-                events.extend(self._reclaiming(submission, rows[index], latest))
-                keys.append((submission.registration_id, submission.subject_key))
-            if events:
-                # The keys first: the events' insert is what readers wait for.
-                await conn.copy_records_to_table(
-                    self.keys_table,
-                    records=keys,
-                    columns=("registration_id", "key"),
-                    schema_name=self.schema,
-                )
-                await conn.copy_records_to_table(
-                    self.events_table, records=events, columns=_COLUMNS, schema_name=self.schema
-                )
-                await conn.execute(self._notify)
+        # BEGIN with the lock, the check, the keys, the events, NOTIFY with COMMIT.
+        async with self.pool.acquire() as conn:
+            await conn.execute(self._begin_and_lock)
+            try:
+                # The registrations too: one found was committed by an earlier try whose
+                # acknowledgement was lost. It is recorded, not a clash with itself.
+                ids = [rid for index in group for rid in batch[index].claims]
+                ids += [batch[index].registration_id for index in group]
+                latest = {
+                    row["originator_id"]: (row["originator_version"], row["topic"])
+                    for row in await conn.fetch(self._latest, ids)
+                }
+                events: list[tuple[Any, ...]] = []
+                keys: list[tuple[uuid.UUID, bytes]] = []
+                for position, index in enumerate(group):
+                    submission = batch[index]
+                    if submission.registration_id in latest:
+                        continue
+                    conflict = _conflict(submission, latest)
+                    if conflict is not None:
+                        decided[position] = conflict
+                        continue
+                    events.extend(self._reclaiming(submission, rows[index], latest))
+                    keys.append((submission.registration_id, submission.subject_key))
+                if events:
+                    # The keys first: an event is never stored without the key that opens it.
+                    await conn.copy_records_to_table(
+                        self.keys_table,
+                        records=keys,
+                        columns=("registration_id", "key"),
+                        schema_name=self.schema,
+                    )
+                    await conn.copy_records_to_table(
+                        self.events_table,
+                        records=events,
+                        columns=_COLUMNS,
+                        schema_name=self.schema,
+                    )
+                await conn.execute(self._notify_and_commit if events else "COMMIT")
+            except BaseException:
+                if not conn.is_closed():
+                    with contextlib.suppress(*UNAVAILABLE):
+                        await conn.execute("ROLLBACK")
+                raise
         # Only once committed: a retried transaction decides afresh.
         for position, index in enumerate(group):
             outcomes[index] = decided[position]

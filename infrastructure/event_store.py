@@ -8,7 +8,9 @@ through eventsourcing itself.
 from __future__ import annotations
 
 import base64
+import binascii
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -30,7 +32,7 @@ class BytesAsBase64(Transcoding):
     name = "bytes_b64"
 
     def encode(self, obj: bytes) -> str:
-        return base64.b64encode(obj).decode()
+        return binascii.b2a_base64(obj, newline=False).decode()
 
     def decode(self, data: str) -> bytes:
         return base64.b64decode(data)
@@ -49,16 +51,21 @@ class FastJSONTranscoder(JSONTranscoder):
     """
 
     _encode = msgspec.json.Encoder().encode
+    _wrap: dict[type, tuple[str, Callable[[Any], Any]]]
+
+    def register(self, transcoding: Transcoding) -> None:
+        super().register(transcoding)
+        self._wrap = {kind: (t.name, t.encode) for kind, t in self.types.items()}
 
     def encode(self, obj: Any) -> bytes:
         if type(obj) is dict:
             wrapped: dict[str, Any] = {}
             for key, value in obj.items():
                 kind = type(value)
-                if kind in _PLAIN:
+                if kind is str or kind is int or value is None or kind in _PLAIN:
                     wrapped[key] = value
-                elif (transcoding := self.types.get(kind)) is not None:
-                    wrapped[key] = {"_type_": transcoding.name, "_data_": transcoding.encode(value)}
+                elif (found := self._wrap.get(kind)) is not None:
+                    wrapped[key] = {"_type_": found[0], "_data_": found[1](value)}
                 else:
                     return super().encode(obj)
             return self._encode(wrapped)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,24 +67,70 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        # The app alone decides whom to believe about the client (SIGNUP_TRUSTED_PROXIES);
+        # uvicorn would trust X-Forwarded-For from loopback on its own.
+        proxy_headers=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
     uvicorn.Server(config).run()
 
 
+def default_workers(*, beside_the_rest: bool = False) -> int:
+    """One API process per core this process may run on: one is one core at most (GIL).
+
+    ``beside_the_rest``: the worker and the databases share the machine (``signup up``), so
+    one core is left to them. On two cores one API process accepted more signups, for less
+    CPU each, than two fighting the worker and PostgreSQL for the same cores (see
+    docs/performance.md)."""
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores - 1 if beside_the_rest else cores)
+
+
+def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
+    """``workers`` API processes sharing the port, each with its own group commit and pools."""
+    if workers <= 1:
+        _serve(settings, host, port)
+        return
+    # The processes read their settings from the environment, as `signup api` does.
+    os.environ.update(settings.server_env())
+    # Each process keeps its own counters; Prometheus' multiprocess mode adds them up on
+    # /metrics, whichever process answers the scrape. A fresh directory: counters of an
+    # earlier run must not be added in.
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="signup-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "infrastructure.container:build_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 def up(args: argparse.Namespace, settings: Settings) -> None:
     with _servers(settings, Path(args.data_dir)) as running:
         migrate(running)
-        # The worker runs as its own process: the API keeps one core, projections the other.
+        # The worker runs as its own process, beside the API processes.
         worker = subprocess.Popen(
             [sys.executable, "-m", "interfaces.cli", "worker"],
             env={**os.environ, **running.server_env()},
         )
         try:
             url = f"http://{args.host}:{args.port}"
-            log.info("signup_up", url=url, docs=f"{url}/schema")
-            _serve(running, args.host, args.port)
+            workers = args.workers or default_workers(beside_the_rest=True)
+            log.info("signup_up", url=url, docs=f"{url}/schema", api_processes=workers)
+            _serve_many(running, args.host, args.port, workers)
         finally:
             _stop_child(worker)
 
@@ -101,22 +148,7 @@ def _stop_child(child: subprocess.Popen[bytes]) -> None:
 def api(args: argparse.Namespace, settings: Settings) -> None:
     if not (settings.database_url and settings.redis_url):
         sys.exit("signup api needs DATABASE_URL and REDIS_URL (signup up runs embedded servers)")
-    if args.workers > 1:
-        # Each worker process keeps its own counters; Prometheus' multiprocess mode adds them
-        # up on /metrics, whichever process answers the scrape.
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="signup-metrics-")
-        uvicorn.run(
-            "infrastructure.container:build_app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-        )
-    else:
-        _serve(settings, args.host, args.port)
+    _serve_many(settings, args.host, args.port, args.workers or default_workers())
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> None:
@@ -271,12 +303,20 @@ def parser() -> argparse.ArgumentParser:
     run_up = command("up", up, help="the whole system, on embedded servers when no URLs are set")
     run_up.add_argument("--host", default="127.0.0.1")
     run_up.add_argument("--port", type=int, default=8000)
+    run_up.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="API processes (default: one per core but one, left to the worker and databases)",
+    )
     data_dir(run_up)
 
     run_api = command("api", api, help="the API alone (needs DATABASE_URL and REDIS_URL)")
     run_api.add_argument("--host", default="127.0.0.1")
     run_api.add_argument("--port", type=int, default=8000)
-    run_api.add_argument("--workers", type=int, default=1)
+    run_api.add_argument(
+        "--workers", type=int, default=0, help="API processes (default: one per core)"
+    )
 
     run_worker_ = command(
         "worker", worker, help="projectors and the process manager (needs DATABASE_URL)"

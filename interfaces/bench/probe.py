@@ -175,8 +175,18 @@ class Scraper:
 
 def _listening_processes(url: str) -> list[psutil.Process]:
     """Every process listening on the URL's port: the API processes (a supervisor and its
-    workers share one socket), not the worker or the databases."""
+    workers share one socket), not the worker or the databases. The system's table names one
+    process per socket, so its relatives are asked too."""
     port = urlsplit(url).port or 80
+
+    def listens(process: psutil.Process) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return any(
+                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                for c in process.net_connections(kind="tcp")
+            )
+        return False
+
     found: dict[int, psutil.Process] = {}
     try:
         for connection in psutil.net_connections(kind="tcp"):
@@ -189,6 +199,20 @@ def _listening_processes(url: str) -> list[psutil.Process]:
                 found.setdefault(connection.pid, psutil.Process(connection.pid))
     except (psutil.AccessDenied, psutil.NoSuchProcess):
         return []
+    # Up to the topmost process sharing the socket, then down to all who share it.
+    tops = []
+    for process in list(found.values()):
+        top = process
+        with contextlib.suppress(psutil.Error):
+            while (parent := top.parent()) is not None and listens(parent):
+                top = parent
+        tops.append(top)
+    for top in tops:
+        found.setdefault(top.pid, top)
+        with contextlib.suppress(psutil.Error):
+            for child in top.children(recursive=True):
+                if child.pid not in found and listens(child):
+                    found[child.pid] = child
     return sorted(found.values(), key=lambda process: process.pid)
 
 

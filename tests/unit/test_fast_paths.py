@@ -10,10 +10,12 @@ from __future__ import annotations
 import string
 import unicodedata
 
+import phonenumbers
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from domain.contact import (
+    _BRAZIL,
     _email_by_library,
     _landline_by_library,
     _mobile_by_library,
@@ -143,6 +145,26 @@ def test_a_landline_the_fast_path_accepts_is_the_one_the_library_gives(raw: str)
     found = _plain_landline(raw)
     if found is not None:
         assert _outcome(_landline_by_library, raw) == found
+
+
+_national_numbers = st.one_of(
+    st.text(string.digits, min_size=7, max_size=12),
+    st.from_regex(r"[1-9][1-9](9[0-9]{8}|[2-9][0-9]{7})", fullmatch=True),
+    st.from_regex(r"(0800|0300|0500|0900|300|400|800|900)[0-9]{4,8}", fullmatch=True),
+)
+
+
+@settings(max_examples=5000)
+@given(_national_numbers)
+@example("11912345678")
+@example("1131234567")
+@example("8001234567")
+@example("9001234567")
+@example("30031234")
+def test_the_numbering_plan_types_a_number_as_phonenumbers_does(national: str) -> None:
+    number = phonenumbers.PhoneNumber(country_code=55, national_number=int(national))
+    if phonenumbers.national_significant_number(number) == national:  # no leading zeros
+        assert _BRAZIL.type_of(national) == phonenumbers.number_type(number)
 
 
 def test_the_fast_path_takes_the_common_phone_spellings() -> None:

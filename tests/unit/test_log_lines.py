@@ -1,0 +1,53 @@
+"""JSON log lines are written whole, soon, and all of them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+from infrastructure.logging import FLUSH_EVERY_SECONDS, LineBuffer
+
+
+def test_lines_logged_outside_an_event_loop_are_written_at_once() -> None:
+    stream = io.BytesIO()
+    LineBuffer(stream).msg(b'{"event":"migrated"}')
+    assert stream.getvalue() == b'{"event":"migrated"}\n'
+
+
+async def test_lines_logged_on_the_event_loop_are_written_together_within_the_flush_interval() -> (
+    None
+):
+    stream = io.BytesIO()
+    lines = LineBuffer(stream)
+    for n in range(3):
+        lines.msg(json.dumps({"event": "request", "n": n}).encode())
+    assert stream.getvalue() == b""  # not one write per line
+
+    await asyncio.sleep(FLUSH_EVERY_SECONDS * 3)
+
+    written = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["n"] for line in written] == [0, 1, 2]
+
+
+def test_lines_still_waiting_are_written_when_asked_to_flush() -> None:
+    async def log_and_leave(lines: LineBuffer) -> None:
+        lines.msg(b'{"event":"stopped"}')
+
+    stream = io.BytesIO()
+    lines = LineBuffer(stream)
+    asyncio.run(log_and_leave(lines))  # the loop ends before its timer fires
+    lines.flush()  # what the process does at exit
+    assert stream.getvalue() == b'{"event":"stopped"}\n'
+
+
+def test_a_line_logged_after_its_loop_ended_is_not_stranded() -> None:
+    async def log(lines: LineBuffer, text: bytes) -> None:
+        lines.msg(text)
+        await asyncio.sleep(FLUSH_EVERY_SECONDS * 3)
+
+    stream = io.BytesIO()
+    lines = LineBuffer(stream)
+    asyncio.run(log(lines, b"first"))
+    asyncio.run(log(lines, b"second"))  # a new loop: its own timer writes the line
+    assert stream.getvalue() == b"first\nsecond\n"
