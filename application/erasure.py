@@ -25,17 +25,13 @@ class Subjects(Protocol):
         """The registration that holds this email (or document), if any."""
         ...
 
-    async def reservations_of(self, registration_id: uuid.UUID) -> Sequence[uuid.UUID]:
-        """The values (reservation ids) the registration claimed; none once shredded."""
-        ...
-
-    async def shred(self, registration_id: uuid.UUID, releases: Sequence[uuid.UUID]) -> bool:
-        """Destroy the key that opens the registration, noting the reservations to release
-        (kept until ``release`` is done); False if the key was already gone."""
+    async def shred(self, registration_id: uuid.UUID) -> bool:
+        """Destroy the key that opens the registration; False if it was already gone."""
         ...
 
     async def release(self, registration_id: uuid.UUID) -> int:
-        """Free the noted values the registration still holds; how many it freed."""
+        """Free every value the registration still holds; how many it freed. Run again after
+        an interruption, it frees what is left."""
         ...
 
 
@@ -68,11 +64,9 @@ class EraseUser:
         registration_id = await self._registration(subject)
         if registration_id is None:
             raise UnknownSubject(subject)
-        # Read while the key still opens it: which values the person holds.
-        reservations = await self.subjects.reservations_of(registration_id)
-        # The key next: from this moment no projector can write the person anywhere again,
+        # The key first: from this moment no projector can write the person anywhere again,
         # so what is removed next stays removed.
-        shredded = await self.subjects.shred(registration_id, reservations)
+        shredded = await self.subjects.shred(registration_id)
         removed = await self.read_models.forget(registration_id)
         # The values last: a new signup with the same email must not reach the email lookup
         # (keyed by email) before the erased person's row has left it.

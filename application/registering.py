@@ -12,12 +12,12 @@ from application.rate_limits import RateLimited, RateLimiter
 from domain.errors import AlreadyRegistered, EmailAlreadyRegistered, InvalidRegistration
 from domain.form import RegistrationDetails, parse_registration_form
 from domain.registration import claims, requested
-from domain.reservations import Claim, reserve
+from domain.reservations import Claim
 
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """A registration's new events and the reservations among them, to be appended atomically."""
+    """A registration's new events and the values it claims, to be appended atomically."""
 
     registration_id: uuid.UUID
     events: Sequence[Any]
@@ -124,12 +124,10 @@ class RegisterUser:
         reservation_ids: Mapping[str, uuid.UUID],
     ) -> Submission:
         sealed = self.vault.seal(registration_id, details)
-        events: list[Any] = [requested(registration_id, sealed.personal_data)]
         held = {claim.kind: claim for claim in claims(details)}
-        events += [reserve(reservation_ids[kind], registration_id, kind) for kind in held]
         return Submission(
             registration_id=registration_id,
-            events=events,
+            events=[requested(registration_id, sealed.personal_data)],
             claims={reservation_ids[kind]: claim for kind, claim in held.items()},
             subject_key=sealed.key,
         )

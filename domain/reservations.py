@@ -1,12 +1,14 @@
-"""Uniqueness reservations: one aggregate per unique value, saved with the registration.
+"""Uniqueness claims: the values a registration must hold alone, and their ids.
 
-The reservation's id is derived from the value, so two registrations claiming the same value
-create the same aggregate id at version 1 and the event store's primary key rejects the second
-one in the same transaction as the append. When the holder is erased the value is released
-(a later version), and the next registration to claim it reclaims it at the version after:
-again one version number, so again the primary key decides. The id is a keyed hash (HMAC),
-so the event store never holds the email or document itself, and nobody without the key can
-test a guess.
+A claim's id is derived from the value, so two registrations claiming the same value claim
+the same id, and the event store's claims table (its primary key, in the transaction of the
+append) lets only one of them have it; erasing the holder releases the value for a new
+signup. The id is a keyed hash (HMAC), so the store never holds the email or document
+itself, and nobody without the key can test a guess.
+
+``Reservation`` is how claims were recorded before they became rows (an aggregate per value,
+its events in the store): stores written then still hold those events, which are read once to
+turn them into rows (``infrastructure/claims.py``), and never written any more.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.utils import get_topic
 
 from domain.errors import (
     AlreadyRegistered,
@@ -52,6 +53,8 @@ class Claim:
 
 
 class Reservation(Aggregate):
+    """A claim as an aggregate (before claims were rows); read from old stores only."""
+
     class Reserved(Aggregate.Created):
         claim_id: uuid.UUID
         registration_id: uuid.UUID
@@ -71,45 +74,6 @@ class Reservation(Aggregate):
     @staticmethod
     def create_id(claim_id: uuid.UUID) -> uuid.UUID:
         return claim_id
-
-
-def reserve(claim_id: uuid.UUID, registration_id: uuid.UUID, kind: str) -> Reservation.Reserved:
-    """The event that claims a value never claimed before (what ``Reservation(...)`` records,
-    without building the aggregate)."""
-    return Reservation.Reserved(  # type: ignore[call-arg]
-        originator_id=claim_id,
-        originator_version=1,
-        timestamp=Reservation.Reserved.create_timestamp(),
-        originator_topic=_RESERVATION_TOPIC,
-        claim_id=claim_id,
-        registration_id=registration_id,
-        kind=kind,
-    )
-
-
-def release(claim_id: uuid.UUID, held_at_version: int) -> Reservation.Released:
-    """The event that frees a value, after the version at which it is held."""
-    return Reservation.Released(
-        originator_id=claim_id,
-        originator_version=held_at_version + 1,
-        timestamp=Reservation.Released.create_timestamp(),
-    )
-
-
-def reclaim(
-    claim_id: uuid.UUID, released_at_version: int, registration_id: uuid.UUID
-) -> Reservation.Reclaimed:
-    """The event that gives a released value to a new registration."""
-    # eventsourcing makes each event class a dataclass of its annotations; mypy cannot see it.
-    return Reservation.Reclaimed(  # type: ignore[call-arg]
-        originator_id=claim_id,
-        originator_version=released_at_version + 1,
-        timestamp=Reservation.Reclaimed.create_timestamp(),
-        registration_id=registration_id,
-    )
-
-
-_RESERVATION_TOPIC = get_topic(Reservation)
 
 
 def holder(event: object) -> uuid.UUID | None:

@@ -25,11 +25,10 @@ import asyncpg
 import structlog
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import get_topic
 
 from application.registering import StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered
-from domain.reservations import Reservation, reclaim
+from infrastructure.claims import claims_table
 from infrastructure.event_store import SignupEvents
 from infrastructure.postgres_outages import UNAVAILABLE, open_pool
 from infrastructure.read_store import asyncpg_dsn
@@ -37,7 +36,6 @@ from infrastructure.subject_keys import subject_keys_table
 
 log = structlog.get_logger(__name__)
 
-_RELEASED = get_topic(Reservation.Released)
 
 _COLUMNS = ("originator_id", "originator_version", "topic", "state")
 
@@ -51,6 +49,7 @@ class BatchAppender:
     schema: str = "public"
     events_table: str = "signup_events"
     keys_table: str = "signup_subject_keys"
+    claims_table: str = "signup_claims"
     # Tries of one batch when the database goes away; a client has heard 503 long before
     # the last one (GroupCommit.answer_within).
     attempts: int = 5
@@ -70,6 +69,7 @@ class BatchAppender:
             schema=recorder.datastore.schema,
             events_table=recorder.events_table_name,
             keys_table=subject_keys_table(recorder.events_table_name),
+            claims_table=claims_table(recorder.events_table_name),
         )
 
     async def close(self) -> None:
@@ -82,10 +82,12 @@ class BatchAppender:
             f"BEGIN; SET LOCAL lock_timeout = '{self.lock_timeout_seconds}s';"
             f" LOCK TABLE {table} IN EXCLUSIVE MODE"
         )
-        self._latest = (
-            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic"
-            f" FROM {table} WHERE originator_id = ANY($1::uuid[])"
-            " ORDER BY originator_id, originator_version DESC"
+        # Which of the values are held, and which of the registrations are stored already.
+        self._held = (
+            f'SELECT claim_id AS id FROM "{self.schema}"."{self.claims_table}"'
+            " WHERE claim_id = ANY($1::uuid[])"
+            f" UNION ALL SELECT originator_id FROM {table}"
+            " WHERE originator_id = ANY($2::uuid[]) AND originator_version = 1"
         )
         # What eventsourcing's readers LISTEN for, sent when the transaction commits.
         self._notify_and_commit = f'NOTIFY "{channel}"; COMMIT'
@@ -164,38 +166,41 @@ class BatchAppender:
             try:
                 # The registrations too: one found was committed by an earlier try whose
                 # acknowledgement was lost. It is recorded, not a clash with itself.
-                ids = [rid for index in group for rid in batch[index].claims]
-                ids += [batch[index].registration_id for index in group]
-                latest = {
-                    row["originator_id"]: (row["originator_version"], row["topic"])
-                    for row in await conn.fetch(self._latest, ids)
+                found = {
+                    row["id"]
+                    for row in await conn.fetch(
+                        self._held,
+                        [rid for index in group for rid in batch[index].claims],
+                        [batch[index].registration_id for index in group],
+                    )
                 }
                 events: list[tuple[Any, ...]] = []
                 keys: list[tuple[uuid.UUID, bytes]] = []
+                claims: list[tuple[uuid.UUID, uuid.UUID, str]] = []
                 for position, index in enumerate(group):
                     submission = batch[index]
-                    if submission.registration_id in latest:
+                    if submission.registration_id in found:
                         continue
-                    conflict = _conflict(submission, latest)
+                    conflict = _conflict(submission, found)
                     if conflict is not None:
                         decided[position] = conflict
                         continue
-                    events.extend(self._reclaiming(submission, rows[index], latest))
+                    events.extend(rows[index])
                     keys.append((submission.registration_id, submission.subject_key))
+                    claims.extend(
+                        (claim_id, submission.registration_id, claim.kind)
+                        for claim_id, claim in submission.claims.items()
+                    )
                 if events:
                     # The keys first: an event is never stored without the key that opens it.
-                    await conn.copy_records_to_table(
-                        self.keys_table,
-                        records=keys,
-                        columns=("registration_id", "key"),
-                        schema_name=self.schema,
-                    )
-                    await conn.copy_records_to_table(
-                        self.events_table,
-                        records=events,
-                        columns=_COLUMNS,
-                        schema_name=self.schema,
-                    )
+                    for table, records, columns in (
+                        (self.keys_table, keys, ("registration_id", "key")),
+                        (self.claims_table, claims, ("claim_id", "registration_id", "kind")),
+                        (self.events_table, events, _COLUMNS),
+                    ):
+                        await conn.copy_records_to_table(
+                            table, records=records, columns=columns, schema_name=self.schema
+                        )
                 await conn.execute(self._notify_and_commit if events else "COMMIT")
             except BaseException:
                 if not conn.is_closed():
@@ -206,38 +211,14 @@ class BatchAppender:
         for position, index in enumerate(group):
             outcomes[index] = decided[position]
 
-    def _reclaiming(
-        self,
-        submission: Submission,
-        rows: list[tuple[Any, ...]],
-        latest: dict[uuid.UUID, tuple[int, str]],
-    ) -> list[tuple[Any, ...]]:
-        """A new reservation of a released value becomes a reclaim at the version after."""
-        if not any(rid in latest for rid in submission.claims):
-            return rows
-        remade = []
-        for event, row in zip(submission.events, rows, strict=True):
-            if isinstance(event, Reservation.Reserved) and event.originator_id in latest:
-                version = latest[event.originator_id][0]
-                row = _row(
-                    self.mapper.to_stored_event(
-                        reclaim(event.originator_id, version, event.registration_id)
-                    )
-                )
-            remade.append(row)
-        return remade
-
 
 def _row(stored: StoredEvent) -> tuple[Any, ...]:
     return (stored.originator_id, stored.originator_version, stored.topic, stored.state)
 
 
-def _conflict(
-    submission: Submission, latest: dict[uuid.UUID, tuple[int, str]]
-) -> AlreadyRegistered | None:
-    """The first of its values someone holds: a reservation not released."""
-    for reservation_id, claim in submission.claims.items():
-        found = latest.get(reservation_id)
-        if found is not None and found[1] != _RELEASED:
+def _conflict(submission: Submission, held: set[uuid.UUID]) -> AlreadyRegistered | None:
+    """The first of its values someone holds."""
+    for claim_id, claim in submission.claims.items():
+        if claim_id in held:
             return claim.conflict()
     return None

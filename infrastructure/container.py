@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
+from eventsourcing.postgres import PostgresApplicationRecorder
 from litestar import Litestar
 from redis.asyncio import Redis
 
@@ -17,7 +18,7 @@ from application.erasure import Erased, EraseUser
 from application.registering import RegisterUser
 from application.services import Services
 from application.status import GetRegistrationStatus
-from infrastructure import heap
+from infrastructure import claims, heap
 from infrastructure.batch_append import BatchAppender
 from infrastructure.email_index import EmailIndex
 from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
@@ -48,6 +49,12 @@ def migrate(settings: Settings) -> None:
     )
     try:
         OwnerNotifications(events).migrate()
+        recorder = events.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        # Stores from before claims were rows: their reservation events become rows, once.
+        backfilled = claims.backfill(recorder, events.mapper.to_domain_event)
+        if backfilled:
+            log.info("claims_backfilled", held=backfilled)
     finally:
         events.close()
 
@@ -238,12 +245,7 @@ async def erase(settings: Settings, subject: str) -> Erased:
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:
         use_case = EraseUser(
-            EventStoreSubjects(
-                read_side,
-                events,
-                SubjectVault(settings.event_cipher_key),
-                settings.reservation_key.encode(),
-            ),
+            EventStoreSubjects(read_side, events, settings.reservation_key.encode()),
             ReadModelsAndCache(read_side, redis),
         )
         return await use_case(subject)

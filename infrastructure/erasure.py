@@ -7,13 +7,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eventsourcing.persistence import IntegrityError
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from application.personal_data import PersonalDataVault
-from domain.registration import UserRegistrationRequested, claims
-from domain.reservations import Claim, release
+from domain.reservations import Claim
 from infrastructure.event_store import SignupEvents
 from infrastructure.read_side import ReadSide
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
@@ -26,7 +23,6 @@ from projections.shards import ShardMap, logical_shard
 class EventStoreSubjects:
     read_side: ReadSide
     events: SignupEvents
-    vault: PersonalDataVault
     reservation_key: bytes
 
     async def registration_of(self, subject_id: uuid.UUID) -> uuid.UUID | None:
@@ -58,44 +54,15 @@ class EventStoreSubjects:
         return subject_id if is_registration else None
 
     async def registration_holding(self, claim: Claim) -> uuid.UUID | None:
-        def find() -> uuid.UUID | None:
-            holding = self.events.holding(claim.reservation_id(self.reservation_key))
-            return holding[1] if holding is not None else None
+        return await asyncio.to_thread(
+            self._recorder.holder_of, claim.reservation_id(self.reservation_key)
+        )
 
-        return await asyncio.to_thread(find)
-
-    async def reservations_of(self, registration_id: uuid.UUID) -> Sequence[uuid.UUID]:
-        def read() -> list[uuid.UUID]:
-            key = self._recorder.key_of(registration_id)
-            stored = self._recorder.select_events(registration_id, limit=1)
-            if key is None or not stored:
-                return []
-            requested = self.events.mapper.to_domain_event(stored[0])
-            assert isinstance(requested, UserRegistrationRequested)
-            details = self.vault.open(registration_id, requested.personal_data, key)
-            return [claim.reservation_id(self.reservation_key) for claim in claims(details)]
-
-        return await asyncio.to_thread(read)
-
-    async def shred(self, registration_id: uuid.UUID, releases: Sequence[uuid.UUID]) -> bool:
-        return await asyncio.to_thread(self._recorder.erase, registration_id, releases)
+    async def shred(self, registration_id: uuid.UUID) -> bool:
+        return await asyncio.to_thread(self._recorder.erase, registration_id)
 
     async def release(self, registration_id: uuid.UUID) -> int:
-        def free() -> int:
-            freed = 0
-            for reservation_id in self._recorder.pending_releases(registration_id):
-                holding = self.events.holding(reservation_id)
-                if holding is None or holding[1] != registration_id:
-                    continue  # released already (an earlier, interrupted erasure)
-                try:
-                    self.events.save(release(reservation_id, holding[0]))
-                    freed += 1
-                except IntegrityError:
-                    continue  # another erasure of the same person released it just now
-            self._recorder.releases_done(registration_id)
-            return freed
-
-        return await asyncio.to_thread(free)
+        return await asyncio.to_thread(self._recorder.release, registration_id)
 
     @property
     def _recorder(self) -> SignupRecorder:

@@ -22,8 +22,6 @@ from eventsourcing.cryptography import AESCipher
 from eventsourcing.persistence import JSONTranscoder, Transcoder, Transcoding
 from eventsourcing.utils import Environment
 
-from domain.reservations import holder
-
 
 class BytesAsBase64(Transcoding):
     """Sealed personal data is bytes; JSON has no bytes."""
@@ -110,13 +108,10 @@ class SignupEvents(Application[uuid.UUID]):
         super().register_transcodings(transcoder)
         transcoder.register(BytesAsBase64())
 
-    def holding(self, reservation_id: uuid.UUID) -> tuple[int, uuid.UUID | None] | None:
-        """A reservation's latest version and who holds its value then (None once released);
-        None when the value was never claimed."""
-        stored = self.recorder.select_events(reservation_id, desc=True, limit=1)
-        if not stored:
-            return None
-        return stored[0].originator_version, holder(self.mapper.to_domain_event(stored[0]))
+    def holder_of(self, claim_id: uuid.UUID) -> uuid.UUID | None:
+        """The registration holding a claimed value (``infrastructure.claims``), if any."""
+        holder: uuid.UUID | None = self.recorder.holder_of(claim_id)  # type: ignore[attr-defined]
+        return holder
 
 
 CIPHER_TOPIC = "infrastructure.event_store:ReusedAESCipher"

@@ -54,8 +54,7 @@ class OwnerNotifications:
             raise StoreUnavailable(str(error)) from error
 
     def _notify(self, attempt: DuplicateAttempt) -> None:
-        holding = self.events.holding(attempt.reservation_id)
-        owner = holding[1] if holding is not None else None
+        owner = self.events.holder_of(attempt.reservation_id)
         if owner is None:
             # Nobody holds the value after all (its holder was erased meanwhile, or it clashed
             # in a batch with a registration whose own save failed): a retry will be accepted.

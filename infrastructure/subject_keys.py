@@ -25,6 +25,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.personal_data import Sealed
 from domain.form import RegistrationDetails
+from infrastructure.claims import claims_table, create_statements
 
 _NONCE = 12
 _encode = msgspec.json.Encoder().encode
@@ -71,7 +72,8 @@ def subject_keys_table(events_table: str) -> str:
 
 class SignupRecorder(PostgresApplicationRecorder):
     """eventsourcing's recorder, also writing the subject keys given to ``save(subject_keys=)``
-    in the events' own transaction: an event is never stored without the key that opens it."""
+    in the events' own transaction: an event is never stored without the key that opens it.
+    It creates the uniqueness claims' table too (``infrastructure.claims``) and reads it."""
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -87,22 +89,22 @@ class SignupRecorder(PostgresApplicationRecorder):
                 " erased_at timestamptz)"
             ).format(table)
         )
-        # The reservations an erasure still has to release (kept until it has: an erasure
-        # interrupted after the shredding can no longer read which values they were).
-        self.sql_create_statements.append(
-            SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS releases uuid[]").format(table)
+        self.sql_create_statements.extend(
+            create_statements(self.datastore.schema, self.events_table_name)
         )
+        claims = SQL("{}.{}").format(
+            Identifier(self.datastore.schema), Identifier(claims_table(self.events_table_name))
+        )
+        self._holder = SQL("SELECT registration_id FROM {} WHERE claim_id = %s").format(claims)
+        self._release = SQL("DELETE FROM {} WHERE registration_id = %s").format(claims)
         self._insert_keys = SQL(
             "INSERT INTO {} (registration_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
         ).format(table)
         self._erase = SQL(
-            "UPDATE {} SET key = NULL, erased_at = now(), releases = %s"
+            "UPDATE {} SET key = NULL, erased_at = now()"
             " WHERE registration_id = %s AND key IS NOT NULL"
         ).format(table)
-        self._key = SQL("SELECT key, releases FROM {} WHERE registration_id = %s").format(table)
-        self._released = SQL("UPDATE {} SET releases = NULL WHERE registration_id = %s").format(
-            table
-        )
+        self._key = SQL("SELECT key FROM {} WHERE registration_id = %s").format(table)
 
     def _insert_events(
         self,
@@ -116,24 +118,28 @@ class SignupRecorder(PostgresApplicationRecorder):
             curs.execute(self._insert_keys, ([k for k, _ in keys], [v for _, v in keys]))
         super()._insert_events(curs, stored_events, **kwargs)
 
-    def erase(self, registration_id: uuid.UUID, releases: Sequence[uuid.UUID]) -> bool:
-        """Shred the key, noting the reservations to release; False when there was no key
-        left to shred."""
+    def erase(self, registration_id: uuid.UUID) -> bool:
+        """Shred the key; False when there was no key left to shred."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._erase, (list(releases), registration_id))
+            curs.execute(self._erase, (registration_id,))
             return curs.rowcount == 1
 
     def key_of(self, registration_id: uuid.UUID) -> bytes | None:
         row = self._row(registration_id)
         return bytes(row["key"]) if row is not None and row["key"] is not None else None
 
-    def pending_releases(self, registration_id: uuid.UUID) -> list[uuid.UUID]:
-        row = self._row(registration_id)
-        return list(row["releases"] or []) if row is not None else []
-
-    def releases_done(self, registration_id: uuid.UUID) -> None:
+    def holder_of(self, claim_id: uuid.UUID) -> uuid.UUID | None:
+        """The registration holding a claimed value, None when nobody does."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._released, (registration_id,))
+            curs.execute(self._holder, (claim_id,))
+            row = curs.fetchone()
+        return row["registration_id"] if row is not None else None
+
+    def release(self, registration_id: uuid.UUID) -> int:
+        """Free every value the registration holds; how many there were."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._release, (registration_id,))
+            return curs.rowcount
 
     def _row(self, registration_id: uuid.UUID) -> Any:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

@@ -41,6 +41,6 @@ async def test_metrics_count_requests_batches_and_show_projection_lag(client: Cl
     assert any(v >= 1 for _, v in samples["signup_event_store_batch_size_count"])
     assert any(v >= 1 for _, v in samples["signup_registrations_recorded_total"])
     lag = {labels["projection"]: value for labels, value in samples["signup_projection_lag_events"]}
-    # No worker runs in this test: every projection is behind by the events just appended.
+    # No worker runs in this test: every projection is behind by the event just appended.
     assert set(lag) == {"email_lookup", "users_shard0", "users_shard1", "registration_status"}
-    assert all(value >= 3 for value in lag.values())
+    assert all(value >= 1 for value in lag.values())

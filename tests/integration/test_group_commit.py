@@ -133,9 +133,9 @@ async def test_what_a_batch_appends_eventsourcing_reads_back_as_its_own_events(
     registration = store.repository.get(submission.registration_id)
     assert registration.personal_data == submission.events[0].personal_data
     for claim_id in submission.claims:
-        assert store.holding(claim_id) == (1, submission.registration_id)
+        assert store.holder_of(claim_id) == submission.registration_id
     notifications = store.recorder.select_notifications(start=None, limit=10)
-    assert [n.originator_id for n in notifications] == [e.originator_id for e in submission.events]
+    assert [n.originator_id for n in notifications] == [submission.registration_id]
     assert [n.topic for n in notifications] == [
         store.mapper.to_stored_event(e).topic for e in submission.events
     ]
@@ -193,19 +193,25 @@ async def test_an_append_raises_the_conflict_only_for_its_own_submission(
 
 
 @pytest.mark.parametrize("person_type", ["PF", "PJ"])
-async def test_reservation_events_hold_no_email_or_document(
+async def test_the_claims_a_registration_holds_are_keyed_hashes_not_its_email_or_document(
     settings: Settings, person_type: str
 ) -> None:
-    submissions = await _submissions(
+    form = (
         _form(300)
         if person_type == "PF"
         else {**_form(300), "person_type": "PJ", "cnpj": "11.222.333/0001-81"}
     )
-    reservation_events = [e for e in submissions[0].events if type(e).__name__ == "Reserved"]
-    assert len(reservation_events) == 2
-    for reserved in reservation_events:
-        assert "example.com" not in repr(reserved.__dict__)
-        assert make_cpf(300) not in repr(reserved.__dict__)
+    [submission] = await _submissions(form)
+    async with _appender(settings) as appender:
+        assert await appender.record([submission]) == [None]
+        rows = await appender.pool.fetch("SELECT * FROM signup_claims")
+
+    document = "cpf" if person_type == "PF" else "cnpj"
+    assert sorted(row["kind"] for row in rows) == sorted(["email", document])
+    assert {row["registration_id"] for row in rows} == {submission.registration_id}
+    stored = repr([dict(row) for row in rows])
+    for value in ("user300@example.com", make_cpf(300), "11222333000181"):
+        assert value not in stored
 
 
 async def test_a_signup_refused_for_a_neighbour_that_then_failed_itself_is_recorded(
