@@ -1,0 +1,36 @@
+"""What a plain ASGI handler needs to answer: the response, and the methods it takes.
+
+Litestar's per-request machinery (a ``Request``, keyword models, a ``Response`` rendered into
+an ``ASGIResponse``) was a quarter of a signup's CPU under load, so ``POST /registrations``
+is served by a plain ASGI handler, still routed by Litestar and still inside its middleware
+and exception handlers (problem details). Its OpenAPI operation is declared by a handler that
+is never served (``interfaces/http/openapi.py``'s ``document_operations``). Not for routes
+with path parameters: Litestar 2.25 answers their unusual methods (TRACE) with a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from litestar.exceptions import MethodNotAllowedException
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Scope, Send
+
+
+async def send_answer(send: Send, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+    encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    encoded.append((b"content-length", str(len(body)).encode()))
+    await send(HTTPResponseStartEvent(type="http.response.start", status=status, headers=encoded))
+    await send(HTTPResponseBodyEvent(type="http.response.body", body=body, more_body=False))
+
+
+async def only(method: str, scope: Scope, send: Send) -> bool:
+    """Whether to go on with the request: OPTIONS is answered here (as Litestar answers it
+    for its own routes), any method but ``method`` refused with 405."""
+    allowed = f"{method}, OPTIONS"
+    asked = scope["method"]  # type: ignore[typeddict-item]
+    if asked == method:
+        return True
+    if asked == "OPTIONS":
+        await send_answer(send, 204, b"", {"allow": allowed})
+        return False
+    raise MethodNotAllowedException(headers={"Allow": allowed})
