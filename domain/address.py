@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from domain.values import INVALID_CHOICE, INVALID_FORMAT, InvalidValue
 
@@ -49,4 +49,13 @@ class Address:
     state: str
 
     def to_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+        # Spelled out: dataclasses.asdict deep-copies field by field, a projector's hot path.
+        return {
+            "cep": self.cep,
+            "street": self.street,
+            "number": self.number,
+            "complement": self.complement,
+            "neighborhood": self.neighborhood,
+            "city": self.city,
+            "state": self.state,
+        }

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.retry_policy import RetryPolicy
@@ -61,10 +62,12 @@ class FailureLog:
         if not ids:
             return set()
         async with self.engine.connect() as conn:
+            # One array parameter, not a bound parameter per id (a batch has a thousand).
             result = await conn.execute(
                 select(projection_failures.c.registration_id).where(
                     projection_failures.c.projection == projection,
-                    projection_failures.c.registration_id.in_(ids),
+                    projection_failures.c.registration_id
+                    == any_(bindparam("ids", ids, type_=ARRAY(PG_UUID(as_uuid=True)))),
                 )
             )
             return set(result.scalars())

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 import uvicorn
+import uvloop
 
 from application.erasure import UnknownSubject
 from infrastructure.container import build_app, erase, migrate, run_worker
@@ -163,7 +164,8 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         only = [n.strip() for n in args.projections.split(",") if n.strip()] or None
         await run_worker(settings, stop, only)
 
-    asyncio.run(main())
+    # uvloop, as the API runs on: the worker's loop was a quarter of its time on asyncio's.
+    uvloop.run(main())
 
 
 def migrate_command(args: argparse.Namespace, settings: Settings) -> None:
