@@ -112,6 +112,8 @@ class Processes:
         for child in descendants:
             with contextlib.suppress(psutil.Error):
                 child.kill()
+        # A killed process takes a moment to go (an API's processes, its resource tracker).
+        psutil.wait_procs(descendants, timeout=10)
         left = [s.name for s in self.started if _alive(s.popen.pid, s.created)]
         left += [f"child {c.pid}" for c in descendants if _alive(c.pid, _created(c))]
         assert not left, f"still running after the test: {left}"
