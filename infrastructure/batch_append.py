@@ -6,10 +6,13 @@ order, and its NOTIFY channel; eventsourcing reads back everything written here.
 is the way there: asyncpg on the event loop, with COPY, instead of psycopg on a worker thread
 dumping a composite array in Python under the GIL the event loop needs.
 
-The uniqueness check runs under the table lock. Every writer of the events table takes that
-lock (eventsourcing's recorder does for each insert), so no claim can be committed between
-the check and the insert: a batch's conflicts are all known before it is written, and its
-innocent neighbours are written with it.
+A batch is four round trips, under the table lock (every writer of the events table takes
+it, as eventsourcing's recorder does): the claims are inserted where free (the claims
+table's primary key decides, and no other appender runs meanwhile); a registration that did
+not get every value it claims gives back the ones it got and is refused; the others' keys and
+events are inserted; COMMIT. Its innocent neighbours are written with it, whatever a batch
+holds. Each round trip waits a turn of the event loop, which under load is a millisecond:
+fewer round trips, shorter batches, less time for a signup.
 """
 
 from __future__ import annotations
@@ -82,15 +85,32 @@ class BatchAppender:
             f"BEGIN; SET LOCAL lock_timeout = '{self.lock_timeout_seconds}s';"
             f" LOCK TABLE {table} IN EXCLUSIVE MODE"
         )
-        # Which of the values are held, and which of the registrations are stored already.
-        self._held = (
-            f'SELECT claim_id AS id FROM "{self.schema}"."{self.claims_table}"'
-            " WHERE claim_id = ANY($1::uuid[])"
+        claims = f'"{self.schema}"."{self.claims_table}"'
+        keys = f'"{self.schema}"."{self.keys_table}"'
+        # The values each registration claims, taken where free (the primary key decides,
+        # and the lock keeps other appenders out meanwhile); and which of the registrations
+        # are stored already, by a try whose acknowledgement was lost.
+        self._claim = (
+            f"WITH taken AS (INSERT INTO {claims} (claim_id, registration_id, kind)"
+            " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[])"
+            " ON CONFLICT (claim_id) DO NOTHING RETURNING claim_id)"
+            " SELECT claim_id AS id FROM taken"
             f" UNION ALL SELECT originator_id FROM {table}"
-            " WHERE originator_id = ANY($2::uuid[]) AND originator_version = 1"
+            " WHERE originator_id = ANY($4::uuid[]) AND originator_version = 1"
         )
-        # What eventsourcing's readers LISTEN for, sent when the transaction commits.
-        self._notify_and_commit = f'NOTIFY "{channel}"; COMMIT'
+        # What refused registrations took back, then the keys (an event is never stored
+        # without the key that opens it) and the events, and the NOTIFY eventsourcing's
+        # readers LISTEN for (sent at COMMIT).
+        give_back = f"DELETE FROM {claims} WHERE claim_id = ANY($1::uuid[])"
+        self._give_back = give_back
+        self._append_all = (
+            f"WITH given_back AS ({give_back}),"
+            f" keys AS (INSERT INTO {keys} (registration_id, key)"
+            " SELECT * FROM unnest($2::uuid[], $3::bytea[])),"
+            f" events AS (INSERT INTO {table} ({', '.join(_COLUMNS)})"
+            " SELECT * FROM unnest($4::uuid[], $5::bigint[], $6::text[], $7::bytea[]))"
+            f" SELECT pg_notify('{channel}', '')"
+        )
 
     async def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
         outcomes: list[AlreadyRegistered | None] = [None] * len(batch)
@@ -160,48 +180,51 @@ class BatchAppender:
         outcomes: list[AlreadyRegistered | None],
     ) -> None:
         decided: list[AlreadyRegistered | None] = [None] * len(group)
-        # BEGIN with the lock, the check, the keys, the events, NOTIFY with COMMIT.
+        # Four round trips: BEGIN with the lock, the claims, the rest, COMMIT.
         async with self.pool.acquire() as conn:
             await conn.execute(self._begin_and_lock)
             try:
-                # The registrations too: one found was committed by an earlier try whose
-                # acknowledgement was lost. It is recorded, not a clash with itself.
-                found = {
+                wanted = [
+                    (claim_id, batch[index].registration_id, claim.kind)
+                    for index in group
+                    for claim_id, claim in batch[index].claims.items()
+                ]
+                won = {
                     row["id"]
                     for row in await conn.fetch(
-                        self._held,
-                        [rid for index in group for rid in batch[index].claims],
+                        self._claim,
+                        *_columns(wanted, 3),
                         [batch[index].registration_id for index in group],
                     )
                 }
                 events: list[tuple[Any, ...]] = []
                 keys: list[tuple[uuid.UUID, bytes]] = []
-                claims: list[tuple[uuid.UUID, uuid.UUID, str]] = []
+                given_back: list[uuid.UUID] = []
                 for position, index in enumerate(group):
                     submission = batch[index]
-                    if submission.registration_id in found:
-                        continue
-                    conflict = _conflict(submission, found)
-                    if conflict is not None:
-                        decided[position] = conflict
+                    if submission.registration_id in won:
+                        continue  # recorded by an earlier try
+                    lost = next(
+                        (
+                            claim
+                            for claim_id, claim in submission.claims.items()
+                            if claim_id not in won
+                        ),
+                        None,
+                    )
+                    if lost is not None:
+                        decided[position] = lost.conflict()
+                        given_back += [c for c in submission.claims if c in won]
                         continue
                     events.extend(rows[index])
                     keys.append((submission.registration_id, submission.subject_key))
-                    claims.extend(
-                        (claim_id, submission.registration_id, claim.kind)
-                        for claim_id, claim in submission.claims.items()
-                    )
                 if events:
-                    # The keys first: an event is never stored without the key that opens it.
-                    for table, records, columns in (
-                        (self.keys_table, keys, ("registration_id", "key")),
-                        (self.claims_table, claims, ("claim_id", "registration_id", "kind")),
-                        (self.events_table, events, _COLUMNS),
-                    ):
-                        await conn.copy_records_to_table(
-                            table, records=records, columns=columns, schema_name=self.schema
-                        )
-                await conn.execute(self._notify_and_commit if events else "COMMIT")
+                    await conn.execute(
+                        self._append_all, given_back, *_columns(keys, 2), *_columns(events, 4)
+                    )
+                elif given_back:
+                    await conn.execute(self._give_back, given_back)
+                await conn.execute("COMMIT")
             except BaseException:
                 if not conn.is_closed():
                     with contextlib.suppress(*UNAVAILABLE):
@@ -212,13 +235,10 @@ class BatchAppender:
             outcomes[index] = decided[position]
 
 
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, for unnest()."""
+    return [[row[column] for row in rows] for column in range(width)]
+
+
 def _row(stored: StoredEvent) -> tuple[Any, ...]:
     return (stored.originator_id, stored.originator_version, stored.topic, stored.state)
-
-
-def _conflict(submission: Submission, held: set[uuid.UUID]) -> AlreadyRegistered | None:
-    """The first of its values someone holds."""
-    for claim_id, claim in submission.claims.items():
-        if claim_id in held:
-            return claim.conflict()
-    return None
