@@ -18,3 +18,33 @@ def test_a_trusted_proxy_without_a_header_is_the_client() -> None:
 
 def test_nothing_is_trusted_by_default() -> None:
     assert client_address("10.0.0.5", "198.51.100.9", trusted_networks([])) == "10.0.0.5"
+
+
+def test_a_hop_that_is_not_an_address_is_skipped_for_the_one_before_it() -> None:
+    forwarded = "203.0.113.7, not-an-address, 10.1.2.3"
+    assert client_address("192.0.2.1", forwarded, PROXIES) == "203.0.113.7"
+
+
+def test_a_client_cannot_make_itself_new_with_a_header_line_before_the_proxys() -> None:
+    # HAProxy appends its line after whatever the client sent: the client's own is left of it.
+    forwarded = "198.51.100.77, 203.0.113.7"
+    assert client_address("192.0.2.1", forwarded, PROXIES) == "203.0.113.7"
+
+
+def test_an_ipv6_client_is_counted_by_its_slash_64() -> None:
+    one = client_address("2001:db8:1:2::1", None, PROXIES)
+    other = client_address("2001:db8:1:2:ffff::9", None, PROXIES)
+    assert one == other == "2001:db8:1:2::/64"
+    assert client_address("2001:db8:1:3::1", None, PROXIES) != one
+
+
+def test_an_ipv6_client_behind_a_proxy_is_counted_by_its_slash_64() -> None:
+    assert client_address("10.0.0.5", "2001:db8::abcd", PROXIES) == "2001:db8::/64"
+
+
+def test_an_ipv4_mapped_address_is_the_ipv4_client() -> None:
+    assert client_address("::ffff:203.0.113.7", None, PROXIES) == "203.0.113.7"
+
+
+def test_when_every_hop_is_trusted_the_left_most_is_the_client() -> None:
+    assert client_address("10.0.0.5", "10.9.9.9, 10.0.0.7", PROXIES) == "10.9.9.9"
