@@ -102,7 +102,10 @@ class RedisRateLimiter:
     _limits: dict[str, _Limit] = field(init=False)
     _definitions: list[Any] = field(init=False)
     _script: AsyncScript = field(init=False)
-    gather_seconds: float = 0.002
+    # How long a call waits for company before it goes: one loop turn by default. With one
+    # call in flight, whoever asks while it is out goes in the next one (under load ~30
+    # requests a call); a 2 ms wait on top only added latency (accepted/s −18 %, A/B).
+    gather_seconds: float = 0.0
     _turn: list[_Ask] = field(init=False, default_factory=list)
     _sender: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -148,10 +151,8 @@ class RedisRateLimiter:
         return refused
 
     async def _send(self) -> None:
-        """One call in flight at a time, each taking every request that asked meanwhile, and
-        a couple of milliseconds for others to join: a round trip costs the API about 60 us
-        of CPU, so it must be shared by many requests, and at a few thousand a second few
-        arrive within one turn of the loop."""
+        """One call in flight at a time, each taking every request that asked meanwhile: a
+        round trip costs the API about 60 us of CPU, so it must be shared by many requests."""
         try:
             while self._turn:
                 await asyncio.sleep(self.gather_seconds)
