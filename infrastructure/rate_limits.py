@@ -104,7 +104,7 @@ class RedisRateLimiter:
     _script: AsyncScript = field(init=False)
     # How long a call waits for company before it goes: one loop turn by default. With one
     # call in flight, whoever asks while it is out goes in the next one (under load ~30
-    # requests a call); a 2 ms wait on top only added latency (accepted/s −18 %, A/B).
+    # requests a call); a 2 ms wait on top only added latency (accepted/s -18 %, A/B).
     gather_seconds: float = 0.0
     _turn: list[_Ask] = field(init=False, default_factory=list)
     _sender: asyncio.Task[None] | None = field(init=False, default=None)
