@@ -45,7 +45,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser(base_url: str) -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: run `make browser` (Debian's chromium package)")
+        pytest.skip(f"{CHROMIUM} is missing: `make test-tools` (as root) installs it")
     with sync_playwright() as playwright:
         chromium = launch(playwright)
         yield chromium
