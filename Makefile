@@ -4,8 +4,12 @@ UV := $(PYTHON) -m uv
 
 .PHONY: setup test-tools run test lint load
 
+# The uv that wrote uv.lock: a newer one may read or resolve it differently.
+UV_VERSION := 0.13.9
+
 setup:
-	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@$(PYTHON) -m uv --version 2>/dev/null | grep -qE "^uv $(UV_VERSION)( |$$)" \
+		|| $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --compile-bytecode
 
 # Tools some tests drive, from Debian's packages: Chromium for the signup page (Playwright

@@ -79,6 +79,25 @@ def embedded_servers(data_dir: Path, *, redis: bool = True) -> Iterator[Embedded
         postgres.cleanup()
 
 
+def local_reservation_key(data_dir: Path) -> str:
+    """The laptop's reservation (HMAC) key, made on first use and kept beside the data.
+
+    A data dir that already holds a store was written with the old public development key:
+    it keeps that key, or every value claimed there could be claimed a second time."""
+    import secrets
+
+    from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY
+
+    data_dir = data_dir.resolve()
+    path = data_dir / "reservation.key"
+    if not path.exists():
+        existing = (data_dir / "postgres").exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(DEVELOPMENT_RESERVATION_KEY if existing else secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def local_cipher_key(data_dir: Path) -> str:
     """The laptop's event cipher key, made on first use and kept beside the data it opens."""
     from eventsourcing.cryptography import AESCipher

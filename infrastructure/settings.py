@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 
 # Only for a laptop: production sets SIGNUP_RESERVATION_KEY, or anyone could recompute ids.
 DEVELOPMENT_RESERVATION_KEY = "signup-development-key-change-me"
+# An HMAC key shorter than its hash's output (SHA-256) is guessable sooner than the hash.
+SHORTEST_RESERVATION_KEY = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,22 @@ class Settings:
             shard_database_urls=self.shard_database_urls or shard_database_urls,
         )
 
+    def secrets_problem(self) -> str | None:
+        """Why these settings must not serve real people, or None: a default, empty or short
+        reservation key would let anyone recompute which email or CPF a claim is."""
+        key = self.reservation_key
+        if not key or key == DEVELOPMENT_RESERVATION_KEY:
+            return (
+                "SIGNUP_RESERVATION_KEY is unset or the public development key: set a secret of "
+                f"at least {SHORTEST_RESERVATION_KEY} characters (and never change it)"
+            )
+        if len(key) < SHORTEST_RESERVATION_KEY:
+            return (
+                f"SIGNUP_RESERVATION_KEY is {len(key)} characters: use at least "
+                f"{SHORTEST_RESERVATION_KEY}"
+            )
+        return None
+
     def server_env(self) -> dict[str, str]:
         """The environment a child `signup` process needs to find the same servers and read
         the same events: the inverse of `from_env` for those settings."""
@@ -140,6 +158,7 @@ class Settings:
             "REDIS_URL": self.redis_url or "",
             "SHARD_DATABASE_URLS": ",".join(self.shard_database_urls),
             "SIGNUP_EVENT_CIPHER_KEY": self.event_cipher_key or "",
+            "SIGNUP_RESERVATION_KEY": self.reservation_key,
         }
 
     @property

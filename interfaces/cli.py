@@ -23,10 +23,10 @@ import uvloop
 
 from application.erasure import UnknownSubject
 from infrastructure.container import build_app, erase, migrate, run_worker
-from infrastructure.embedded import embedded_servers, local_cipher_key
+from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.logging import configure_logging
 from infrastructure.read_side import ReadSide, RebuildInProgress
-from infrastructure.settings import Settings
+from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
 from interfaces import bench
 
 log = structlog.get_logger("signup")
@@ -46,7 +46,11 @@ def _stop_on_signals() -> None:
 
 @contextlib.contextmanager
 def _servers(settings: Settings, data_dir: Path, *, redis: bool = True) -> Iterator[Settings]:
-    """The configured servers, or embedded ones under ``data_dir`` for whichever is unset."""
+    """The configured servers, or embedded ones under ``data_dir`` for whichever is unset.
+
+    With a configured event store this is not the laptop: its secrets must be real ones."""
+    if settings.database_url:
+        _require_secrets(settings)
     if settings.database_url and (settings.redis_url or not redis):
         yield settings
         return
@@ -57,8 +61,20 @@ def _servers(settings: Settings, data_dir: Path, *, redis: bool = True) -> Itera
             () if settings.database_url else urls.shard_urls,
         )
         yield dataclasses.replace(
-            running, event_cipher_key=settings.event_cipher_key or local_cipher_key(data_dir)
+            running,
+            event_cipher_key=settings.event_cipher_key or local_cipher_key(data_dir),
+            reservation_key=(
+                local_reservation_key(data_dir)
+                if settings.reservation_key == DEVELOPMENT_RESERVATION_KEY
+                else settings.reservation_key
+            ),
         )
+
+
+def _require_secrets(settings: Settings) -> None:
+    problem = settings.secrets_problem()
+    if problem is not None:
+        sys.exit(f"signup: refusing to start: {problem}")
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -149,6 +165,7 @@ def _stop_child(child: subprocess.Popen[bytes]) -> None:
 def api(args: argparse.Namespace, settings: Settings) -> None:
     if not (settings.database_url and settings.redis_url):
         sys.exit("signup api needs DATABASE_URL and REDIS_URL (signup up runs embedded servers)")
+    _require_secrets(settings)
     _serve_many(settings, args.host, args.port, args.workers or default_workers())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,7 +11,12 @@ from litestar.testing import AsyncTestClient
 
 from infrastructure.container import build_app, migrate
 from infrastructure.settings import Settings
-from tests.servers import create_database
+from tests.servers import TEST_RESERVATION_KEY, create_database
+
+# The `signup` processes the tests start against their own databases are not the laptop's
+# embedded mode, so they refuse the public development key: they get the tests' one, as
+# every Settings the tests build does.
+os.environ.setdefault("SIGNUP_RESERVATION_KEY", TEST_RESERVATION_KEY)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +67,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def settings(postgres_url: str, redis_url: str) -> Settings:
     """Settings for fresh, migrated databases of its own: events and read models, two shards."""
     configured = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
         database_url=create_database(postgres_url),
         redis_url=redis_url,
         shard_database_urls=(create_database(postgres_url), create_database(postgres_url)),

@@ -19,6 +19,9 @@ from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# What the tests' servers hash claims with: `signup` refuses the development key outside its
+# embedded mode, and every process of a test must compute the same claim ids.
+TEST_RESERVATION_KEY = "a-test-reservation-key-" + "x" * 24
 
 
 # Test traffic all comes from 127.0.0.1: turn the per-client and per-person limits off unless

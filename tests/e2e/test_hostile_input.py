@@ -35,7 +35,7 @@ from infrastructure.container import migrate
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.faults.harness import Processes, server_env
-from tests.servers import create_database
+from tests.servers import TEST_RESERVATION_KEY, create_database
 
 # Generated requests: at least this many in all (CI), reproducible (derandomize).
 GENERATED_AT_LEAST = 2_000
@@ -50,6 +50,7 @@ def api_process(
     postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Processes]]:
     configured = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
         database_url=create_database(postgres_url),
         redis_url=redis_url,
         shard_database_urls=(create_database(postgres_url), create_database(postgres_url)),

@@ -29,7 +29,7 @@ from litestar.testing import AsyncTestClient
 from infrastructure.container import build_app, migrate
 from infrastructure.settings import Settings
 from tests.faults.harness import person
-from tests.servers import create_database
+from tests.servers import TEST_RESERVATION_KEY, create_database
 
 _SSL_OR_GSS_REQUEST = {80877103, 80877104}
 
@@ -151,6 +151,7 @@ async def _api_behind(
     proxy: CommitReplyDropper, postgres_url: str, redis_url: str
 ) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     real = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
         database_url=create_database(postgres_url),
         redis_url=redis_url,
         rate_limit_per_client="",
@@ -161,6 +162,7 @@ async def _api_behind(
     assert real.database_url is not None
     # The event store through the proxy; the read models straight to the server.
     proxied = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
         database_url=proxy.url(real.database_url),
         read_database_url=real.database_url,
         redis_url=redis_url,

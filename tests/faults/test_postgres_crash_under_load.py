@@ -35,6 +35,7 @@ from tests.faults.harness import (
     told,
 )
 from tests.read_models import eventually, replayed_rows, table_rows
+from tests.servers import TEST_RESERVATION_KEY
 
 CLIENTS = 16
 # Longer than a request waits for a connection (2 s per step of a batch), so some answers
@@ -83,6 +84,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
 ) -> None:
     server = breakable_postgres.get_uri()
     settings = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
         database_url=ensure_database(server, "signup"),
         redis_url=redis_url,
         shard_database_urls=(

@@ -13,6 +13,7 @@ from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.faults.harness import start_postgres, stop_postgres_immediately
+from tests.servers import TEST_RESERVATION_KEY
 
 
 def _person(n: int) -> dict[str, Any]:
@@ -24,7 +25,12 @@ async def test_while_postgres_is_down_signups_get_503_and_after_it_returns_202(
     breakable_postgres: Any, redis_url: str
 ) -> None:
     url = ensure_database(breakable_postgres.get_uri(), "signup")
-    settings = Settings(database_url=url, redis_url=redis_url, rate_limit_per_client="")
+    settings = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
+        database_url=url,
+        redis_url=redis_url,
+        rate_limit_per_client="",
+    )
     await asyncio.to_thread(migrate, settings)
     async with AsyncTestClient(app=build_app(settings), timeout=60) as client:
         assert (await client.post("/registrations", json=_person(1))).status_code == 202

@@ -15,11 +15,13 @@ from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
 from tests.faults.harness import person, start_postgres, stop_postgres_immediately
 from tests.read_models import eventually, running_worker
+from tests.servers import TEST_RESERVATION_KEY
 
 
 @asynccontextmanager
 async def _api(postgres: Any, redis_url: str) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     settings = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
         database_url=ensure_database(postgres.get_uri(), "signup"),
         redis_url=redis_url,
         retry_base_seconds=0.05,

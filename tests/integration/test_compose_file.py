@@ -27,7 +27,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "signup.json"
 
 # What `up` needs from the operator's environment; the file refuses to start without them.
 SECRETS = {
-    "SIGNUP_RESERVATION_KEY": "a-production-reservation-key",
+    "SIGNUP_RESERVATION_KEY": "a-production-reservation-key-0123456789",
     "SIGNUP_EVENT_CIPHER_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
     "POSTGRES_PASSWORD": "pg-secret",
     "REPLICATION_PASSWORD": "replication-secret",

@@ -11,13 +11,14 @@ from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.read_models import all_have_status, eventually, replayed_rows, running_worker, table_rows
-from tests.servers import create_database
+from tests.servers import TEST_RESERVATION_KEY, create_database
 
 
 async def test_users_are_split_over_two_servers_and_each_is_in_exactly_one(
     postgres_url: str, second_postgres_url: str, redis_url: str
 ) -> None:
     settings = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
         database_url=create_database(postgres_url),
         redis_url=redis_url,
         shard_database_urls=(create_database(postgres_url), create_database(second_postgres_url)),
