@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from application.error_text import describe
+
 
 class FailedProjection(Protocol):
     @property
@@ -49,7 +51,7 @@ class ProcessManager:
         except Exception as error:
             if self.replayer.transient(error):
                 raise
-            await self.failures.attempt_failed(failure, repr(error))
+            await self.failures.attempt_failed(failure, describe(error))
             return False
         await self.failures.resolve(failure)
         return True

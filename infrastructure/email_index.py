@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from application.error_text import describe
 from infrastructure.read_store import asyncpg_dsn
 
 log = structlog.get_logger(__name__)
@@ -29,7 +30,7 @@ class EmailIndex:
             return found is not None
         except Exception as error:
             # Only a shortcut: without it the event store's reservations still decide.
-            log.warning("email_index_unavailable", error=repr(error))
+            log.warning("email_index_unavailable", error=describe(error))
             return False
 
     async def _open(self) -> asyncpg.Pool:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import structlog
 
+from application.error_text import describe
 from application.registering import StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered
 from infrastructure import metrics
@@ -144,7 +145,7 @@ class GroupCommit:
                 log.error("event_store_unavailable", error=str(error), batch_size=len(batch))
                 outcomes = [error] * len(batch)
             except Exception as error:  # a bug must fail its batch, never hang its clients
-                log.exception("append_failed", batch_size=len(batch))
+                log.error("append_failed", error=describe(error), batch_size=len(batch))
                 outcomes = [error] * len(batch)
             self.batch_sizes.append(len(batch))
             metrics.BATCH_SIZE.observe(len(batch))

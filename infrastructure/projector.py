@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from application.error_text import describe
 from infrastructure import metrics
 from infrastructure.event_source import EventSource, Notification
 from infrastructure.failures import WAITING, FailureLog
@@ -205,9 +206,9 @@ class Projector:
                         "projection_failed",
                         projection=self.name,
                         notification_id=note.id,
-                        error=repr(error),
+                        error=describe(error),
                     )
-                    await self.failures.park(self.name, note, repr(error), first_attempt=True)
+                    await self.failures.park(self.name, note, describe(error), first_attempt=True)
                     held.add(note.registration_id)
             # The failure is recorded before the position passes the event, so whoever sees
             # the new position also sees the failure.
@@ -286,7 +287,9 @@ async def run_forever(
             try:
                 passed = await projector.step()
             except Exception as error:
-                log.warning("projector_unavailable", projection=projector.name, error=repr(error))
+                log.warning(
+                    "projector_unavailable", projection=projector.name, error=describe(error)
+                )
                 await sleep_unless_stopped(stop, backoff)
                 continue
             if passed and moved is not None:

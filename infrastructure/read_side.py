@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from application.error_text import describe
 from application.process_manager import ProcessManager
 from application.retry_policy import RetryPolicy
 from infrastructure import metrics
@@ -167,7 +168,7 @@ class ReadSide:
                 for state in (RETRYING, DEAD):
                     metrics.PROJECTION_FAILURES.labels(state).set(counts.get(state, 0))
             except Exception as error:
-                log.debug("metrics_refresh_failed", error=repr(error))
+                log.debug("metrics_refresh_failed", error=describe(error))
             await sleep_unless_stopped(stop, every)
 
     async def run(
@@ -215,7 +216,7 @@ class ReadSide:
             try:
                 await self.process_manager.retry_due()
             except Exception as error:
-                log.warning("process_manager_unavailable", error=repr(error))
+                log.warning("process_manager_unavailable", error=describe(error))
             await sleep_unless_stopped(stop, every)
 
     async def rebuild(

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from application.error_text import describe
 from infrastructure.read_store import asyncpg_dsn
 
 log = structlog.get_logger(__name__)
@@ -50,7 +51,7 @@ class Wakeups:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.reconnect_after)
             except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-                log.warning("event_listener_unavailable", error=repr(error))
+                log.warning("event_listener_unavailable", error=describe(error))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.reconnect_after)
             finally:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from redis.exceptions import RedisError
 
+from application.error_text import describe
 from application.idempotency import (
     Claimed,
     IdempotencyStore,
@@ -45,7 +46,7 @@ async def answer_once(
     except RedisError as error:
         # Fail open: uniqueness is enforced by the event store, so without Redis a retry
         # cannot create a second account; it gets a 409 instead of the replayed 202.
-        log.warning("idempotency_unavailable", error=str(error))
+        log.warning("idempotency_unavailable", error=describe(error))
         return await produce()
     if isinstance(outcome, KeyReused):
         raise problem(
@@ -77,4 +78,4 @@ async def _quietly(step: Awaitable[None]) -> None:
     try:
         await step
     except RedisError as error:
-        log.warning("idempotency_record_failed", error=str(error))
+        log.warning("idempotency_record_failed", error=describe(error))

@@ -14,6 +14,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 
+from application.error_text import describe
 from application.rate_limits import RateLimited
 from application.registering import StoreUnavailable
 from domain.errors import AlreadyRegistered, DomainError, InvalidRegistration
@@ -105,7 +106,7 @@ def rate_limited(error: RateLimited) -> ProblemDetailsException:
 
 
 def _internal_error(request: Request[Any, Any, Any], error: Exception) -> Any:
-    log.exception("unhandled_error", path=request.url.path)
+    log.error("unhandled_error", path=request.url.path, error=describe(error))
     return problem(500, "internal_error", "An unexpected error occurred.").to_response(request)
 
 
