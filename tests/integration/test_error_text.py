@@ -28,10 +28,19 @@ async def test_a_not_null_violation_quoting_a_persons_email_is_described_without
     assert "maria" not in described and "example.com" not in described
 
 
-def test_an_error_without_a_sqlstate_is_described_by_its_class_and_place() -> None:
+def test_an_error_of_our_own_code_keeps_its_message_for_the_operator() -> None:
     try:
-        raise KeyError("maria.silva@example.com")
-    except KeyError as error:
+        raise RuntimeError("the users projection has no table for shard 7")
+    except RuntimeError as error:
         described = describe(error)
-    assert described.startswith("KeyError at test_error_text.py:")
+    assert described.startswith("RuntimeError: the users projection has no table for shard 7 at")
+    assert "test_error_text.py:" in described
+
+
+def test_a_driver_error_without_a_sqlstate_is_told_without_its_message() -> None:
+    try:
+        raise asyncpg.InterfaceError("cannot use row (maria.silva@example.com)")
+    except asyncpg.InterfaceError as error:
+        described = describe(error)
+    assert described.startswith("InterfaceError at test_error_text.py:")
     assert "maria" not in described
