@@ -13,7 +13,9 @@ Error codes (stable; clients may branch on them):
 - ``invalid_choice``: ``person_type`` is not ``PF``/``PJ``, or ``address.state`` is not a UF.
 - ``too_short`` / ``too_long``: a text is outside its length range (counted after trimming);
   ``too_long`` also applies to an email over 254 characters.
-- ``invalid_characters``: a text contains control characters or lone surrogates.
+- ``invalid_characters``: a text contains control characters, lone surrogates, or invisible
+  format or separator characters (bidi overrides, zero-width characters, line and paragraph
+  separators: Unicode categories Cf, Zl, Zp), which make a name display as another.
 - ``invalid_format``: ``cpf``, ``cnpj`` or ``address.cep`` has the wrong length or characters.
 - ``repeated_digits``: a CPF or CNPJ made of one repeated digit (``111.111.111-11``).
 - ``invalid_check_digits``: a CPF or CNPJ whose check digits do not match.
@@ -150,6 +152,13 @@ class _Reader:
         # PostgreSQL text rejects NUL and UTF-8 cannot encode lone surrogates.
         if has_control_characters(text):
             self.fail(key, INVALID_CHARACTERS, f"{label} contains control characters")
+        elif has_invisible_characters(text):
+            self.fail(
+                key,
+                INVALID_CHARACTERS,
+                f"{label} contains invisible formatting characters (such as a bidi override"
+                " or a zero-width space)",
+            )
         elif len(text) < min_len:
             self.fail(key, TOO_SHORT, f"{label} must be at least {min_len} characters")
         elif len(text) > max_len:
@@ -167,6 +176,17 @@ _CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 def has_control_characters(text: str) -> bool:
     """Whether ``text`` holds a character of category Cc or Cs."""
     return _CONTROL_OR_SURROGATE.search(text) is not None
+
+
+# Format characters (bidi overrides, zero-width spaces and joiners, the BOM) and the line and
+# paragraph separators: invisible, they let one name display as another or break a line in an
+# export. None is in ASCII, so most texts are decided by one check in C.
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
+
+
+def has_invisible_characters(text: str) -> bool:
+    """Whether ``text`` holds a character of category Cf, Zl or Zp."""
+    return not text.isascii() and any(unicodedata.category(c) in _INVISIBLE for c in text)
 
 
 # Lengths of the free-text fields, after trimming: (shortest, longest).

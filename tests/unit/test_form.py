@@ -278,10 +278,29 @@ def test_a_name_of_2_to_200_characters_after_trimming_is_accepted(name: str) -> 
         ("Maria\x00", "invalid_characters"),
         ("Maria\nda Silva", "invalid_characters"),
         ("Maria \ud800", "invalid_characters"),
+        ("\u202eairaM", "invalid_characters"),  # right-to-left override
+        ("Ma\u200bria", "invalid_characters"),  # zero-width space
+        ("Maria\u2066 Silva", "invalid_characters"),  # left-to-right isolate
+        ("Maria\ufeff", "invalid_characters"),  # byte order mark
+        ("Maria\u2028da Silva", "invalid_characters"),  # line separator
+        ("Maria\u2029da Silva", "invalid_characters"),  # paragraph separator
     ],
 )
 def test_a_name_outside_the_rules_is_rejected(name: str | None, code: str) -> None:
     assert codes_of(valid_form(name=name)) == {"name": code}
+
+
+@pytest.mark.parametrize(
+    "name", ["José da Conceição", "Zoë Müller", "Nguyễn Văn An", "Ñandú Ltda."]
+)
+def test_a_name_with_accents_and_other_scripts_letters_is_accepted(name: str) -> None:
+    assert parse_registration_form(valid_form(name=name)).name == name
+
+
+def test_an_address_text_with_a_bidi_override_is_rejected_by_field() -> None:
+    form = valid_form()
+    form["address"] = {**form["address"], "street": "Rua \u202eXYZ"}
+    assert codes_of(form) == {"address.street": "invalid_characters"}
 
 
 # --- phones ------------------------------------------------------------------------------------
