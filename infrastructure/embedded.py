@@ -6,7 +6,7 @@ Both come from PyPI wheels, so a fresh machine with only Python needs nothing el
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,15 @@ def embedded_servers(data_dir: Path, *, redis: bool = True) -> Iterator[Embedded
         postgres.cleanup()
 
 
+def _local_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in ``path`` (readable by its owner only), made by ``make`` on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()
+
+
 def local_reservation_key(data_dir: Path) -> str:
     """The laptop's reservation (HMAC) key, made on first use and kept beside the data.
 
@@ -89,22 +98,15 @@ def local_reservation_key(data_dir: Path) -> str:
     from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY
 
     data_dir = data_dir.resolve()
-    path = data_dir / "reservation.key"
-    if not path.exists():
-        existing = (data_dir / "postgres").exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(DEVELOPMENT_RESERVATION_KEY if existing else secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    existing = (data_dir / "postgres").exists()
+    return _local_secret(
+        data_dir / "reservation.key",
+        lambda: DEVELOPMENT_RESERVATION_KEY if existing else secrets.token_urlsafe(32),
+    )
 
 
 def local_cipher_key(data_dir: Path) -> str:
     """The laptop's event cipher key, made on first use and kept beside the data it opens."""
     from eventsourcing.cryptography import AESCipher
 
-    path = data_dir.resolve() / "event-cipher.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(AESCipher.create_key(32))
-    return path.read_text().strip()
+    return _local_secret(data_dir.resolve() / "event-cipher.key", lambda: AESCipher.create_key(32))
