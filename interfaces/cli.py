@@ -54,6 +54,13 @@ def _servers(settings: Settings, data_dir: Path, *, redis: bool = True) -> Itera
     if settings.database_url and (settings.redis_url or not redis):
         yield settings
         return
+    # Decided before the servers start: the key depends on whether the data dir already
+    # holds a store (see local_reservation_key), and starting PostgreSQL makes one.
+    reservation_key = (
+        local_reservation_key(data_dir)
+        if settings.reservation_key == DEVELOPMENT_RESERVATION_KEY
+        else settings.reservation_key
+    )
     with embedded_servers(data_dir, redis=redis and not settings.redis_url) as urls:
         running = settings.with_servers(
             settings.database_url or urls.database_url,
@@ -63,11 +70,7 @@ def _servers(settings: Settings, data_dir: Path, *, redis: bool = True) -> Itera
         yield dataclasses.replace(
             running,
             event_cipher_key=settings.event_cipher_key or local_cipher_key(data_dir),
-            reservation_key=(
-                local_reservation_key(data_dir)
-                if settings.reservation_key == DEVELOPMENT_RESERVATION_KEY
-                else settings.reservation_key
-            ),
+            reservation_key=reservation_key,
         )
 
 
