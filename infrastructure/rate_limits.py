@@ -228,7 +228,9 @@ def reset_in(
     if previous_count:
         previous_reset_in = previous_expires_in % (expiry / previous_count)
     if current_count:
-        current_reset_in = current_expires_in % expiry
+        # The library reads the TTL after the hit; read in the hit's own script, a window key
+        # just made has exactly twice the expiry left: a whole window to wait, not none.
+        current_reset_in = current_expires_in % expiry or expiry
     return min(previous_reset_in, current_reset_in)
 
 
