@@ -6,19 +6,16 @@ order, and its NOTIFY channel; eventsourcing reads back everything written here.
 is the way there: asyncpg on the event loop, with COPY, instead of psycopg on a worker thread
 dumping a composite array in Python under the GIL the event loop needs.
 
-A batch is four round trips, under the table lock (every writer of the events table takes
-it, as eventsourcing's recorder does): the claims are inserted where free (the claims
-table's primary key decides, and no other appender runs meanwhile); a registration that did
-not get every value it claims gives back the ones it got and is refused; the others' keys and
-events are inserted; COMMIT. Its innocent neighbours are written with it, whatever a batch
-holds. Each round trip waits a turn of the event loop, which under load is a millisecond:
-fewer round trips, shorter batches, less time for a signup.
+A batch is one round trip: a call of the store's append function
+(``infrastructure.append_function``), which takes the table lock every writer of the events
+table takes (as eventsourcing's recorder does), claims the values where free, refuses the
+registrations that did not get all of theirs, writes the others' keys and events, and commits.
+Its innocent neighbours are written with it, whatever a batch holds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +28,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application.registering import StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered
-from infrastructure.claims import claims_table
+from infrastructure import append_function
 from infrastructure.event_store import SignupEvents
 from infrastructure.postgres_outages import UNAVAILABLE, open_pool
 from infrastructure.read_store import asyncpg_dsn
@@ -52,7 +49,6 @@ class BatchAppender:
     schema: str = "public"
     events_table: str = "signup_events"
     keys_table: str = "signup_subject_keys"
-    claims_table: str = "signup_claims"
     # Tries of one batch when the database goes away; a client has heard 503 long before
     # the last one (GroupCommit.answer_within).
     attempts: int = 5
@@ -72,44 +68,17 @@ class BatchAppender:
             schema=recorder.datastore.schema,
             events_table=recorder.events_table_name,
             keys_table=subject_keys_table(recorder.events_table_name),
-            claims_table=claims_table(recorder.events_table_name),
         )
 
     async def close(self) -> None:
         await self.pool.close()
 
     def __post_init__(self) -> None:
-        table = f'"{self.schema}"."{self.events_table}"'
-        channel = self.events_table.replace(".", "_")
-        self._begin_and_lock = (
-            f"BEGIN; SET LOCAL lock_timeout = '{self.lock_timeout_seconds}s';"
-            f" LOCK TABLE {table} IN EXCLUSIVE MODE"
-        )
-        claims = f'"{self.schema}"."{self.claims_table}"'
-        keys = f'"{self.schema}"."{self.keys_table}"'
-        # The values each registration claims, taken where free (the primary key decides,
-        # and the lock keeps other appenders out meanwhile); and which of the registrations
-        # are stored already, by a try whose acknowledgement was lost.
-        self._claim = (
-            f"WITH taken AS (INSERT INTO {claims} (claim_id, registration_id, kind)"
-            " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[])"
-            " ON CONFLICT (claim_id) DO NOTHING RETURNING claim_id)"
-            " SELECT claim_id AS id FROM taken"
-            f" UNION ALL SELECT originator_id FROM {table}"
-            " WHERE originator_id = ANY($4::uuid[]) AND originator_version = 1"
-        )
-        # What refused registrations took back, then the keys (an event is never stored
-        # without the key that opens it) and the events, and the NOTIFY eventsourcing's
-        # readers LISTEN for (sent at COMMIT).
-        give_back = f"DELETE FROM {claims} WHERE claim_id = ANY($1::uuid[])"
-        self._give_back = give_back
-        self._append_all = (
-            f"WITH given_back AS ({give_back}),"
-            f" keys AS (INSERT INTO {keys} (registration_id, key)"
-            " SELECT * FROM unnest($2::uuid[], $3::bytea[])),"
-            f" events AS (INSERT INTO {table} ({', '.join(_COLUMNS)})"
-            " SELECT * FROM unnest($4::uuid[], $5::bigint[], $6::text[], $7::bytea[]))"
-            f" SELECT pg_notify('{channel}', '')"
+        function = f'"{self.schema}"."{append_function.function_name(self.events_table)}"'
+        self._append_batch = (
+            f"SELECT refused_registration, held_claim FROM {function}"
+            "($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bytea[],"
+            " $6::uuid[], $7::bigint[], $8::text[], $9::bytea[], $10::text)"
         )
 
     async def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
@@ -179,60 +148,35 @@ class BatchAppender:
         rows: dict[int, list[tuple[Any, ...]]],
         outcomes: list[AlreadyRegistered | None],
     ) -> None:
-        decided: list[AlreadyRegistered | None] = [None] * len(group)
-        # Four round trips: BEGIN with the lock, the claims, the rest, COMMIT.
+        wanted = [
+            (claim_id, batch[index].registration_id, claim.kind)
+            for index in group
+            for claim_id, claim in batch[index].claims.items()
+        ]
+        keys = [(batch[index].registration_id, batch[index].subject_key) for index in group]
+        events = [row for index in group for row in rows[index]]
+        # One statement outside a transaction: its own transaction, committed before it
+        # answers (see ``infrastructure.append_function``).
         async with self.pool.acquire() as conn:
-            await conn.execute(self._begin_and_lock)
-            try:
-                wanted = [
-                    (claim_id, batch[index].registration_id, claim.kind)
-                    for index in group
-                    for claim_id, claim in batch[index].claims.items()
-                ]
-                won = {
-                    row["id"]
-                    for row in await conn.fetch(
-                        self._claim,
-                        *_columns(wanted, 3),
-                        [batch[index].registration_id for index in group],
-                    )
-                }
-                events: list[tuple[Any, ...]] = []
-                keys: list[tuple[uuid.UUID, bytes]] = []
-                given_back: list[uuid.UUID] = []
-                for position, index in enumerate(group):
-                    submission = batch[index]
-                    if submission.registration_id in won:
-                        continue  # recorded by an earlier try
-                    lost = next(
-                        (
-                            claim
-                            for claim_id, claim in submission.claims.items()
-                            if claim_id not in won
-                        ),
-                        None,
-                    )
-                    if lost is not None:
-                        decided[position] = lost.conflict()
-                        given_back += [c for c in submission.claims if c in won]
-                        continue
-                    events.extend(rows[index])
-                    keys.append((submission.registration_id, submission.subject_key))
-                if events:
-                    await conn.execute(
-                        self._append_all, given_back, *_columns(keys, 2), *_columns(events, 4)
-                    )
-                elif given_back:
-                    await conn.execute(self._give_back, given_back)
-                await conn.execute("COMMIT")
-            except BaseException:
-                if not conn.is_closed():
-                    with contextlib.suppress(*UNAVAILABLE):
-                        await conn.execute("ROLLBACK")
-                raise
-        # Only once committed: a retried transaction decides afresh.
-        for position, index in enumerate(group):
-            outcomes[index] = decided[position]
+            answer = await conn.fetch(
+                self._append_batch,
+                *_columns(wanted, 3),
+                *_columns(keys, 2),
+                *_columns(events, 4),
+                f"{self.lock_timeout_seconds}s",
+            )
+        held: dict[uuid.UUID, set[uuid.UUID]] = {}
+        for registration_id, claim_id in answer:
+            if claim_id is not None:
+                held.setdefault(registration_id, set()).add(claim_id)
+        # Only once committed: a retried transaction decides afresh. A registration stored by
+        # an earlier try comes back without a claim, and is recorded.
+        for index in group:
+            submission = batch[index]
+            lost = held.get(submission.registration_id)
+            if lost:
+                claim = next(c for claim_id, c in submission.claims.items() if claim_id in lost)
+                outcomes[index] = claim.conflict()
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -25,6 +25,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.personal_data import Sealed
 from domain.form import RegistrationDetails
+from infrastructure import append_function
 from infrastructure.claims import claims_table, create_statements
 
 _NONCE = 12
@@ -91,6 +92,15 @@ class SignupRecorder(PostgresApplicationRecorder):
         )
         self.sql_create_statements.extend(
             create_statements(self.datastore.schema, self.events_table_name)
+        )
+        # How the API appends (``infrastructure.batch_append``).
+        self.sql_create_statements.append(
+            append_function.create_statement(
+                self.datastore.schema,
+                self.events_table_name,
+                subject_keys_table(self.events_table_name),
+                claims_table(self.events_table_name),
+            )
         )
         claims = SQL("{}.{}").format(
             Identifier(self.datastore.schema), Identifier(claims_table(self.events_table_name))
