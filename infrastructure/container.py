@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 
@@ -15,10 +16,11 @@ from litestar import Litestar
 from redis.asyncio import Redis
 
 from application.erasure import Erased, EraseUser
+from application.projection_progress import ProjectionProgress
 from application.registering import RegisterUser
 from application.services import Services
 from application.status import GetRegistrationStatus
-from infrastructure import claims, heap
+from infrastructure import claims, heap, metrics
 from infrastructure.batch_append import BatchAppender
 from infrastructure.email_index import EmailIndex
 from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
@@ -87,6 +89,11 @@ class Container:
     read_side: ReadSide
     stop_gauges: asyncio.Event = field(default_factory=asyncio.Event)
     gauges: asyncio.Task[None] | None = None
+    # Fed by the gauges: whether the projections move, for /health/ready.
+    progress: ProjectionProgress = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.progress = ProjectionProgress(self.settings.projection_stall_seconds)
 
     @classmethod
     async def start(cls, settings: Settings) -> Container:
@@ -128,7 +135,7 @@ class Container:
         )
         container.group_commit.start()
         container.gauges = asyncio.create_task(
-            container.read_side.publish_gauges(container.stop_gauges)
+            container.read_side.publish_gauges(container.stop_gauges, container.progress)
         )
         heap.settle()
         return container
@@ -187,7 +194,8 @@ class Container:
         await asyncio.to_thread(self.events.close)
 
     async def readiness(self) -> dict[str, bool]:
-        """Whether each server answers, checked concurrently."""
+        """Whether each server answers, checked concurrently, and whether the projections
+        move (a dead worker leaves every server answering and every registration pending)."""
 
         def postgres() -> bool:
             try:
@@ -210,7 +218,8 @@ class Container:
                 return False
 
         pg_ok, redis_ok = await asyncio.gather(postgres_in_time(), redis())
-        return {"postgres": pg_ok, "redis": redis_ok}
+        moving = not self.progress.stalled(time.monotonic())
+        return {"postgres": pg_ok, "redis": redis_ok, "projections": moving}
 
 
 @contextlib.asynccontextmanager
@@ -257,10 +266,16 @@ async def erase(settings: Settings, subject: str) -> Erased:
 
 
 async def run_worker(
-    settings: Settings, stop: asyncio.Event, only: Collection[str] | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    only: Collection[str] | None = None,
+    *,
+    restarts: int = 0,
 ) -> None:
-    """Projectors (``only`` those named) and the process manager, until ``stop`` is set."""
+    """Projectors (``only`` those named) and the process manager, until ``stop`` is set;
+    ``restarts``: how many times this worker has been restarted (by ``signup up``)."""
     read_side = ReadSide.open(settings)
+    metrics.WORKER_RESTARTS.inc(restarts)
     serve_worker_metrics(settings.worker_metrics_port)
     try:
         names = [p.name for p in read_side.all_projectors if only is None or p.name in only]

@@ -46,6 +46,17 @@ PROJECTION_LAG = Gauge(
     ["projection"],
     multiprocess_mode="max",
 )
+PROJECTION_STALLED = Gauge(
+    "signup_projection_stalled",
+    "1 while a projection has had events waiting without moving for"
+    " SIGNUP_PROJECTION_STALL_SECONDS (its worker is dead, hung or cut off), else 0.",
+    ["projection"],
+    multiprocess_mode="max",
+)
+WORKER_RESTARTS = Counter(
+    "signup_worker_restarts",
+    "Times signup up restarted its worker after it exited on its own.",
+)
 PROJECTION_FAILURES = Gauge(
     "signup_projection_failures",
     "Parked events by state (retrying, dead).",

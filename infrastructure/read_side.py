@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.error_text import describe
 from application.process_manager import ProcessManager
+from application.projection_progress import ProjectionProgress
 from application.retry_policy import RetryPolicy
 from infrastructure import metrics
 from infrastructure.event_source import EventSource, event_mapper
@@ -157,13 +158,26 @@ class ReadSide:
         head = await self.source.head()
         return {name: (position, max(0, head - position)) for name, position in positions.items()}
 
-    async def publish_gauges(self, stop: asyncio.Event, every: float = 1.0) -> None:
-        """Lag, positions and failure counts, read from the databases once a second."""
+    async def publish_gauges(
+        self, stop: asyncio.Event, progress: ProjectionProgress, every: float = 1.0
+    ) -> None:
+        """Lag, positions, stalls and failure counts, read from the databases once a second."""
+        reported: set[str] = set()  # stalled, as last logged
         while not stop.is_set():
             try:
-                for name, (position, lag) in (await self.lag()).items():
+                lags = await self.lag()
+                for name, (position, lag) in lags.items():
                     metrics.PROJECTION_POSITION.labels(name).set(position)
                     metrics.PROJECTION_LAG.labels(name).set(lag)
+                    progress.observe(name, position, lag, time.monotonic())
+                stalled = set(progress.stalled(time.monotonic()))
+                for name in lags:
+                    metrics.PROJECTION_STALLED.labels(name).set(int(name in stalled))
+                for name in sorted(stalled - reported):
+                    log.error("projection_stalled", projection=name, lag=lags[name][1])
+                for name in sorted(reported - stalled):
+                    log.info("projection_moving_again", projection=name)
+                reported = stalled
                 counts = await self.failures.count()
                 for state in (RETRYING, DEAD):
                     metrics.PROJECTION_FAILURES.labels(state).set(counts.get(state, 0))

@@ -29,6 +29,9 @@ class Settings:
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     status_cache_seconds: int = 3600
+    # /health/ready fails (and signup_projection_stalled says which) once a projection has had
+    # events waiting without moving for this long: its worker is dead, hung or cut off.
+    projection_stall_seconds: float = 30.0
     # Ask the email lookup read model before appending. Off by default: the group commit
     # already rejects known values with one indexed query per batch on the event store, and
     # the per-request lookup measured 917 -> 572 accepted/s (docs/performance.md).
@@ -88,6 +91,9 @@ class Settings:
             ),
             status_cache_seconds=int(
                 env.get("SIGNUP_STATUS_CACHE_SECONDS", defaults.status_cache_seconds)
+            ),
+            projection_stall_seconds=float(
+                env.get("SIGNUP_PROJECTION_STALL_SECONDS", defaults.projection_stall_seconds)
             ),
             reservation_key=env.get("SIGNUP_RESERVATION_KEY", defaults.reservation_key),
             event_cipher_key=env.get("SIGNUP_EVENT_CIPHER_KEY") or None,

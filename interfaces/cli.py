@@ -28,8 +28,12 @@ from infrastructure.logging import configure_logging
 from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
 from interfaces import bench
+from interfaces.supervisor import Supervised
 
 log = structlog.get_logger("signup")
+
+# How many times `signup up` has restarted the worker it starts, for the worker's metrics.
+RESTARTS_ENV = "SIGNUP_WORKER_RESTARTS"
 
 
 def _stop_on_signals() -> None:
@@ -139,28 +143,19 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
 def up(args: argparse.Namespace, settings: Settings) -> None:
     with _servers(settings, Path(args.data_dir)) as running:
         migrate(running)
-        # The worker runs as its own process, beside the API processes.
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "interfaces.cli", "worker"],
-            env={**os.environ, **running.server_env()},
-        )
-        try:
+
+        # The worker runs as its own process, beside the API processes, restarted when it dies.
+        def start_worker(restarts: int) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "interfaces.cli", "worker"],
+                env={**os.environ, **running.server_env(), RESTARTS_ENV: str(restarts)},
+            )
+
+        with Supervised(start_worker):
             url = f"http://{args.host}:{args.port}"
             workers = args.workers or default_workers()
             log.info("signup_up", url=url, docs=f"{url}/schema", api_processes=workers)
             _serve_many(running, args.host, args.port, workers)
-        finally:
-            _stop_child(worker)
-
-
-def _stop_child(child: subprocess.Popen[bytes]) -> None:
-    """Ask nicely, then firmly: no worker may outlive `signup up`."""
-    for stop, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        if child.poll() is not None:
-            return
-        child.send_signal(stop)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(grace)
 
 
 def api(args: argparse.Namespace, settings: Settings) -> None:
@@ -180,7 +175,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         only = [n.strip() for n in args.projections.split(",") if n.strip()] or None
-        await run_worker(settings, stop, only)
+        await run_worker(settings, stop, only, restarts=int(os.environ.get(RESTARTS_ENV, "0")))
 
     # uvloop, as the API runs on: the worker's loop was a quarter of its time on asyncio's.
     uvloop.run(main())

@@ -18,8 +18,17 @@ async def live() -> Health:
 @get(
     "/health/ready",
     tags=["operations"],
-    summary="PostgreSQL and Redis answer",
-    responses={503: ResponseSpec(Health, description="PostgreSQL or Redis does not answer")},
+    summary="PostgreSQL and Redis answer, and the projections move",
+    description=(
+        "503 when PostgreSQL or Redis does not answer, or when a projection has had events"
+        " waiting without moving for SIGNUP_PROJECTION_STALL_SECONDS (its worker is dead, hung"
+        " or cut off: registrations stay pending). Signups are still accepted meanwhile."
+    ),
+    responses={
+        503: ResponseSpec(
+            Health, description="A server does not answer, or a projection has stalled"
+        )
+    },
 )
 async def ready(services: NamedDependency[Services]) -> Response[Health]:
     checks = await services.readiness()

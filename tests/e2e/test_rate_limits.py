@@ -100,7 +100,7 @@ async def test_with_redis_down_signups_are_still_accepted_and_readiness_says_so(
 
     assert (first.status_code, second.status_code) == (202, 202)
     assert ready.status_code == 503
-    assert ready.json()["checks"] == {"postgres": True, "redis": False}
+    assert ready.json()["checks"] == {"postgres": True, "redis": False, "projections": True}
 
 
 async def test_the_client_limit_holds_across_two_api_processes(

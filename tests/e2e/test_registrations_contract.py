@@ -175,7 +175,7 @@ async def test_health_and_schema_are_served(client: Client) -> None:
     assert (await client.get("/health/live")).status_code == 200
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"postgres": True, "redis": True}
+    assert ready.json()["checks"] == {"postgres": True, "redis": True, "projections": True}
     schema = await client.get("/schema/openapi.json")
     assert "/registrations" in schema.json()["paths"]
 

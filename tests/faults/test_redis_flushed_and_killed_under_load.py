@@ -206,7 +206,11 @@ async def test_a_redis_flush_and_crash_under_retrying_clients_creates_no_duplica
     assert not lost, f"people who never got their 202: {lost[:10]}"
     assert not doubled, f"people with two registrations: {doubled[:10]}"
     assert readiness_while_down.status_code == 503
-    assert readiness_while_down.json()["checks"] == {"postgres": True, "redis": False}
+    assert readiness_while_down.json()["checks"] == {
+        "postgres": True,
+        "redis": False,
+        "projections": True,
+    }
     # After the restart: the second submission with the key is the first answer, replayed.
     assert [r.status_code for r in replays] == [202, 202], [r.text for r in replays]
     assert replays[1].headers.get("idempotent-replayed") == "true"

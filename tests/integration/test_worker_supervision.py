@@ -1,0 +1,86 @@
+"""`signup up` keeps its worker running, and /health/ready says when projections stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.factories import make_cpf, valid_form
+from tests.servers import free_port, signup_process
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not {what} after {timeout}s"
+        time.sleep(0.2)
+
+
+def _worker(up: psutil.Process) -> psutil.Process | None:
+    for child in up.children(recursive=True):
+        try:
+            if child.cmdline()[-2:] == ["interfaces.cli", "worker"]:
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def _person(n: int) -> dict[str, object]:
+    email = f"supervised{n}@example.com"
+    return valid_form(cpf=make_cpf(900 + n), email=email, email_confirmation=email)
+
+
+def test_a_stalled_worker_fails_readiness_and_a_killed_one_is_restarted_to_finish_the_work(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "SIGNUP_PROJECTION_STALL_SECONDS": "2"}
+    args = ["up", "--port", str(port), "--data-dir", str(data_dir)]
+    with signup_process(args, env, url, log) as process:
+        up = psutil.Process(process.pid)
+        worker = _worker(up)
+        assert worker is not None, "signup up runs a worker"
+
+        # Hung: every server answers, but nothing is projected while events wait.
+        worker.send_signal(signal.SIGSTOP)
+        waiting = httpx.post(f"{url}/registrations", json=_person(1), timeout=30)
+        assert waiting.status_code == 202, waiting.text
+        _until(lambda: httpx.get(f"{url}/health/ready").status_code == 503, "unready")
+        ready = httpx.get(f"{url}/health/ready").json()
+        assert ready["checks"] == {"postgres": True, "redis": True, "projections": False}
+        assert (
+            'signup_projection_stalled{projection="registration_status"} 1.0'
+            in httpx.get(f"{url}/metrics").text
+        )
+        assert httpx.get(f"{url}{waiting.headers['location']}").json()["status"] == "pending"
+
+        worker.send_signal(signal.SIGCONT)
+        _until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, "ready again")
+        status = f"{url}{waiting.headers['location']}"
+        _until(lambda: httpx.get(status).json()["status"] == "completed", "completed")
+
+        # Dead: signup up starts another, which picks up what waited meanwhile.
+        worker.kill()
+        worker.wait(10)
+        accepted = httpx.post(f"{url}/registrations", json=_person(2), timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        status = f"{url}{accepted.headers['location']}"
+        _until(lambda: httpx.get(status).json()["status"] == "completed", "completed")
+        restarted = _worker(up)
+        assert restarted is not None and restarted.pid != worker.pid
+
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    names = [e.get("event") for e in events]
+    assert "projection_stalled" in names and "projection_moving_again" in names
+    exited = next(e for e in events if e.get("event") == "worker_exited")
+    assert exited["exit_code"] == -signal.SIGKILL
+    assert any(e.get("event") == "worker_restarted" and e["restarts"] == 1 for e in events)
