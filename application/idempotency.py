@@ -13,6 +13,9 @@ class StoredAnswer:
     status: int
     body: bytes
     headers: dict[str, str]
+    # The registration the answer names (a 202's), so that erasing the person finds the
+    # record; not part of what is replayed.
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +47,7 @@ class IdempotencyStore(Protocol):
     async def complete(self, key: str, fingerprint: str, answer: StoredAnswer) -> None: ...
 
     async def release(self, key: str) -> None: ...
+
+    async def forget(self, subject: str) -> bool:
+        """Remove the record of the answer that named ``subject``; False if there was none."""
+        ...

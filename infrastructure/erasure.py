@@ -12,6 +12,8 @@ from sqlalchemy import text
 
 from domain.reservations import Claim
 from infrastructure.event_store import SignupEvents
+from infrastructure.idempotency import RedisIdempotencyStore
+from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.read_side import ReadSide
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
 from infrastructure.subject_keys import SignupRecorder
@@ -73,13 +75,24 @@ class EventStoreSubjects:
 
 @dataclass
 class ReadModelsAndCache:
+    """Every copy of a person outside the event store: the read models, the dead letters,
+    the status cache, the Idempotency-Key record of their signup, the notices to them."""
+
     read_side: ReadSide
-    # None when no Redis is configured: a cached status (no personal data: ids, status,
-    # times) then lives out its SIGNUP_STATUS_CACHE_SECONDS.
+    notifications: OwnerNotifications
+    # None when no Redis is configured: the cached status (ids, status, times) and the
+    # idempotency record (the answer and a hash of the body) live out their TTLs.
     redis: Redis | None
+    idempotency: RedisIdempotencyStore | None = None
 
     async def forget(self, registration_id: uuid.UUID) -> Sequence[str]:
-        removed = await self.read_side.forget(registration_id)
-        if self.redis is not None:
-            await self.redis.delete(STATUS_CACHE_PREFIX + str(registration_id))
+        removed = [*await self.read_side.forget(registration_id)]
+        if await asyncio.to_thread(self.notifications.forget, registration_id):
+            removed.append("owner_notifications")
+        if self.redis is not None and await self.redis.delete(
+            STATUS_CACHE_PREFIX + str(registration_id)
+        ):
+            removed.append("status_cache")
+        if self.idempotency is not None and await self.idempotency.forget(str(registration_id)):
+            removed.append("idempotency_record")
         return removed

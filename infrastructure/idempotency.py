@@ -66,7 +66,26 @@ class RedisIdempotencyStore:
             body=base64.b64encode(answer.body).decode(),
             headers=answer.headers,
         )
-        await self.redis.set(self.prefix + key, _encode(record), ex=self.ttl_seconds)
+        if answer.subject is None:
+            await self.redis.set(self.prefix + key, _encode(record), ex=self.ttl_seconds)
+            return
+        # With the way back from the registration to its key (for an erasure), in one round
+        # trip; both expire together.
+        async with self.redis.pipeline(transaction=True) as both:
+            both.set(self.prefix + key, _encode(record), ex=self.ttl_seconds)
+            both.set(self._subject_key(answer.subject), key, ex=self.ttl_seconds)
+            await both.execute()
 
     async def release(self, key: str) -> None:
         await self.redis.delete(self.prefix + key)
+
+    async def forget(self, subject: str) -> bool:
+        key = await self.redis.getdel(self._subject_key(subject))
+        if key is None:
+            return False
+        await self.redis.delete(self.prefix + (key.decode() if isinstance(key, bytes) else key))
+        return True
+
+    def _subject_key(self, subject: str) -> str:
+        # Outside the records' prefix: a client's key can never name it.
+        return f"{self.prefix.rstrip(':')}-of:{subject}"

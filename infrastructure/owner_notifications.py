@@ -66,6 +66,14 @@ class OwnerNotifications:
                 (attempt.attempt_id, owner, DUPLICATE_SIGNUP, attempt.kind),
             )
 
+    def forget(self, registration_id: uuid.UUID) -> int:
+        """Remove the notices to an erased holder; how many there were."""
+        with self._recorder.datastore.get_connection() as conn:
+            deleted = conn.execute(
+                f"DELETE FROM {TABLE} WHERE registration_id = %s", (registration_id,)
+            )
+            return deleted.rowcount
+
     def attempted_at(self, attempt_id: uuid.UUID) -> datetime | None:
         """When this id was given to a duplicate attempt; None if it never was."""
         with self._recorder.datastore.get_connection() as conn:

@@ -289,7 +289,9 @@ def dead_letters(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def erase_command(args: argparse.Namespace, settings: Settings) -> None:
-    with _servers(settings, Path(args.data_dir), redis=False) as running:
+    # With Redis: its status cache would otherwise go on answering for the erased
+    # registration. On a laptop, the data dir's embedded one (attached to, if running).
+    with _servers(settings, Path(args.data_dir), redis=not settings.database_url) as running:
         try:
             erased = asyncio.run(erase(running, args.id))
         except UnknownSubject:
@@ -301,6 +303,13 @@ def erase_command(args: argparse.Namespace, settings: Settings) -> None:
         f"erased registration {erased.registration_id}: {key}; removed from: {removed};"
         f" released {erased.released} of its values (email, CPF or CNPJ) for new signups"
     )
+    if not running.redis_url:
+        print(
+            "REDIS_URL is unset: the status cache and the Idempotency-Key record were not"
+            " reached; they expire on their own (SIGNUP_STATUS_CACHE_SECONDS,"
+            " SIGNUP_IDEMPOTENCY_TTL_SECONDS)",
+            file=sys.stderr,
+        )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -92,7 +92,10 @@ async def _register(register_user: RegisterUser, form: object, client: str) -> S
     body = RegistrationAccepted(registration_id=accepted.registration_id, status="pending")
     location = f"{PATH}/{accepted.registration_id}"
     return StoredAnswer(
-        202, _encode(body), {"content-type": "application/json", "location": location}
+        202,
+        _encode(body),
+        {"content-type": "application/json", "location": location},
+        subject=str(accepted.registration_id),
     )
 
 

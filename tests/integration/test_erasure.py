@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from eventsourcing.cryptography import AESCipher
 from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
 
 from infrastructure.container import build_app, migrate
 from infrastructure.read_side import ReadSide
@@ -27,7 +34,7 @@ from tests.read_models import (
     status_of,
     table_rows,
 )
-from tests.servers import run_signup
+from tests.servers import free_port, run_signup, signup_process
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -170,3 +177,73 @@ async def test_a_registration_erased_before_the_projectors_saw_it_never_appears(
         await asyncio.sleep(0.5)  # the status projector runs behind the others
     assert (await api.get(f"/registrations/{erased}")).status_code == 404
     assert "titular20@example.com" not in _everything_readable(encrypted)
+
+
+async def test_erasing_a_person_removes_their_cached_status_idempotency_record_and_notices(
+    encrypted: Settings,
+) -> None:
+    resistant = dataclasses.replace(encrypted, enumeration_resistant=True)
+    form = _person(30)
+    key = f"erase-{uuid.uuid4()}"
+    redis = Redis.from_url(encrypted.redis_url or "")
+    async with AsyncTestClient(app=build_app(resistant)) as api:
+        first = await api.post("/registrations", json=form, headers={"Idempotency-Key": key})
+        assert first.status_code == 202, first.text
+        erased = first.json()["registration_id"]
+        async with running_worker(encrypted):
+            await eventually(lambda: all_have_status(api, [erased], "completed"))
+        await status_of(api, erased)  # cached
+        # Someone else tries the same email: in this mode the holder is sent a notice.
+        other = {**_person(31), "email": form["email"], "email_confirmation": form["email"]}
+        assert (await api.post("/registrations", json=other)).status_code == 202
+        with psycopg.connect(encrypted.database_url or "") as conn:
+            notices = "SELECT count(*) FROM signup_owner_notifications WHERE registration_id = %s"
+            assert conn.execute(notices, (erased,)).fetchone() == (1,)
+        assert await redis.exists(f"signup:status:{erased}", f"signup:idempotency:{key}") == 2
+
+        result = await run_signup(encrypted, "erase", erased)
+
+        assert result.returncode == 0, result.stderr
+        for place in ("owner_notifications", "status_cache", "idempotency_record"):
+            assert place in result.stdout, result.stdout
+        assert await redis.exists(f"signup:status:{erased}", f"signup:idempotency:{key}") == 0
+        assert [k async for k in redis.scan_iter(f"*{erased}*")] == []
+        with psycopg.connect(encrypted.database_url or "") as conn:
+            assert conn.execute(notices, (erased,)).fetchone() == (0,)
+        assert (await api.get(f"/registrations/{erased}")).status_code == 404
+        # The retry with the key is not told of the erased registration: it is a new signup.
+        retry = await api.post("/registrations", json=form, headers={"Idempotency-Key": key})
+        assert retry.status_code == 202, retry.text
+        assert retry.json()["registration_id"] != erased
+        assert "Idempotent-Replayed" not in retry.headers
+    await redis.aclose()
+
+
+def test_signup_erase_beside_signup_up_clears_its_embedded_cache_at_once(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    embedded = {"DATABASE_URL": "", "REDIS_URL": ""}
+    args = ["up", "--port", str(port), "--data-dir", str(data_dir)]
+    with signup_process(args, embedded, url, tmp_path / "up.log"):
+        accepted = httpx.post(f"{url}/registrations", json=_person(40), timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        location = f"{url}{accepted.headers['location']}"
+        deadline = time.monotonic() + 60
+        while httpx.get(location).json()["status"] != "completed":  # and now cached
+            assert time.monotonic() < deadline, "not completed in 60 s"
+            time.sleep(0.2)
+
+        erased = accepted.json()["registration_id"]
+        erase = subprocess.run(
+            [sys.executable, "-m", "interfaces.cli", "erase", erased, "--data-dir", str(data_dir)],
+            env={**os.environ, **embedded},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+        assert erase.returncode == 0, erase.stderr
+        assert "status_cache" in erase.stdout, erase.stdout
+        assert httpx.get(location).status_code == 404
