@@ -8,7 +8,9 @@ Error codes (stable; clients may branch on them):
 - ``wrong_type``: the JSON type is wrong (a number where a string is expected, a body or
   ``address`` that is not an object, ``accepted_terms`` that is not a boolean).
 - ``required``: a required field is absent, ``null`` or blank.
-- ``unknown_field``: a field that the form does not have, at the top level or in ``address``.
+- ``unknown_field``: a field that the form does not have, at the top level or in ``address``;
+  ten are listed per object (names cut at 64 characters), then one entry for the object
+  (``""`` or ``address``) says how many more there are.
 - ``not_allowed``: ``cnpj`` given for a ``PF`` registration (it must be absent or ``null``).
 - ``invalid_choice``: ``person_type`` is not ``PF``/``PJ``, or ``address.state`` is not a UF.
 - ``too_short`` / ``too_long``: a text is outside its length range (counted after trimming);
@@ -95,6 +97,12 @@ def _present(value: str | None) -> str:
     return value
 
 
+# Unknown fields listed per object, then one entry counting the rest; and how much of an
+# unknown field's name is repeated back.
+MAX_UNKNOWN_LISTED = 10
+MAX_NAME_SHOWN = 64
+
+
 class _Reader:
     """Reads one JSON object, recording a FieldError per bad field instead of stopping."""
 
@@ -109,9 +117,21 @@ class _Reader:
         self.errors.append(FieldError(self.prefix + key, code, message))
 
     def reject_unknown(self, known: tuple[str, ...]) -> None:
-        for key in self.data:
-            if key not in known:
-                self.fail(str(key), UNKNOWN_FIELD, f"Unknown field {self.prefix}{key}")
+        # Listed up to a few, names cut short: a 16 KiB body can hold thousands of keys, and
+        # the answer (stored for Idempotency-Key retries) must stay small.
+        unknown = [str(key) for key in self.data if key not in known]
+        for key in unknown[:MAX_UNKNOWN_LISTED]:
+            shown = key if len(key) <= MAX_NAME_SHOWN else key[:MAX_NAME_SHOWN] + "…"
+            self.fail(shown, UNKNOWN_FIELD, f"Unknown field {self.prefix}{shown}")
+        if len(unknown) > MAX_UNKNOWN_LISTED:
+            more = len(unknown) - MAX_UNKNOWN_LISTED
+            self.errors.append(
+                FieldError(
+                    self.prefix.rstrip("."),
+                    UNKNOWN_FIELD,
+                    f"{more} more unknown field(s) in {self.prefix.rstrip('.') or 'the body'}",
+                )
+            )
 
     def string(self, key: str, label: str, *, required: bool) -> str | None:
         """The raw string, or None when absent/null/blank (an error if it is required)."""

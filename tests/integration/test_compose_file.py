@@ -350,3 +350,12 @@ def test_prometheus_accepts_its_configuration_and_the_dashboard_queries(tmp_path
         check=False,
     )
     assert queries.returncode == 0, queries.stdout + queries.stderr
+
+
+def test_redis_is_bounded_and_evicts_the_least_used_keys_not_the_rate_limits_first(
+    compose: dict[str, Any],
+) -> None:
+    command = _command(_service(compose, "redis"))
+    settings = dict(zip(command[1::2], command[2::2], strict=True))
+    assert settings["--maxmemory"] == "1gb"
+    assert settings["--maxmemory-policy"] == "allkeys-lfu"

@@ -547,3 +547,26 @@ def test_every_error_code_is_documented_in_the_form_module() -> None:
     assert len(codes) > 10
     doc = domain.form.__doc__ or ""
     assert all(f"``{code}``" in doc for code in codes), codes
+
+
+def test_thousands_of_unknown_fields_are_listed_up_to_ten_then_counted() -> None:
+    form = valid_form()
+    form.update({f"extra{n}": 1 for n in range(2_000)})
+    form["address"] = {**form["address"], **{f"x{n}": 1 for n in range(500)}}
+
+    errors = errors_of(form)
+
+    top = [e for e in errors if e.code == "unknown_field" and not e.field.startswith("address")]
+    inner = [e for e in errors if e.code == "unknown_field" and e.field.startswith("address")]
+    assert [e.field for e in top] == [f"extra{n}" for n in range(10)] + [""]
+    assert top[-1].message == "1990 more unknown field(s) in the body"
+    assert [e.field for e in inner] == [f"address.x{n}" for n in range(10)] + ["address"]
+    assert inner[-1].message == "490 more unknown field(s) in address"
+
+
+def test_a_long_unknown_field_name_is_cut_short_in_the_error() -> None:
+    errors = errors_of({**valid_form(), "k" * 5_000: 1})
+
+    [unknown] = [e for e in errors if e.code == "unknown_field"]
+    assert unknown.field == "k" * 64 + "…"
+    assert len(unknown.message) < 100
