@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from application.rate_limits import RateLimited, RateLimiter
+
 
 @dataclass(frozen=True, slots=True)
 class RegistrationStatus:
@@ -22,12 +24,24 @@ class StatusQueries(Protocol):
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None: ...
 
 
+# The limit on status queries per client address (its rate: a setting).
+STATUS_CLIENT_LIMIT = "status_client"
+
+
 @dataclass(slots=True)
 class GetRegistrationStatus:
     queries: StatusQueries
+    # Counted first, before any lookup: a flood of random ids is refused without reaching a
+    # database (each miss costs a cache lookup and two queries).
+    limiter: RateLimiter | None = None
 
-    async def __call__(self, registration_id: str) -> RegistrationStatus | None:
-        """None for an unknown id and for anything that is not a UUID."""
+    async def __call__(self, registration_id: str, client: str = "") -> RegistrationStatus | None:
+        """None for an unknown id and for anything that is not a UUID; raises ``RateLimited``
+        when the client asks too often."""
+        if self.limiter is not None:
+            refused = await self.limiter.hit([(STATUS_CLIENT_LIMIT, client)])
+            if refused is not None:
+                raise RateLimited(refused.limit, refused.retry_after)
         try:
             parsed = uuid.UUID(registration_id)
         except ValueError:

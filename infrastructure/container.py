@@ -19,7 +19,7 @@ from application.erasure import Erased, EraseUser
 from application.projection_progress import ProjectionProgress
 from application.registering import RegisterUser
 from application.services import Services
-from application.status import GetRegistrationStatus
+from application.status import STATUS_CLIENT_LIMIT, GetRegistrationStatus
 from infrastructure import claims, heap, metrics
 from infrastructure.batch_append import BatchAppender
 from infrastructure.email_index import EmailIndex
@@ -143,20 +143,23 @@ class Container:
     def services(self) -> Services:
         """The use cases the entry points call, wired to this container's clients."""
         settings = self.settings
+        # One limiter for both routes: one call a loop turn counts whatever both asked for.
+        limiter = RedisRateLimiter(
+            self.redis,
+            {
+                "client": settings.rate_limit_per_client,
+                "email": settings.rate_limit_per_email,
+                "cpf": settings.rate_limit_per_cpf,
+                STATUS_CLIENT_LIMIT: settings.rate_limit_status_per_client,
+            },
+        )
         return Services(
             register_user=RegisterUser(
                 self.group_commit,
                 settings.reservation_key.encode(),
                 SubjectVault(settings.event_cipher_key),
                 self.email_index,
-                RedisRateLimiter(
-                    self.redis,
-                    {
-                        "client": settings.rate_limit_per_client,
-                        "email": settings.rate_limit_per_email,
-                        "cpf": settings.rate_limit_per_cpf,
-                    },
-                ),
+                limiter,
                 owners=OwnerNotifications(self.events) if settings.enumeration_resistant else None,
             ),
             idempotency=RedisIdempotencyStore(
@@ -173,7 +176,8 @@ class Container:
                     settings.status_cache_seconds,
                     events_table=self.appender.events_table,
                     keys_table=self.appender.keys_table,
-                )
+                ),
+                limiter,
             ),
             readiness=self.readiness,
             trusted_proxies=trusted_networks(settings.trusted_proxies),

@@ -47,6 +47,9 @@ class Settings:
     rate_limit_per_client: str = "1200/minute"
     rate_limit_per_email: str = "10/hour"
     rate_limit_per_cpf: str = "10/hour"
+    # Status polls per client address: a person polls for a few seconds, but many people can
+    # share an address; a flood of random ids is refused before it reaches a database.
+    rate_limit_status_per_client: str = "2400/minute"
     # Peers (addresses or CIDRs) whose X-Forwarded-For names the real client.
     trusted_proxies: tuple[str, ...] = ()
     reservation_key: str = DEVELOPMENT_RESERVATION_KEY
@@ -123,6 +126,9 @@ class Settings:
                 "SIGNUP_RATE_LIMIT_PER_EMAIL", defaults.rate_limit_per_email
             ),
             rate_limit_per_cpf=env.get("SIGNUP_RATE_LIMIT_PER_CPF", defaults.rate_limit_per_cpf),
+            rate_limit_status_per_client=env.get(
+                "SIGNUP_RATE_LIMIT_STATUS_PER_CLIENT", defaults.rate_limit_status_per_client
+            ),
             trusted_proxies=tuple(
                 p.strip() for p in env.get("SIGNUP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),

@@ -8,8 +8,10 @@ the connections the group commit appends with, and no query waits for a thread.
 
 from __future__ import annotations
 
+import time
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -49,6 +51,12 @@ class StatusQueries:
     events_table: str = "signup_events"
     keys_table: str = "signup_subject_keys"
     prefix: str = STATUS_CACHE_PREFIX
+    # Ids found nowhere, remembered a few seconds in this process: a client polling a wrong
+    # id in a loop costs no query. Safe, because an id is only ever told after its commit (a
+    # miss cannot turn into a registration), and bounded, so random ids cannot grow it.
+    miss_seconds: float = 5.0
+    most_misses: int = 10_000
+    _misses: OrderedDict[uuid.UUID, float] = field(init=False, default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         # The request, and whether its person's key is still there (erased: unknown).
@@ -61,13 +69,18 @@ class StatusQueries:
         self._attempt_at = f"SELECT created_at FROM {ATTEMPTS_TABLE} WHERE attempt_id = $1"
 
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
+        if self._missed_lately(registration_id):
+            return None
         cached = await self._cached(registration_id)
         if cached is not None:
             return cached
         try:
             found = await self._from_read_model(registration_id)
             if found is None:
-                return await self._from_event_store(registration_id)
+                found = await self._from_event_store(registration_id)
+                if found is None:
+                    self._remember_miss(registration_id)
+                return found
         except UNAVAILABLE as error:
             # The client learns to retry (503), not that something broke (500).
             raise StoreUnavailable(type(error).__name__) from error
@@ -75,6 +88,21 @@ class StatusQueries:
             # Only completed is final: a failed registration can still be retried to completed.
             await self._cache(found)
         return found
+
+    def _missed_lately(self, registration_id: uuid.UUID) -> bool:
+        missed_at = self._misses.get(registration_id)
+        if missed_at is None:
+            return False
+        if time.monotonic() - missed_at < self.miss_seconds:
+            return True
+        del self._misses[registration_id]
+        return False
+
+    def _remember_miss(self, registration_id: uuid.UUID) -> None:
+        self._misses[registration_id] = time.monotonic()
+        self._misses.move_to_end(registration_id)
+        while len(self._misses) > self.most_misses:
+            self._misses.popitem(last=False)
 
     async def _cached(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
         try:

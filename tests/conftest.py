@@ -79,6 +79,7 @@ def settings(postgres_url: str, redis_url: str) -> Settings:
         rate_limit_per_client="",
         rate_limit_per_email="",
         rate_limit_per_cpf="",
+        rate_limit_status_per_client="",
     )
     migrate(configured)
     return configured

@@ -206,10 +206,9 @@ class _Worker:
 
     async def _post(self, kind: str, body: bytes, claim: Claim | None, started: float) -> None:
         self._second(started).sent += 1
+        client = self._client_address()
         try:
-            status, answer = await self._client.request(
-                "POST", "/registrations", body, self._client_address()
-            )
+            status, answer = await self._client.request("POST", "/registrations", body, client)
         except RequestFailed as error:
             now = time.monotonic()
             self._second(now).errors[error.kind] += 1
@@ -233,7 +232,7 @@ class _Worker:
             self._bodies.accepted(claim)
         plan = self._plan
         if plan.poll_completion and self._random.random() < plan.poll_completion:
-            task = asyncio.create_task(self._poll(answer, now))
+            task = asyncio.create_task(self._poll(answer, now, client))
             self._polls.add(task)
             task.add_done_callback(self._polls.discard)
 
@@ -244,12 +243,13 @@ class _Worker:
         n = self._random.randrange(self._plan.client_addresses) % (1 << 22)
         return f"100.{64 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
 
-    async def _poll(self, answer: bytes, accepted_at: float) -> None:
+    async def _poll(self, answer: bytes, accepted_at: float, client: str | None) -> None:
         """Poll the registration's status until it is final; record how long that took.
 
         The interval starts at 10 ms and grows to 250 ms, so a registration completed within
         a few tens of milliseconds is timed closely and a slow one costs few requests; the
-        time recorded is when completion was *seen*, at most one interval late.
+        time recorded is when completion was *seen*, at most one interval late. It polls from
+        the client that signed up, as a person would (the server limits polls per client).
         """
         try:
             registration_id = self._decode(answer)["registration_id"]
@@ -262,7 +262,7 @@ class _Worker:
         outcome = "timed_out"
         while time.monotonic() < deadline:
             try:
-                status, body = await self._poller.request("GET", path)
+                status, body = await self._poller.request("GET", path, forwarded_for=client)
             except RequestFailed:
                 status, body = 0, b""
             if status == 200:

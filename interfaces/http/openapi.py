@@ -154,7 +154,11 @@ REGISTRATION_RESPONSES = {
     ),
 }
 
-STATUS_RESPONSES = {404: _problem("Unknown or malformed registration id")}
+STATUS_RESPONSES = {
+    404: _problem("Unknown or malformed registration id"),
+    429: _problem("Too many status queries from this client; see Retry-After"),
+    503: _problem("The databases cannot be reached; retry after a moment"),
+}
 
 
 def document_operations(

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Literal
 
 import msgspec
-from litestar import get
+from litestar import Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from application.services import Services
+from interfaces.http.client_address import client_address
 from interfaces.http.openapi import STATUS_RESPONSES
 from interfaces.http.problems import problem
 
@@ -33,9 +34,15 @@ class RegistrationStatusView(msgspec.Struct, omit_defaults=True):
     tags=["registrations"],
 )
 async def registration_status(
-    registration_id: FromPath[str], services: NamedDependency[Services]
+    registration_id: FromPath[str],
+    services: NamedDependency[Services],
+    request: Request,  # type: ignore[type-arg]
 ) -> RegistrationStatusView:
-    found = await services.get_status(registration_id)
+    # Every X-Forwarded-For line, in order, as the POST handler reads them.
+    forwarded = ", ".join(request.headers.getall("x-forwarded-for", [])) or None
+    peer = request.client.host if request.client else ""
+    client = client_address(peer, forwarded, services.trusted_proxies)
+    found = await services.get_status(registration_id, client)
     if found is None:
         raise problem(404, "registration_not_found", "No registration has this id.")
     return RegistrationStatusView(
