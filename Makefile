@@ -13,20 +13,25 @@ setup:
 	$(UV) sync --frozen --compile-bytecode
 
 # Tools some tests drive, from Debian's packages: Chromium for the signup page (Playwright
-# cannot download browsers here) and docker-compose to validate docker-compose.yml (no Docker
-# engine is needed for that). Without root they are left to you; those tests skip, saying why.
-TEST_TOOLS := /usr/bin/chromium:chromium /usr/bin/docker-compose:docker-compose
+# cannot download browsers here), docker-compose to validate docker-compose.yml (no Docker
+# engine is needed for that: not its recommended docker.io), HAProxy and promtool to check
+# the shipped configurations. Without root they are left to you; those tests skip, saying why.
+TEST_TOOLS := /usr/bin/chromium:chromium
+LEAN_TEST_TOOLS := /usr/bin/docker-compose:docker-compose /usr/sbin/haproxy:haproxy \
+	/usr/bin/promtool:prometheus
 
 test-tools:
-	@missing=""; for tool in $(TEST_TOOLS); do \
-		[ -x "$${tool%%:*}" ] || missing="$$missing $${tool##*:}"; \
-	done; \
-	if [ -n "$$missing" ]; then \
+	@missing=""; lean=""; \
+	for tool in $(TEST_TOOLS); do [ -x "$${tool%%:*}" ] || missing="$$missing $${tool##*:}"; done; \
+	for tool in $(LEAN_TEST_TOOLS); do [ -x "$${tool%%:*}" ] || lean="$$lean $${tool##*:}"; done; \
+	if [ -n "$$missing$$lean" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			(apt-get update -qq && apt-get install -y -qq $$missing) \
-				|| echo "could not install$$missing: the tests that need them will skip"; \
+			apt-get update -qq \
+			&& { [ -z "$$missing" ] || apt-get install -y -qq $$missing; } \
+			&& { [ -z "$$lean" ] || apt-get install -y -qq --no-install-recommends $$lean; } \
+			|| echo "could not install$$missing$$lean: the tests that need them will skip"; \
 		else \
-			echo "missing$$missing: run 'sudo apt-get install$$missing' for the tests that use them"; \
+			echo "missing$$missing$$lean: run 'sudo apt-get install$$missing$$lean' for the tests that use them"; \
 		fi; \
 	fi
 

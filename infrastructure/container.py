@@ -287,7 +287,7 @@ async def run_worker(
     ``restarts``: how many times this worker has been restarted (by ``signup up``)."""
     read_side = ReadSide.open(settings)
     metrics.WORKER_RESTARTS.inc(restarts)
-    serve_worker_metrics(settings.worker_metrics_port)
+    serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
     try:
         names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
         heap.settle()

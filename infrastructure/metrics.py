@@ -67,7 +67,9 @@ PROJECTED = Counter("signup_projected_events", "Events projected, by projection.
 RETRIES = Counter("signup_projection_retries", "Retries of parked events, by outcome.", ["outcome"])
 
 
-def serve_worker_metrics(port: int | None) -> None:
+def serve_worker_metrics(port: int | None, host: str = "127.0.0.1") -> None:
+    """On loopback unless told otherwise: the figures are for the operator's Prometheus,
+    not for whoever can reach the machine."""
     if port:
-        start_http_server(port)
-        log.info("worker_metrics", port=port)
+        start_http_server(port, addr=host)
+        log.info("worker_metrics", host=host, port=port)

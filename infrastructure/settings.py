@@ -42,6 +42,8 @@ class Settings:
     enumeration_resistant: bool = False
     # The worker serves its own /metrics here (off when unset: the API's /metrics has the lag).
     worker_metrics_port: int | None = None
+    # Where it listens: loopback unless a Prometheus elsewhere must reach it (compose: 0.0.0.0).
+    worker_metrics_host: str = "127.0.0.1"
     # Rates in the `limits` notation ("1200/minute"); empty turns a limit off. One address can
     # hide many people (carrier NAT), so the per-client limit is generous.
     rate_limit_per_client: str = "1200/minute"
@@ -116,6 +118,7 @@ class Settings:
             ),
             fast_reject=_flag(env.get("SIGNUP_FAST_REJECT")),
             enumeration_resistant=_flag(env.get("SIGNUP_ENUMERATION_RESISTANT")),
+            worker_metrics_host=env.get("SIGNUP_WORKER_METRICS_HOST", defaults.worker_metrics_host),
             worker_metrics_port=int(env["SIGNUP_WORKER_METRICS_PORT"])
             if env.get("SIGNUP_WORKER_METRICS_PORT")
             else None,

@@ -313,7 +313,10 @@ def _dashboard_expressions() -> list[str]:
 # ── The mounted configurations, where their own checkers are installed ───────────────────────
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.skipif(
+    shutil.which("haproxy") is None,
+    reason="haproxy is not installed: `make test-tools` (as root) installs it",
+)
 def test_haproxy_accepts_its_configuration() -> None:
     answer = subprocess.run(
         ["haproxy", "-c", "-f", str(DEPLOY / "haproxy" / "haproxy.cfg")],
@@ -325,7 +328,10 @@ def test_haproxy_accepts_its_configuration() -> None:
     assert answer.returncode == 0, answer.stdout + answer.stderr
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not installed: `make test-tools` (as root) installs it",
+)
 def test_prometheus_accepts_its_configuration_and_the_dashboard_queries(tmp_path: Path) -> None:
     config = subprocess.run(
         ["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 from litestar.testing import AsyncTestClient
 
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.read_models import all_have_status, eventually, replayed_rows, table_rows
-from tests.servers import ROOT
+from tests.servers import ROOT, free_port
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -69,3 +70,39 @@ def test_a_worker_asked_for_an_unknown_projection_stops_and_says_so(
     worker = _worker(settings, "email_lookup,nothing", tmp_path / "bad.log")
     assert worker.wait(60) != 0
     assert "unknown projections: nothing" in (tmp_path / "bad.log").read_text()
+
+
+def test_the_workers_metrics_listen_on_loopback_unless_told_otherwise() -> None:
+    def listening_on(port: int, *env: str) -> str:
+        script = (
+            "import time\n"
+            "from infrastructure.metrics import serve_worker_metrics\n"
+            "from infrastructure.settings import Settings\n"
+            "s = Settings.from_env()\n"
+            "serve_worker_metrics(s.worker_metrics_port, s.worker_metrics_host)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        settings = dict(e.split("=", 1) for e in env)
+        process = subprocess.Popen(
+            [sys.executable, "-c", script],
+            env={**os.environ, "SIGNUP_WORKER_METRICS_PORT": str(port), **settings},
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            assert process.stdout is not None
+            while (line := process.stdout.readline()) != b"ready\n":
+                assert line, "the process exited before serving its metrics"
+            [address] = [
+                c.laddr.ip
+                for c in psutil.Process(process.pid).net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+            ]
+            return str(address)
+        finally:
+            process.kill()
+            process.wait()
+
+    assert listening_on(free_port()) == "127.0.0.1"
+    assert listening_on(free_port(), "SIGNUP_WORKER_METRICS_HOST=0.0.0.0") == "0.0.0.0"
