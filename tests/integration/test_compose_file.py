@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
+from tests.certificates import CERTIFICATE_IN_LB, make_certificate
 from tests.servers import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -317,13 +318,20 @@ def _dashboard_expressions() -> list[str]:
     shutil.which("haproxy") is None,
     reason="haproxy is not installed: `make test-tools` (as root) installs it",
 )
-def test_haproxy_accepts_its_configuration() -> None:
+def test_haproxy_accepts_its_configuration(tmp_path: Path) -> None:
+    # With a certificate where the compose file mounts one.
+    certificate = tmp_path / "signup.pem"
+    make_certificate(certificate)
+    config = tmp_path / "haproxy.cfg"
+    shipped = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    config.write_text(shipped.replace(CERTIFICATE_IN_LB, str(certificate)))
     answer = subprocess.run(
-        ["haproxy", "-c", "-f", str(DEPLOY / "haproxy" / "haproxy.cfg")],
+        ["haproxy", "-c", "-f", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "SIGNUP_HTTPS_PORT": "443"},
     )
     assert answer.returncode == 0, answer.stdout + answer.stderr
 
@@ -365,3 +373,19 @@ def test_redis_is_bounded_and_evicts_the_least_used_keys_not_the_rate_limits_fir
     settings = dict(zip(command[1::2], command[2::2], strict=True))
     assert settings["--maxmemory"] == "1gb"
     assert settings["--maxmemory-policy"] == "allkeys-lfu"
+
+
+def test_the_load_balancer_serves_https_with_the_certificate_the_certs_service_makes(
+    compose: dict[str, Any],
+) -> None:
+    lb, certs = _service(compose, "lb"), _service(compose, "certs")
+    assert lb["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    made_in = next(v for v in certs["volumes"] if v.endswith(":/certs"))
+    read_from = next(v for v in lb["volumes"] if ":/usr/local/etc/haproxy/certs" in v)
+    assert made_in.split(":")[0] == read_from.split(":")[0]  # the same volume
+    assert read_from.endswith(":ro")
+    published = {p.split(":")[-1]: p.split(":")[0] for p in lb["ports"]}
+    assert set(published) == {"80", "443"}
+    # The redirect from HTTP names the port HTTPS is published on.
+    assert _environment(lb)["SIGNUP_HTTPS_PORT"] == published["443"]
+    assert _command(certs)[-1] == "/certs/signup.pem"
