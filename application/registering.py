@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,9 +61,16 @@ class OwnerNotifications(Protocol):
 class StoreUnavailable(Exception):
     """The event store cannot be reached or did not confirm; the client may retry safely.
 
-    Almost always nothing was recorded; if a commit succeeded but its acknowledgement was
-    lost, a retry finds the registration (idempotency key) or its email taken (409).
+    Almost always nothing was recorded. When the store did not confirm *in time* but may still
+    (its batch is being retried), ``outcome`` resolves once it knows (raising if the submission
+    was not recorded) and ``registration_id`` names the registration: whoever told the client
+    503 can then keep the answer for its retry (the Idempotency-Key replay).
     """
+
+    def __init__(self, message: str = "", *, outcome: Awaitable[None] | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.registration_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,9 @@ class RegisterUser:
             if self.known_emails is not None and await self.known_emails.registered(details.email):
                 raise EmailAlreadyRegistered()
             await self.log.append(self._submission(registration_id, details, reservation_ids))
+        except StoreUnavailable as unconfirmed:
+            unconfirmed.registration_id = registration_id
+            raise
         except AlreadyRegistered as taken:
             if self.owners is None:
                 raise

@@ -38,6 +38,8 @@ class _Pending:
     future: asyncio.Future[None]
     # When its client stops waiting (loop time).
     deadline: float
+    # Once its client has been told 503: the batch's outcome, for whoever keeps the answer.
+    eventual: asyncio.Future[None] | None = None
 
 
 @dataclass
@@ -123,8 +125,16 @@ class GroupCommit:
                 for pending in pendings:
                     if pending.deadline <= now and not pending.future.done():
                         metrics.APPEND_TIMEOUTS.inc()
+                        pending.eventual = loop.create_future()
+                        # Read by whoever keeps the answer, or dropped.
+                        pending.eventual.add_done_callback(
+                            lambda done: done.cancelled() or done.exception()
+                        )
                         pending.future.set_exception(
-                            StoreUnavailable("the event store did not confirm in time")
+                            StoreUnavailable(
+                                "the event store did not confirm in time",
+                                outcome=pending.eventual,
+                            )
                         )
 
     async def _commit(self, batch: list[_Pending]) -> None:
@@ -150,12 +160,16 @@ class GroupCommit:
             self.batch_sizes.append(len(batch))
             metrics.BATCH_SIZE.observe(len(batch))
             for pending, outcome in zip(batch, outcomes, strict=True):
-                if pending.future.done():
-                    continue
+                told = pending.future
+                if told.done():
+                    # Its client heard 503 already: the outcome goes to whoever keeps answers.
+                    if pending.eventual is None or pending.eventual.done():
+                        continue
+                    told = pending.eventual
                 if outcome is None:
-                    pending.future.set_result(None)
+                    told.set_result(None)
                 else:
-                    pending.future.set_exception(outcome)
+                    told.set_exception(outcome)
         finally:
             del self._committing[id(batch)]
             self._slots.release()

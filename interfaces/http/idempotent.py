@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 
@@ -34,12 +35,19 @@ def check_key(key: str) -> str:
     return key
 
 
+# Answers still being settled after their client was told 503 (see ``answer_once``).
+_settling: set[asyncio.Task[None]] = set()
+
+
 async def answer_once(
     store: IdempotencyStore,
     key: str,
     body: bytes,
     produce: Callable[[], Awaitable[StoredAnswer]],
+    later: Callable[[BaseException], Awaitable[StoredAnswer] | None] = lambda _: None,
 ) -> StoredAnswer:
+    """``later`` maps a failure of ``produce`` to the answer it will turn out to have had
+    (a signup whose batch may still commit after its client heard 503), or None."""
     fingerprint = hashlib.sha256(body).hexdigest()
     try:
         outcome = await store.claim(key, fingerprint)
@@ -66,12 +74,33 @@ async def answer_once(
     assert isinstance(outcome, Claimed)
     try:
         answer = await produce()
-    except BaseException:
-        # No final answer (the store was down, or a bug): let the client's retry run afresh.
-        await _quietly(store.release(key))
+    except BaseException as error:
+        eventual = later(error) if isinstance(error, Exception) else None
+        if eventual is None:
+            # No final answer (the store was down, or a bug): let the client's retry run afresh.
+            await _quietly(store.release(key))
+        else:
+            # The key stays claimed (a retry meanwhile hears "in progress") until the outcome
+            # is known: then a retry gets the answer the first request turned out to have.
+            task = asyncio.get_running_loop().create_task(
+                _settle(store, key, fingerprint, eventual)
+            )
+            _settling.add(task)
+            task.add_done_callback(_settling.discard)
         raise
     await _quietly(store.complete(key, fingerprint, answer))
     return answer
+
+
+async def _settle(
+    store: IdempotencyStore, key: str, fingerprint: str, eventual: Awaitable[StoredAnswer]
+) -> None:
+    try:
+        answer = await eventual
+    except Exception:
+        await _quietly(store.release(key))
+        return
+    await _quietly(store.complete(key, fingerprint, answer))
 
 
 async def _quietly(step: Awaitable[None]) -> None:

@@ -6,7 +6,8 @@ the operation the OpenAPI document shows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Awaitable, Iterable
 
 import msgspec
 from litestar import Request, asgi, post
@@ -15,7 +16,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.types import Receive, Scope, Send
 
 from application.idempotency import StoredAnswer
-from application.registering import RegisterUser
+from application.registering import RegisterUser, StoreUnavailable
 from application.services import Services, services_of
 from domain.errors import DomainError
 from interfaces.http.client_address import client_address
@@ -89,14 +90,33 @@ def _problem_answer(scope: Scope, error: ProblemDetailsException) -> StoredAnswe
 
 async def _register(register_user: RegisterUser, form: object, client: str) -> StoredAnswer:
     accepted = await register_user(form, client)
-    body = RegistrationAccepted(registration_id=accepted.registration_id, status="pending")
-    location = f"{PATH}/{accepted.registration_id}"
+    return _accepted(accepted.registration_id)
+
+
+def _accepted(registration_id: uuid.UUID) -> StoredAnswer:
+    body = RegistrationAccepted(registration_id=registration_id, status="pending")
     return StoredAnswer(
         202,
         _encode(body),
-        {"content-type": "application/json", "location": location},
-        subject=str(accepted.registration_id),
+        {"content-type": "application/json", "location": f"{PATH}/{registration_id}"},
+        subject=str(registration_id),
     )
+
+
+def _eventually_accepted(error: BaseException) -> Awaitable[StoredAnswer] | None:
+    """A signup told 503 because its batch did not commit in time, which may commit yet: the
+    202 it will then have had, so that its Idempotency-Key retry is answered with it."""
+    if not isinstance(error, StoreUnavailable) or error.outcome is None:
+        return None
+    outcome, registration_id = error.outcome, error.registration_id
+    if registration_id is None:
+        return None
+
+    async def accepted() -> StoredAnswer:
+        await outcome
+        return _accepted(registration_id)
+
+    return accepted()
 
 
 @asgi(PATH, copy_scope=False)  # nothing here changes the scope
@@ -120,7 +140,7 @@ async def register(scope: Scope, receive: Receive, send: Send) -> None:
     answer = await (
         produce()
         if key is None
-        else answer_once(services.idempotency, check_key(key), body, produce)
+        else answer_once(services.idempotency, check_key(key), body, produce, _eventually_accepted)
     )
     await send_answer(send, answer.status, answer.body, answer.headers)
 

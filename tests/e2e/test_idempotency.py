@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
+import psycopg
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from application.idempotency import StoredAnswer
+from infrastructure.container import build_app
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.settings import Settings
 from tests.e2e.api_client import post_registration, problem
 from tests.factories import make_cpf, valid_form
+from tests.read_models import eventually
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -125,3 +129,33 @@ async def test_an_answer_over_the_size_kept_frees_its_key_instead_of_being_store
 
     assert await redis.exists("signup:idempotency:big-1") == 0
     await redis.aclose()
+
+
+async def test_a_signup_told_503_whose_batch_commits_after_all_is_replayed_to_its_retry(
+    settings: Settings,
+) -> None:
+    patient = dataclasses.replace(settings, append_timeout_seconds=0.5)
+    assert settings.database_url
+    form = _person(20)
+    headers = {"Idempotency-Key": "late-1"}
+    async with AsyncTestClient(app=build_app(patient)) as client:
+        # Another writer holds the events table's lock: the batch waits for it.
+        with psycopg.connect(settings.database_url) as blocker:
+            blocker.execute("LOCK TABLE signup_events IN EXCLUSIVE MODE")
+            first = await client.post("/registrations", json=form, headers=headers)
+            meanwhile = await client.post("/registrations", json=form, headers=headers)
+
+        # The lock is gone: the batch commits after all.
+        async def replayed() -> bool:
+            again = await client.post("/registrations", json=form, headers=headers)
+            return again.status_code != 409
+
+        await eventually(replayed, timeout=10)
+        retry = await client.post("/registrations", json=form, headers=headers)
+        status = await client.get(retry.headers["location"])
+
+    assert problem(first, 503)["code"] == "service_unavailable"
+    assert problem(meanwhile, 409)["code"] == "idempotency_request_in_progress"
+    assert retry.status_code == 202, retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert status.status_code == 200 and status.json()["status"] == "pending"
