@@ -235,8 +235,9 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
         assert told_.body.get("code") == "service_unavailable", told_
         assert int(told_.headers["retry-after"]) > 0, told_
         assert told_.headers["content-type"].startswith("application/problem+json"), told_
-    assert slowest_503 < 10, figures
-    assert recovery < 30, figures
+    # How long the 503s and the recovery took is printed above, not asserted: the deadline
+    # that bounds a 503 is tested in test_group_commit.py; that everyone got through after
+    # the restart is asserted just above (nobody's last answer is a 503).
     assert stored == set(ids), f"{len(set(ids) - stored)} accepted but not stored"
     assert [s.status_code for s in statuses] == [200] * len(ids)
     assert {s.json()["status"] for s in statuses} == {"completed"}

@@ -38,7 +38,8 @@ async def test_while_postgres_is_down_signups_get_503_and_after_it_returns_202(
         await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
         started = time.monotonic()
         down = await client.post("/registrations", json=_person(2))
-        waited = time.monotonic() - started
+        # Printed, not asserted (the deadline that bounds it is tested in test_group_commit.py).
+        print(f"\nthe client waited {time.monotonic() - started:.1f}s for its 503")
         ready = await client.get("/health/ready")
 
         await asyncio.to_thread(start_postgres, breakable_postgres)
@@ -55,7 +56,6 @@ async def test_while_postgres_is_down_signups_get_503_and_after_it_returns_202(
     assert down.status_code == 503, down.text
     assert down.json()["code"] == "service_unavailable"
     assert int(down.headers["retry-after"]) > 0
-    assert waited < 10, f"the client waited {waited:.1f}s for its 503"
     assert ready.status_code == 503
     assert back.status_code == 202, back.text
     assert {r.status_code for r in retries[:-1]} <= {503}

@@ -200,7 +200,6 @@ async def test_a_redis_flush_and_crash_under_retrying_clients_creates_no_duplica
     assert set(conflict_codes) <= {*ALLOWED_409, IN_PROGRESS}, figures
     assert len(while_down) >= people // 10, f"too few requests while Redis was down: {figures}"
     assert len(after_flush) >= people // 10, f"too few requests after the flush: {figures}"
-    assert slowest_while_down < 5, figures
     lost = [n for n, ids in ids_per_person.items() if not ids]
     doubled = [n for n, ids in ids_per_person.items() if len(ids) > 1]
     assert not lost, f"people who never got their 202: {lost[:10]}"
