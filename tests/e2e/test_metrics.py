@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import make_cpf, valid_form
+from tests.read_models import eventually
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -28,8 +27,14 @@ async def test_metrics_count_requests_batches_and_show_projection_lag(client: Cl
     form = valid_form(cpf=make_cpf(80_000), email=email, email_confirmation=email)
     assert (await client.post("/registrations", json=form)).status_code == 202
     assert (await client.post("/registrations", json=form)).status_code == 409
-    await asyncio.sleep(1.5)  # the lag gauges refresh once a second
 
+    # The lag gauges are read from the databases once a second: wait for the first reading
+    # that has seen the event.
+    async def lag_seen() -> bool:
+        lags = (await _samples(client)).get("signup_projection_lag_events", [])
+        return len(lags) == 4 and all(value >= 1 for _, value in lags)
+
+    await eventually(lag_seen, timeout=10)
     samples = await _samples(client)
 
     requests = {

@@ -147,7 +147,6 @@ async def test_no_status_goes_back_from_completed_to_pending_across_worker_kills
                     # A rebuild killed half-way: batches of 20 make it slow enough to catch.
                     # (One that found nothing to do yet, behind a lagging worker, is retried.)
                     for attempt in range(10):
-                        await asyncio.sleep(1.1)  # rebuild tables are named by the second
                         doomed = processes.start(
                             f"rebuild-killed-{attempt}", REBUILD, SIGNUP_PROJECTION_BATCH_SIZE="20"
                         )
@@ -158,7 +157,6 @@ async def test_no_status_goes_back_from_completed_to_pending_across_worker_kills
                         events["killed_rebuild_rc"] = doomed.returncode
                         if doomed.returncode == -signal.SIGKILL:
                             break
-                    await asyncio.sleep(1.1)  # rebuild tables are named by the second
                     for k in range(scale):
                         windows[k] = (time.monotonic(), time.monotonic())
                         rebuild = processes.start(f"rebuild-{k}", REBUILD)
