@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from application.idempotency import IdempotencyStore
@@ -11,6 +11,11 @@ from application.registering import RegisterUser
 from application.status import GetRegistrationStatus
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """The proxies whose X-Forwarded-For is believed, from their configured spellings."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
 class Services:

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 from eventsourcing.postgres import PostgresApplicationRecorder
-from litestar import Litestar
 from redis.asyncio import Redis
 
 from application.erasure import Erased, EraseUser
 from application.projection_progress import ProjectionProgress
 from application.registering import RegisterUser
-from application.services import Services
+from application.services import Services, trusted_networks
 from application.status import STATUS_CLIENT_LIMIT, GetRegistrationStatus
 from infrastructure import claims, heap, metrics
 from infrastructure.batch_append import BatchAppender
@@ -27,7 +26,6 @@ from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
 from infrastructure.event_store import SignupEvents, open_event_store
 from infrastructure.group_commit import GroupCommit
 from infrastructure.idempotency import RedisIdempotencyStore
-from infrastructure.logging import configure_logging
 from infrastructure.metrics import serve_worker_metrics
 from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.postgres_outages import open_pool
@@ -37,8 +35,6 @@ from infrastructure.read_store import asyncpg_dsn
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
 from infrastructure.subject_keys import SubjectVault
-from interfaces.http.app import create_app
-from interfaces.http.client_address import trusted_networks
 
 log = structlog.get_logger(__name__)
 
@@ -233,17 +229,6 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
         yield container.services()
     finally:
         await container.stop()
-
-
-def build_app(settings: Settings) -> Litestar:
-    return create_app(lambda: running_services(settings))
-
-
-def build_app_from_env() -> Litestar:
-    """For ASGI servers that import a factory (``uvicorn --factory``), one per worker process."""
-    settings = Settings.from_env()
-    configure_logging(settings.log_format, settings.log_level)
-    return build_app(settings)
 
 
 async def erase(settings: Settings, subject: str) -> Erased:

@@ -22,12 +22,13 @@ import uvicorn
 import uvloop
 
 from application.erasure import UnknownSubject
-from infrastructure.container import build_app, erase, migrate, run_worker
+from infrastructure.container import erase, migrate, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.logging import configure_logging
 from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
 from interfaces import bench
+from interfaces.http.app import build_app
 from interfaces.supervisor import Supervised
 
 log = structlog.get_logger("signup")
@@ -125,7 +126,7 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         uvicorn.run(
-            "infrastructure.container:build_app_from_env",
+            "interfaces.http.app:build_app_from_env",
             factory=True,
             host=host,
             port=port,

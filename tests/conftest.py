@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import build_app, migrate
+from infrastructure.container import migrate
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.servers import TEST_RESERVATION_KEY, create_database
 
 # The `signup` processes the tests start against their own databases are not the laptop's

@@ -12,6 +12,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from application.services import Services, keep_services, services_of
+from infrastructure.container import running_services
+from infrastructure.logging import configure_logging
+from infrastructure.settings import Settings
 from interfaces.http import health, page, registrations, status
 from interfaces.http.metrics import MetricsController
 from interfaces.http.observability import observe
@@ -56,6 +59,18 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
     )
     document_operations(app, [registrations.documented], _openapi_config())
     return app
+
+
+def build_app(settings: Settings) -> Litestar:
+    """The app on the composition root's services, which start and stop with it."""
+    return create_app(lambda: running_services(settings))
+
+
+def build_app_from_env() -> Litestar:
+    """For ASGI servers that import a factory (``uvicorn --factory``), one per worker process."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    return build_app(settings)
 
 
 def _openapi_config() -> OpenAPIConfig:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from application.services import Network
 
@@ -12,10 +12,6 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # One IPv6 subscriber is given a /64 (RFC 6177): counting each address apart would give one
 # person 2**64 clients, one per address they pick.
 IPV6_CLIENT_PREFIX = 64
-
-
-def trusted_networks(entries: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
 def _parsed(text: str) -> Address | None:

@@ -11,9 +11,9 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from application.idempotency import StoredAnswer
-from infrastructure.container import build_app
 from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.e2e.api_client import post_registration, problem
 from tests.factories import make_cpf, valid_form
 from tests.read_models import eventually

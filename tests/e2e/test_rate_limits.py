@@ -15,8 +15,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from infrastructure.container import build_app
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.e2e.api_client import problem
 from tests.factories import make_cpf, valid_form
 from tests.servers import free_port, signup_process

@@ -25,8 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import build_app, migrate
+from infrastructure.container import migrate
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.faults.harness import person
 from tests.servers import TEST_RESERVATION_KEY, create_database
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import build_app, migrate
+from infrastructure.container import migrate
 from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 from tests.faults.harness import start_postgres, stop_postgres_immediately
 from tests.servers import TEST_RESERVATION_KEY

@@ -10,9 +10,10 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import build_app, migrate
+from infrastructure.container import migrate
 from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.faults.harness import person, start_postgres, stop_postgres_immediately
 from tests.read_models import eventually, running_worker
 from tests.servers import TEST_RESERVATION_KEY

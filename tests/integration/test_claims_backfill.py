@@ -8,9 +8,10 @@ import uuid
 from litestar.testing import AsyncTestClient
 
 from domain.reservations import Claim, Reservation
-from infrastructure.container import build_app, migrate
+from infrastructure.container import migrate
 from infrastructure.event_store import open_event_store
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.e2e.api_client import problem
 from tests.factories import make_cpf, valid_form
 

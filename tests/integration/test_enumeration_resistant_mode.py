@@ -15,10 +15,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from application.registering import DuplicateAttempt, StoreUnavailable
-from infrastructure.container import build_app
 from infrastructure.event_store import open_event_store
 from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
 from tests.read_models import all_have_status, eventually, running_worker, status_of
 

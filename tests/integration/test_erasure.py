@@ -20,9 +20,10 @@ from eventsourcing.cryptography import AESCipher
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from infrastructure.container import build_app, migrate
+from infrastructure.container import migrate
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from projections.model import REGISTRATION_REQUESTED
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
 from tests.read_models import (

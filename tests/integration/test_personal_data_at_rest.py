@@ -9,8 +9,9 @@ import psycopg
 from eventsourcing.cryptography import AESCipher
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import build_app, migrate
+from infrastructure.container import migrate
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_pj_form
 from tests.read_models import all_have_status, eventually, running_worker
 

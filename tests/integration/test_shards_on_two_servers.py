@@ -6,9 +6,10 @@ import asyncio
 
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import build_app, migrate
+from infrastructure.container import migrate
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 from tests.read_models import all_have_status, eventually, replayed_rows, running_worker, table_rows
 from tests.servers import TEST_RESERVATION_KEY, create_database

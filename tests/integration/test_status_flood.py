@@ -11,11 +11,11 @@ import asyncpg
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from infrastructure.container import build_app
 from infrastructure.event_store import open_event_store
 from infrastructure.read_store import asyncpg_dsn
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
+from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 
 

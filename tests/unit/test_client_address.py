@@ -1,4 +1,5 @@
-from interfaces.http.client_address import client_address, trusted_networks
+from application.services import trusted_networks
+from interfaces.http.client_address import client_address
 
 PROXIES = trusted_networks(["10.0.0.0/8", "192.0.2.1"])
 
