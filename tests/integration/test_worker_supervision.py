@@ -54,9 +54,16 @@ def test_a_stalled_worker_fails_readiness_and_a_killed_one_is_restarted_to_finis
         worker.send_signal(signal.SIGSTOP)
         waiting = httpx.post(f"{url}/registrations", json=_person(1), timeout=30)
         assert waiting.status_code == 202, waiting.text
-        _until(lambda: httpx.get(f"{url}/health/ready").status_code == 503, "unready")
-        ready = httpx.get(f"{url}/health/ready").json()
-        assert ready["checks"] == {"postgres": True, "redis": True, "projections": False}
+        # Each API process watches on its own: keep the answer that said so.
+        unready: list[httpx.Response] = []
+
+        def said_unready() -> bool:
+            unready.append(httpx.get(f"{url}/health/ready"))
+            return unready[-1].status_code == 503
+
+        _until(said_unready, "unready")
+        checks = unready[-1].json()["checks"]
+        assert checks == {"postgres": True, "redis": True, "projections": False}
         assert (
             'signup_projection_stalled{projection="registration_status"} 1.0'
             in httpx.get(f"{url}/metrics").text
