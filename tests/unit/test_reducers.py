@@ -1,0 +1,111 @@
+"""The read models' reducers, against rows written out by hand, and users pinned to shards.
+
+``tests/read_models.py`` compares the tables with a replay through these same reducers and
+shard map, which a bug in either would pass; these tests state the expected rows literally.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from domain.address import Address
+from domain.form import RegistrationDetails
+from projections.email_lookup import email_lookup
+from projections.model import RequestedRegistration
+from projections.registration_status import registration_status
+from projections.shards import ShardMap, logical_shard, user_id_for
+from projections.users import users
+
+AT = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+FIRST = uuid.UUID("00000000-0000-4000-8000-000000000001")
+OTHER = uuid.UUID("3f2b8c1e-7d4a-4e6b-9a0c-1d2e3f4a5b6c")
+ADDRESS = Address("01310100", "Avenida Paulista", "1000", None, "Bela Vista", "São Paulo", "SP")
+PERSON = RegistrationDetails(
+    person_type="PF",
+    cpf="52998224725",
+    cnpj=None,
+    name="Maria da Silva",
+    mobile_phone="+5511987654321",
+    phone=None,
+    email="maria@example.com",
+    address=ADDRESS,
+)
+TWO_SHARDS = ShardMap(64, ["shard-0", "shard-1"])
+
+
+def _requested(
+    registration_id: uuid.UUID, details: RegistrationDetails | None = PERSON
+) -> RequestedRegistration:
+    return RequestedRegistration(registration_id, AT, details)
+
+
+def test_known_registrations_have_these_user_ids_and_shards_for_good() -> None:
+    # A change here moves users between shards and gives them new ids: a rebuild of every
+    # shard, and every client's user id changes. Pinned on purpose.
+    assert user_id_for(FIRST) == uuid.UUID("93733a68-dae0-5e9d-9408-f4a89c0fed9d")
+    assert logical_shard(user_id_for(FIRST), 64) == 49
+    assert TWO_SHARDS.locate(FIRST)[1:] == (49, 1)
+    assert user_id_for(OTHER) == uuid.UUID("deb76af3-c51e-5091-885b-a266f387bc1e")
+    assert TWO_SHARDS.locate(OTHER)[1:] == (56, 0)
+
+
+def test_a_user_is_written_whole_to_its_own_shard_only() -> None:
+    row = {
+        "user_id": uuid.UUID("93733a68-dae0-5e9d-9408-f4a89c0fed9d"),
+        "registration_id": FIRST,
+        "logical_shard": 49,
+        "person_type": "PF",
+        "cpf": "52998224725",
+        "cnpj": None,
+        "name": "Maria da Silva",
+        "mobile_phone": "+5511987654321",
+        "phone": None,
+        "email": "maria@example.com",
+        "address": {
+            "cep": "01310100",
+            "street": "Avenida Paulista",
+            "number": "1000",
+            "complement": None,
+            "neighborhood": "Bela Vista",
+            "city": "São Paulo",
+            "state": "SP",
+        },
+        "created_at": AT,
+    }
+    assert users(TWO_SHARDS, 1).reduce(_requested(FIRST)) == [row]
+    assert users(TWO_SHARDS, 0).reduce(_requested(FIRST)) == []
+
+
+def test_the_email_lookup_names_the_registration_and_its_logical_shard() -> None:
+    assert email_lookup(64).reduce(_requested(OTHER)) == [
+        {
+            "email": "maria@example.com",
+            "registration_id": OTHER,
+            "shard": 56,
+            "registered_at": AT,
+        }
+    ]
+
+
+def test_a_status_row_is_completed_with_the_user_id_and_no_reason() -> None:
+    assert registration_status().reduce(_requested(FIRST)) == [
+        {
+            "registration_id": FIRST,
+            "status": "completed",
+            "user_id": uuid.UUID("93733a68-dae0-5e9d-9408-f4a89c0fed9d"),
+            "reason": None,
+            "requested_at": AT,
+        }
+    ]
+
+
+def test_an_erased_registration_gives_no_row_in_any_read_model() -> None:
+    erased = _requested(FIRST, details=None)
+    for projection in (
+        users(TWO_SHARDS, 0),
+        users(TWO_SHARDS, 1),
+        email_lookup(64),
+        registration_status(),
+    ):
+        assert projection.reduce(erased) == [], projection.name
