@@ -27,6 +27,7 @@ from interfaces.http.app import build_app
 from projections.model import REGISTRATION_REQUESTED
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
 from tests.read_models import (
+    Poison,
     all_have_status,
     eventually,
     replayed_rows,
@@ -93,7 +94,9 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
     async with running_worker(encrypted):
         await eventually(lambda: all_have_status(api, [erased, *kept], "completed"))
     user_id = (await status_of(api, erased))["user_id"]  # also caches the completed status
-    assert "apagar@example.com" in _everything_readable(encrypted)
+    before = _everything_readable(encrypted)
+    # What is searched for afterwards was there to be found.
+    assert "apagar@example.com" in before and erased_form["cpf"] in before and company in before
     read_side = ReadSide.open(encrypted)
     # Read (and so decoded and remembered) once before the erasure, by the reader used after.
     notes, _ = await read_side.source.read(0, 100, [REGISTRATION_REQUESTED])
@@ -108,7 +111,8 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
         assert name in result.stdout
     assert (await api.get(f"/registrations/{erased}")).status_code == 404
     readable = _everything_readable(encrypted)
-    for trace in ("apagar@example.com", company, "Empresa Esquecida", erased, user_id):
+    responsible = erased_form["cpf"]
+    for trace in ("apagar@example.com", company, responsible, "Empresa Esquecida", erased, user_id):
         assert trace not in readable, f"{trace!r} is still in a read model"
     assert await all_have_status(api, kept, "completed")
 
@@ -248,3 +252,33 @@ def test_signup_erase_beside_signup_up_clears_its_embedded_cache_at_once(
         assert erase.returncode == 0, erase.stderr
         assert "status_cache" in erase.stdout, erase.stdout
         assert httpx.get(location).status_code == 404
+
+
+async def test_erasing_a_person_with_a_dead_letter_removes_it_and_leaves_no_trace_of_their_cpf(
+    api: Client, encrypted: Settings
+) -> None:
+    cpf = make_cpf(77_060)
+    form = valid_form(cpf=cpf, email="morta@example.com", email_confirmation="morta@example.com")
+    erased = await _register(api, form)
+    kept = await _register(api, _person(61))
+    # Their users shard fails for them until they are dead-lettered.
+    async with running_worker(encrypted, Poison("morta@example.com")):
+        await eventually(lambda: all_have_status(api, [erased], "failed"))
+        await eventually(lambda: all_have_status(api, [kept], "completed"))
+    read_side = ReadSide.open(encrypted)
+    try:
+        dead = await read_side.failures.list(state=None)
+        assert [str(f.registration_id) for f in dead] == [erased]
+        assert "morta@example.com" in _everything_readable(encrypted)  # the email lookup
+
+        result = await run_signup(encrypted, "erase", erased)
+
+        assert result.returncode == 0, result.stderr
+        assert await read_side.failures.list(state=None) == []
+    finally:
+        await read_side.close()
+    readable = _everything_readable(encrypted)
+    for trace in (cpf, "morta@example.com", erased):
+        assert trace not in readable, f"{trace!r} is still in a read model or dead letter"
+    assert (await api.get(f"/registrations/{erased}")).status_code == 404
+    assert await all_have_status(api, [kept], "completed")
