@@ -131,6 +131,12 @@ class BatchAppender:
                 await self._append(batch, group[:middle], rows, outcomes)
                 await self._append(batch, group[middle:], rows, outcomes)
                 return
+            except asyncpg.UndefinedFunctionError:
+                # An API of this version before `signup migrate` has run on its store (the
+                # deploy order is wrong): every signup would fail alike, so clients hear 503
+                # and retry while the operator is told what to do.
+                log.error("event_store_not_migrated", hint="run `signup migrate`")
+                raise StoreUnavailable("the event store is not migrated") from None
             except UNAVAILABLE as error:
                 # Perhaps while COMMIT was on its way: the next try finds out (see below).
                 log.warning(

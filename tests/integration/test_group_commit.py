@@ -7,7 +7,9 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from application.registering import RegisterUser, StoreUnavailable, Submission
 from domain.errors import AlreadyRegistered, CpfAlreadyRegistered, EmailAlreadyRegistered
@@ -257,3 +259,18 @@ async def test_a_signup_hears_503_in_time_when_its_batch_is_slow_and_a_retry_fin
         finally:
             await group.stop()
     assert _stored_registrations(settings, [submission]) == {submission.registration_id}
+
+
+async def test_a_store_not_migrated_for_this_version_is_unavailable_and_the_log_says_to_migrate(
+    settings: Settings,
+) -> None:
+    assert settings.database_url
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION signup_append_batch")
+    async with _appender(settings) as appender:
+        [submission] = await _submissions(_form(50))
+        with capture_logs() as logged, pytest.raises(StoreUnavailable):
+            await appender.record([submission])
+    assert {"event": "event_store_not_migrated", "hint": "run `signup migrate`"}.items() <= next(
+        e for e in logged if e["event"] == "event_store_not_migrated"
+    ).items()
