@@ -2,14 +2,16 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: setup test-tools run test lint load
+.PHONY: uv setup test-tools run test lint load
 
 # The uv that wrote uv.lock: a newer one may read or resolve it differently.
 UV_VERSION := 0.13.9
 
-setup:
+uv:
 	@$(PYTHON) -m uv --version 2>/dev/null | grep -qE "^uv $(UV_VERSION)( |$$)" \
 		|| $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+
+setup: uv
 	$(UV) sync --frozen --compile-bytecode
 
 # Tools some tests drive, from Debian's packages: Chromium for the signup page (Playwright
@@ -35,8 +37,10 @@ test-tools:
 		fi; \
 	fi
 
-run: setup
-	$(UV) run signup up
+# Running needs the service alone, not the test and lint tools (Playwright, schemathesis, mypy).
+run: uv
+	$(UV) sync --frozen --no-dev --compile-bytecode
+	$(UV) run --frozen --no-dev signup up
 
 test: setup test-tools
 	$(UV) run pytest
