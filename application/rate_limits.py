@@ -30,3 +30,12 @@ class RateLimiter(Protocol):
         over its limit spends no one's per-email allowance). Otherwise every one is counted,
         and the first to refuse is named. A limit without a rate, or an empty key, is free.
         """
+
+
+async def enforce(limiter: RateLimiter | None, limits: Sequence[tuple[str, str]]) -> None:
+    """Count the request against ``limits`` (see ``RateLimiter.hit``); raise ``RateLimited``
+    naming the first that refused. No limiter, no limits."""
+    if limiter is not None:
+        refused = await limiter.hit(limits)
+        if refused is not None:
+            raise RateLimited(refused.limit, refused.retry_after)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from application.personal_data import PersonalDataVault
-from application.rate_limits import RateLimited, RateLimiter
+from application.rate_limits import RateLimiter, enforce
 from domain.errors import AlreadyRegistered, EmailAlreadyRegistered, InvalidRegistration
 from domain.form import RegistrationDetails, parse_registration_form
 from domain.registration import claims, requested
@@ -97,19 +97,20 @@ class RegisterUser:
             details = parse_registration_form(form)
         except InvalidRegistration:
             # Counted too: a flood of invalid bodies is throttled like any other.
-            await self._limit([("client", client)])
+            await enforce(self.limiter, [("client", client)])
             raise
         # Keyed by the claims' HMACs, so the limiter's store never holds an email or a CPF.
         reservation_ids: dict[str, uuid.UUID] = {
             claim.kind: claim.reservation_id(self.reservation_key) for claim in claims(details)
         }
         # The client's limit first; one round trip for the three.
-        await self._limit(
+        await enforce(
+            self.limiter,
             [
                 ("client", client),
                 ("email", str(reservation_ids["email"])),
                 ("cpf", str(self._cpf_key(details.cpf, reservation_ids))),
-            ]
+            ],
         )
         registration_id = uuid.uuid4()
         try:
@@ -146,9 +147,3 @@ class RegisterUser:
         # A PF already claims its CPF; a PJ's responsible person is limited by theirs too.
         held = reservation_ids.get("cpf")
         return held if held is not None else Claim("cpf", cpf).reservation_id(self.reservation_key)
-
-    async def _limit(self, limits: list[tuple[str, str]]) -> None:
-        if self.limiter is not None:
-            refused = await self.limiter.hit(limits)
-            if refused is not None:
-                raise RateLimited(refused.limit, refused.retry_after)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from application.rate_limits import RateLimited, RateLimiter
+from application.rate_limits import RateLimiter, enforce
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,7 @@ class GetRegistrationStatus:
     async def __call__(self, registration_id: str, client: str = "") -> RegistrationStatus | None:
         """None for an unknown id and for anything that is not a UUID; raises ``RateLimited``
         when the client asks too often."""
-        if self.limiter is not None:
-            refused = await self.limiter.hit([(STATUS_CLIENT_LIMIT, client)])
-            if refused is not None:
-                raise RateLimited(refused.limit, refused.retry_after)
+        await enforce(self.limiter, [(STATUS_CLIENT_LIMIT, client)])
         try:
             parsed = uuid.UUID(registration_id)
         except ValueError:

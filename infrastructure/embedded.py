@@ -54,8 +54,8 @@ def _start_postgres(data_dir: Path) -> tuple[Any, bool]:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "postgres"
-    running = pgdata.exists() and (info := PostmasterInfo.read_from_pgdata(pgdata)) is not None
-    return get_server(pgdata), running and info is not None and info.is_running()
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    return get_server(pgdata), info is not None and info.is_running()
 
 
 # What an attacker can make Redis store is bounded (answers kept per Idempotency-Key are

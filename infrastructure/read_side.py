@@ -166,11 +166,12 @@ class ReadSide:
         while not stop.is_set():
             try:
                 lags = await self.lag()
+                now = time.monotonic()
                 for name, (position, lag) in lags.items():
                     metrics.PROJECTION_POSITION.labels(name).set(position)
                     metrics.PROJECTION_LAG.labels(name).set(lag)
-                    progress.observe(name, position, lag, time.monotonic())
-                stalled = set(progress.stalled(time.monotonic()))
+                    progress.observe(name, position, lag, now)
+                stalled = set(progress.stalled(now))
                 for name in lags:
                     metrics.PROJECTION_STALLED.labels(name).set(int(name in stalled))
                 for name in sorted(stalled - reported):
