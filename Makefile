@@ -42,8 +42,10 @@ run: uv
 	$(UV) sync --frozen --no-dev --compile-bytecode
 	$(UV) run --frozen --no-dev signup up
 
+# One test process per core (at most four: each starts its own PostgreSQL and Valkey, and the
+# fault tests load the machine); a test takes whichever process is free (worksteal).
 test: setup test-tools
-	$(UV) run pytest
+	$(UV) run pytest -n auto --maxprocesses 4 --dist worksteal
 
 lint: setup
 	$(UV) run ruff check .

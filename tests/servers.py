@@ -12,10 +12,12 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 
-from infrastructure.embedded import ensure_database
+from infrastructure.embedded import database_url, ensure_database
 from infrastructure.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +36,16 @@ LOAD_FROM_ONE_ADDRESS = {
 }
 
 
-def create_database(server_url: str) -> str:
-    """A fresh, empty database on the server, so tests never see each other's rows."""
+def create_database(server_url: str, template: str | None = None) -> str:
+    """A fresh database on the server, so tests never see each other's rows: empty, or a
+    copy of ``template`` (a database URL on the same server)."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    return ensure_database(server_url, name)
+    if template is None:
+        return ensure_database(server_url, name)
+    source = urlsplit(template).path.lstrip("/")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    return database_url(server_url, name)
 
 
 def free_port() -> int:

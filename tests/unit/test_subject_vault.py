@@ -16,7 +16,9 @@ DETAILS = parse_registration_form(valid_form(name="Maria Sigilosa"))
 COMPANY = parse_registration_form(valid_pj_form(phone=None, address=valid_address(complement=None)))
 
 
-@pytest.mark.parametrize("master_key", [None, AESCipher.create_key(32)])
+@pytest.mark.parametrize(
+    "master_key", [None, AESCipher.create_key(32)], ids=["unwrapped", "wrapped by a master key"]
+)
 def test_sealed_details_open_with_their_key_to_what_was_submitted(master_key: str | None) -> None:
     vault = SubjectVault(master_key)
     registration_id = uuid.uuid4()
