@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from application.personal_data import PersonalDataVault
 from domain.registration import UserRegistrationRequested
 from infrastructure.event_store import SignupEvents, cipher_env
+from infrastructure.read_store import reading
 from infrastructure.subject_keys import subject_keys_table
 from projections.model import RequestedRegistration
 
@@ -75,7 +76,7 @@ class EventSource:
         params: dict[str, Any] = {"after": after, "limit": limit, "topics": list(topics)}
         if up_to is not None:
             params["up_to"] = up_to
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(statement, params)).all()
         reached = rows[-1].notification_id if rows else after
         return [self._decode(row) for row in rows if row.state is not None], reached
@@ -85,7 +86,7 @@ class EventSource:
             f"SELECT notification_id, originator_id, originator_version, topic, state, k.key"
             f" {self._from} WHERE notification_id = :id"
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (await conn.execute(statement, {"id": notification_id})).first()
         return self._decode(row) if row is not None else None
 
@@ -95,13 +96,13 @@ class EventSource:
             f'SELECT notification_id FROM "{self.table}"'
             " WHERE originator_id = :id AND originator_version = 1"
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(statement, {"id": registration_id})
             found = result.scalar_one_or_none()
         return int(found) if found is not None else None
 
     async def head(self) -> int:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(text(f'SELECT max(notification_id) FROM "{self.table}"'))
             return int(result.scalar_one_or_none() or 0)
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from application.retry_policy import RetryPolicy
 from infrastructure import metrics
 from infrastructure.event_source import Notification
-from infrastructure.read_store import DEAD, RETRYING, projection_failures, row_dict
+from infrastructure.read_store import DEAD, RETRYING, projection_failures, reading, row_dict
 from projections.registration_status import COMPLETED, FAILED, FAILED_REASON
 from projections.shards import user_id_for
 
@@ -61,7 +61,7 @@ class FailureLog:
         ids = list(set(registration_ids))
         if not ids:
             return set()
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             # One array parameter, not a bound parameter per id (a batch has a thousand).
             result = await conn.execute(
                 select(projection_failures.c.registration_id).where(
@@ -100,7 +100,7 @@ class FailureLog:
     async def due(self, limit: int = 100) -> list[Failure]:
         """Retrying failures whose time has come, oldest event first; a registration's later
         events wait until its earlier ones are resolved."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(
                 text(
                     "SELECT f.* FROM projection_failures f"
@@ -116,7 +116,7 @@ class FailureLog:
             return [Failure.from_row(row) for row in result]
 
     async def get(self, failure_id: int) -> Failure | None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(
                 select(projection_failures).where(projection_failures.c.id == failure_id)
             )
@@ -127,11 +127,11 @@ class FailureLog:
         statement = select(projection_failures).order_by(projection_failures.c.notification_id)
         if state is not None:
             statement = statement.where(projection_failures.c.state == state)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return [Failure.from_row(row) for row in await conn.execute(statement)]
 
     async def count(self) -> dict[str, int]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(
                 select(projection_failures.c.state, func.count()).group_by(
                     projection_failures.c.state
