@@ -11,7 +11,7 @@ from application.personal_data import PersonalDataVault
 from application.rate_limits import RateLimiter, enforce
 from domain.errors import AlreadyRegistered, EmailAlreadyRegistered, InvalidRegistration
 from domain.form import RegistrationDetails, parse_registration_form
-from domain.registration import claims, requested
+from domain.registration import attempted, claims, requested
 from domain.reservations import Claim
 
 
@@ -22,8 +22,9 @@ class Submission:
     registration_id: uuid.UUID
     events: Sequence[Any]
     claims: Mapping[uuid.UUID, Claim]
-    # The key that opens this registration's personal data, as stored (see PersonalDataVault).
-    subject_key: bytes
+    # The key that opens this registration's personal data, as stored (see PersonalDataVault);
+    # None for a record that holds none (a duplicate attempt's).
+    subject_key: bytes | None
 
 
 class RegistrationLog(Protocol):
@@ -114,19 +115,30 @@ class RegisterUser:
         )
         registration_id = uuid.uuid4()
         try:
-            if self.known_emails is not None and await self.known_emails.registered(details.email):
-                raise EmailAlreadyRegistered()
-            await self.log.append(self._submission(registration_id, details, reservation_ids))
+            try:
+                if self.known_emails is not None and await self.known_emails.registered(
+                    details.email
+                ):
+                    raise EmailAlreadyRegistered()
+                await self.log.append(self._submission(registration_id, details, reservation_ids))
+            except AlreadyRegistered as taken:
+                if self.owners is None:
+                    raise
+                await self._answer_as_new(registration_id, reservation_ids[taken.field], taken)
         except StoreUnavailable as unconfirmed:
             unconfirmed.registration_id = registration_id
             raise
-        except AlreadyRegistered as taken:
-            if self.owners is None:
-                raise
-            await self.owners.notify(
-                DuplicateAttempt(registration_id, reservation_ids[taken.field], taken.field)
-            )
         return Accepted(registration_id)
+
+    async def _answer_as_new(
+        self, attempt_id: uuid.UUID, reservation_id: uuid.UUID, taken: AlreadyRegistered
+    ) -> None:
+        """The enumeration-resistant mode: the holder is told of the attempt, and the
+        attempt's id is recorded as a registration's is (without claims or personal data),
+        so that it goes pending -> completed as a real one does."""
+        assert self.owners is not None
+        await self.owners.notify(DuplicateAttempt(attempt_id, reservation_id, taken.field))
+        await self.log.append(Submission(attempt_id, [attempted(attempt_id)], {}, None))
 
     def _submission(
         self,

@@ -46,6 +46,27 @@ def requested(registration_id: uuid.UUID, personal_data: bytes) -> UserRegistrat
     )
 
 
+class Attempt(Aggregate):
+    """The enumeration-resistant mode's answer to a duplicate signup, recorded as a
+    registration is, so that its id goes pending -> completed through the same projection,
+    with the same timing, as a real registration's does (an answer that came complete at
+    once would tell a duplicate apart)."""
+
+    class SignupAttempted(Aggregate.Created):
+        """Someone signed up with a value another registration holds and was answered as a
+        new registration under this id. Ids only: nothing the person typed is kept."""
+
+
+def attempted(attempt_id: uuid.UUID) -> SignupAttempted:
+    """The event recording a duplicate attempt's id (made as ``requested`` makes its own)."""
+    return SignupAttempted(
+        originator_id=attempt_id,
+        originator_version=1,
+        timestamp=SignupAttempted.create_timestamp(),
+        originator_topic=_ATTEMPT_TOPIC,
+    )
+
+
 def claims(details: RegistrationDetails) -> list[Claim]:
     """The unique values a registration must hold alone.
 
@@ -61,3 +82,5 @@ def claims(details: RegistrationDetails) -> list[Claim]:
 
 UserRegistrationRequested = Registration.UserRegistrationRequested
 _REGISTRATION_TOPIC = get_topic(Registration)
+SignupAttempted = Attempt.SignupAttempted
+_ATTEMPT_TOPIC = get_topic(Attempt)

@@ -159,7 +159,11 @@ class BatchAppender:
             for index in group
             for claim_id, claim in batch[index].claims.items()
         ]
-        keys = [(batch[index].registration_id, batch[index].subject_key) for index in group]
+        keys = [
+            (submission.registration_id, submission.subject_key)
+            for submission in (batch[index] for index in group)
+            if submission.subject_key is not None
+        ]
         events = [row for index in group for row in rows[index]]
         # One statement outside a transaction: its own transaction, committed before it
         # answers (see ``infrastructure.append_function``).

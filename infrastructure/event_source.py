@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.personal_data import PersonalDataVault
-from domain.registration import UserRegistrationRequested
+from domain.registration import SignupAttempted, UserRegistrationRequested
 from infrastructure.event_store import SignupEvents, cipher_env
 from infrastructure.read_store import reading
 from infrastructure.subject_keys import subject_keys_table
@@ -119,6 +119,11 @@ class EventSource:
         event = self.mapper.to_domain_event(
             StoredEvent(row.originator_id, row.originator_version, row.topic, bytes(row.state))
         )
+        if isinstance(event, SignupAttempted):
+            attempt = RequestedRegistration(
+                event.originator_id, event.timestamp, None, attempt=True
+            )
+            return Notification(row.notification_id, row.originator_id, row.topic, attempt)
         assert isinstance(event, UserRegistrationRequested), row.topic
         details = None
         if row.key is not None:

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from application.registering import StoreUnavailable
 from application.status import RegistrationStatus
-from domain.registration import UserRegistrationRequested
+from domain.registration import SignupAttempted, UserRegistrationRequested
 from infrastructure.owner_notifications import TABLE as ATTEMPTS_TABLE
 from infrastructure.postgres_outages import UNAVAILABLE
 from projections.registration_status import COMPLETED, PENDING
@@ -128,19 +128,21 @@ class StatusQueries:
         row = await self.events_pool.fetchrow(self._from_events, registration_id)
         if row is None:
             return await self._attempt(registration_id)
-        if row["erased"]:
-            return None  # an erased person's registration is unknown from then on
         event = self.mapper.to_domain_event(
             StoredEvent(row["originator_id"], row["originator_version"], row["topic"], row["state"])
         )
-        if not isinstance(event, UserRegistrationRequested):
+        if isinstance(event, UserRegistrationRequested):
+            if row["erased"]:
+                return None  # an erased person's registration is unknown from then on
+        elif not isinstance(event, SignupAttempted):
             return None  # a reservation's id is not a registration's
+        # A duplicate attempt's id is pending too, until the status projection passes it.
         return RegistrationStatus(registration_id, PENDING, event.timestamp, event.timestamp)
 
     async def _attempt(self, attempt_id: uuid.UUID) -> RegistrationStatus | None:
-        """A duplicate attempt's id answers as a completed registration would: in the
-        enumeration-resistant mode the status must not tell a duplicate from a new signup
-        either (the user id is derived as for any registration, and exists nowhere)."""
+        """A duplicate attempt recorded before attempts were events (its notice alone)
+        answers as a completed registration would. Since then an attempt is an event, and
+        goes pending -> completed through the status projection as a registration does."""
         at: datetime | None = await self.events_pool.fetchval(self._attempt_at, attempt_id)
         if at is None:
             return None

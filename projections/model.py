@@ -11,21 +11,28 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from domain.form import RegistrationDetails
-from domain.registration import UserRegistrationRequested
+from domain.registration import SignupAttempted, UserRegistrationRequested
 
 Row = Mapping[str, Any]
 
 REGISTRATION_REQUESTED = get_topic(UserRegistrationRequested)
+SIGNUP_ATTEMPTED = get_topic(SignupAttempted)
 
 
 @dataclass(frozen=True, slots=True)
 class RequestedRegistration:
     """What a reducer sees of a ``UserRegistrationRequested`` event: the person's details,
-    opened with their key, or ``None`` once they have been erased (their key is shredded)."""
+    opened with their key, or ``None`` once they have been erased (their key is shredded).
+
+    A ``SignupAttempted`` event (the enumeration-resistant mode's duplicate, answered as a new
+    registration) is seen as one with ``attempt`` set and no details: only the status
+    projection reads that topic.
+    """
 
     registration_id: uuid.UUID
     requested_at: datetime
     details: RegistrationDetails | None
+    attempt: bool = False
 
 
 @dataclass(frozen=True, slots=True)

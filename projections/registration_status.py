@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from projections.model import REGISTRATION_REQUESTED, Projection, RequestedRegistration, Row
+from projections.model import (
+    REGISTRATION_REQUESTED,
+    SIGNUP_ATTEMPTED,
+    Projection,
+    RequestedRegistration,
+    Row,
+)
 from projections.shards import user_id_for
 
 PENDING = "pending"
@@ -20,7 +26,7 @@ FAILED_REASON = "The registration could not be completed; an operator has been n
 
 def registration_status() -> Projection:
     def reduce(registration: RequestedRegistration) -> Sequence[Row]:
-        if registration.details is None:
+        if registration.details is None and not registration.attempt:
             return []  # erased: as if it had never been
         return [
             {
@@ -32,4 +38,5 @@ def registration_status() -> Projection:
             }
         ]
 
-    return Projection("registration_status", 1, [REGISTRATION_REQUESTED], reduce)
+    # A duplicate attempt completes as a registration does: the same row, the same timing.
+    return Projection("registration_status", 1, [REGISTRATION_REQUESTED, SIGNUP_ATTEMPTED], reduce)

@@ -83,20 +83,44 @@ async def test_a_duplicate_email_gets_the_answer_of_a_new_signup_and_its_holder_
     assert "dona" not in str(notice).lower()
 
 
-async def test_a_duplicate_attempt_answers_status_queries_like_a_completed_registration(
+async def test_a_duplicate_attempt_goes_pending_then_completed_as_a_real_registration_does(
     api: Client, resistant: Settings
 ) -> None:
     owner = (await api.post("/registrations", json=_person(3, "titular@example.com"))).json()
     attempt = (await api.post("/registrations", json=_person(4, "titular@example.com"))).json()
-    async with running_worker(resistant):
-        await eventually(lambda: all_have_status(api, [owner["registration_id"]], "completed"))
 
-    real = await status_of(api, owner["registration_id"])
-    decoy = await status_of(api, attempt["registration_id"])
-
+    # Before the projections run, both are pending, each updated when requested.
+    real, decoy = [await status_of(api, r["registration_id"]) for r in (owner, attempt)]
     assert decoy.keys() == real.keys()
-    assert decoy["status"] == real["status"] == "completed"
-    assert decoy["user_id"] != real["user_id"]
+    assert decoy["status"] == real["status"] == "pending"
+    assert decoy["updated_at"] == decoy["requested_at"]
+    assert real["updated_at"] == real["requested_at"]
+
+    async with running_worker(resistant) as read_side:
+        ids = [owner["registration_id"], attempt["registration_id"]]
+        await eventually(lambda: all_have_status(api, ids, "completed"))
+        real, decoy = [await status_of(api, rid) for rid in ids]
+        # Completed by the same projection: updated when it got there, not when requested.
+        assert decoy.keys() == real.keys()
+        assert decoy["updated_at"] > decoy["requested_at"]
+        assert real["updated_at"] > real["requested_at"]
+        assert decoy["user_id"] != real["user_id"]
+
+        # The attempt is an event: a rebuild of the status read model brings it back.
+        await read_side.rebuild("registration_status")
+    assert _status_rows(resistant, attempt["registration_id"]) == ["completed"]
+    # Still nothing of the duplicate's personal data: one registration event for two signups.
+    assert _registrations_stored(resistant) == 1
+
+
+def _status_rows(settings: Settings, registration_id: str) -> list[str]:
+    assert settings.read_url
+    with psycopg.connect(settings.read_url) as conn:
+        rows = conn.execute(
+            "SELECT status FROM registration_status WHERE registration_id = %s",
+            (registration_id,),
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 async def test_a_duplicate_cpf_and_a_duplicate_cnpj_notify_their_holders_too(

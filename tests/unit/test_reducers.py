@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from domain.address import Address
 from domain.form import RegistrationDetails
 from projections.email_lookup import email_lookup
-from projections.model import RequestedRegistration
+from projections.model import SIGNUP_ATTEMPTED, Projection, RequestedRegistration
 from projections.registration_status import registration_status
 from projections.shards import ShardMap, logical_shard, user_id_for
 from projections.users import users
@@ -109,3 +109,24 @@ def test_an_erased_registration_gives_no_row_in_any_read_model() -> None:
         registration_status(),
     ):
         assert projection.reduce(erased) == [], projection.name
+
+
+def test_a_duplicate_attempt_completes_like_a_registration_and_is_no_one_elses_business() -> None:
+    attempt = RequestedRegistration(OTHER, AT, None, attempt=True)
+    assert registration_status().reduce(attempt) == [
+        {
+            "registration_id": OTHER,
+            "status": "completed",
+            "user_id": user_id_for(OTHER),
+            "reason": None,
+            "requested_at": AT,
+        }
+    ]
+    # Only the status projection reads attempts; the others' topics leave them out.
+    assert [p.name for p in _all_projections() if SIGNUP_ATTEMPTED in p.topics] == [
+        "registration_status"
+    ]
+
+
+def _all_projections() -> list[Projection]:
+    return [users(TWO_SHARDS, 0), users(TWO_SHARDS, 1), email_lookup(64), registration_status()]
