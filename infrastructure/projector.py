@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +22,7 @@ from application.error_text import describe
 from infrastructure import metrics
 from infrastructure.event_source import EventSource, Notification
 from infrastructure.failures import WAITING, FailureLog
-from infrastructure.read_store import DEAD, ProjectionStore, projection_tables
+from infrastructure.read_store import DEAD, ProjectionStore
 from infrastructure.wakeups import wait_for_wake
 from projections.model import Projection, Row
 from projections.registration_status import FAILED, FAILED_REASON, PENDING
@@ -39,6 +39,14 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and (
         error.connection_invalidated or isinstance(error.orig, _UNAVAILABLE)
     )
+
+
+# Two lock strengths in one statement, which SQLAlchemy's with_for_update cannot say.
+_CHECK_ACTIVE = text(
+    "SELECT t.active_table FROM projection_tables t"
+    " JOIN projection_tracking k ON k.table_name = :planned"
+    " WHERE t.projection = :projection FOR SHARE OF t FOR UPDATE OF k"
+)
 
 
 class TableSwitched(Exception):
@@ -142,6 +150,8 @@ class Projector:
             async with self.store.engine.begin() as conn:
                 if live:
                     await self._check_active(conn, target)
+                else:
+                    await self.store.lock(conn, target)
                 waiting = [n for n in notes if n.registration_id in held]
                 if waiting:
                     raise _Isolate
@@ -169,17 +179,16 @@ class Projector:
         """Project one event into the active table without moving the position (a retry)."""
         table = await self.store.active_table()
         async with self.store.engine.begin() as conn:
+            await self.store.lock(conn, table)
             await self.write(conn, table, [note], position=0)
 
     async def _check_active(self, conn: AsyncConnection, planned: str) -> None:
-        # FOR SHARE: a rebuild switching tables holds this row FOR UPDATE, so this batch
-        # either commits before the switch (and the rebuild's catch-up sees it) or sees it.
-        result = await conn.execute(
-            select(projection_tables.c.active_table)
-            .where(projection_tables.c.projection == self.name)
-            .with_for_update(read=True)
-        )
-        if result.scalar_one() != planned:
+        # FOR SHARE of the catalog row: a rebuild switching tables holds it FOR UPDATE, so
+        # this batch either commits before the switch (and the rebuild's catch-up sees it) or
+        # sees it. FOR UPDATE of the table's tracking row: what ProjectionStore.write needs
+        # (an erasure's lock), in the same round trip.
+        result = await conn.execute(_CHECK_ACTIVE, {"projection": self.name, "planned": planned})
+        if result.scalar_one_or_none() != planned:
             raise TableSwitched
 
     async def _one_by_one(
@@ -197,6 +206,7 @@ class Projector:
             else:
                 try:
                     async with self.store.engine.begin() as conn:
+                        await self.store.lock(conn, table)
                         await self.write(conn, table, [note], note.id)
                     continue
                 except Exception as error:
@@ -213,8 +223,10 @@ class Projector:
             # The failure is recorded before the position passes the event, so whoever sees
             # the new position also sees the failure.
             async with self.store.engine.begin() as conn:
+                await self.store.lock(conn, table)
                 await self.store.write(table, [], note.id, conn)
         async with self.store.engine.begin() as conn:
+            await self.store.lock(conn, table)
             await self.store.write(table, [], reached, conn)
 
 

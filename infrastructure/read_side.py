@@ -302,48 +302,23 @@ class ReadSide:
             progress(await store.position(new_table), await self.source.head())
         return old_table, new_table
 
-    async def forget(
-        self, registration_id: uuid.UUID, wait: float = 30.0, still: float = 2.0
-    ) -> list[str]:
-        """Delete a registration's rows from every table of every projection (a rebuild's too),
-        and its failures; the projections it was in.
+    async def forget(self, registration_id: uuid.UUID) -> list[str]:
+        """Delete a registration's rows from every table of every projection (a rebuild's too)
+        and keep them out from now on, and its failures; the projections it was in.
 
-        Call it once its key is shredded. A batch that read the event just before may still be
-        writing it, so once every projection has passed the event the rows are deleted again.
-        Projections that have not moved for ``still`` seconds have no batch in flight: a
-        stopped worker reads the event later, when it can no longer be opened.
+        Call it once its key is shredded. A batch that opened the event before may still be
+        writing it: each projection's deletion holds its tables' tracking rows, which every
+        write holds too, so that batch either committed before (its rows are deleted here) or
+        writes after, and then skips the registration (``erased_registrations``), however
+        long it was held in between. Nothing waits for the projectors.
         """
-        removed = await self._delete_rows(registration_id)
-        at = await self.source.position_of(registration_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        last: list[int] = []
-        moved_at = loop.time()
-        while at is not None and loop.time() < deadline:
-            positions = [await p.live_position() for p in self.all_projectors]
-            if min(positions) >= at:
-                break
-            if positions != last:
-                last, moved_at = positions, loop.time()
-            elif loop.time() - moved_at > still:
-                break
-            await asyncio.sleep(0.1)
-        removed |= await self._delete_rows(registration_id)
-        await self.failures.forget(registration_id)
-        return sorted(removed)
-
-    async def _delete_rows(self, registration_id: uuid.UUID) -> set[str]:
         removed = set()
         for projector in self.all_projectors:
             async with projector.store.engine.begin() as conn:
-                for table in await projector.store.tables(conn):
-                    deleted = await conn.execute(
-                        text(f'DELETE FROM "{table}" WHERE registration_id = :id'),
-                        {"id": registration_id},
-                    )
-                    if deleted.rowcount:
-                        removed.add(projector.name)
-        return removed
+                if await projector.store.erase(conn, registration_id):
+                    removed.add(projector.name)
+        await self.failures.forget(registration_id)
+        return sorted(removed)
 
     async def close(self) -> None:
         for engine in {self.events_engine, self.read_engine, *self.shard_engines}:

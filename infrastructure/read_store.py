@@ -26,6 +26,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
+    exists,
     func,
     select,
     text,
@@ -50,6 +52,18 @@ projection_tracking = Table(
     catalog,
     Column("table_name", String(100), primary_key=True),
     Column("position", BigInteger, nullable=False),
+)
+
+# Registrations erased (ids only: a random id, linked to nobody once the key is shredded).
+# Every write of a projection's rows skips them, under its table's tracking-row lock, which
+# an erasure takes too: a batch that opened a person's event before their key was shredded
+# either commits before the erasure deletes (and is deleted) or writes after it (and skips
+# them), however long it was held in between.
+erased_registrations = Table(
+    "erased_registrations",
+    catalog,
+    Column("registration_id", UUID(as_uuid=True), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # Events a projection failed on: retried with backoff while ``retrying``, kept as dead
@@ -137,6 +151,21 @@ def _table(projection: str, name: str) -> Table:
     # compiling every batch's INSERT again was a fifth of a projector's CPU.
     shape = _TABLE_SHAPES.get(projection, users_table)
     return shape(name)
+
+
+@functools.cache
+def _insert(projection: str, name: str, columns: tuple[str, ...]) -> Any:
+    """``INSERT ... SELECT`` of one row, unless its registration was erased (one statement
+    per row, as the plain insert was: the check costs no round trip). Cached per shape, so
+    SQLAlchemy compiles it once."""
+    table = _table(projection, name)
+    row = select(*(bindparam(column, type_=table.c[column].type) for column in columns)).where(
+        ~exists().where(
+            erased_registrations.c.registration_id
+            == bindparam("registration_id", type_=UUID(as_uuid=True))
+        )
+    )
+    return insert(table).from_select(list(columns), row).on_conflict_do_nothing()
 
 
 def view_name(projection: Projection) -> str:
@@ -240,12 +269,22 @@ class ProjectionStore:
             )
             return int(result.scalar_one_or_none() or 0)
 
+    async def lock(self, conn: AsyncConnection, table: str) -> None:
+        """Hold ``table``'s tracking row for the caller's transaction; ``write`` needs it
+        first (see ``erased_registrations``)."""
+        await conn.execute(
+            select(projection_tracking.c.position)
+            .where(projection_tracking.c.table_name == table)
+            .with_for_update()
+        )
+
     async def write(
         self, table: str, rows: Sequence[Row], position: int | None, conn: AsyncConnection
     ) -> None:
-        """Rows and (when given) the new position, in the caller's transaction."""
+        """Rows (but none of an erased registration) and, when given, the new position, in
+        the caller's transaction, which holds the table's tracking row (``lock``)."""
         if rows:
-            statement = insert(table_for(self.projection, table)).on_conflict_do_nothing()
+            statement = _insert(self.projection.name, table, tuple(rows[0]))
             await conn.execute(statement, [dict(row) for row in rows])
         if position is not None:
             await conn.execute(
@@ -254,11 +293,34 @@ class ProjectionStore:
                 .values(position=func.greatest(projection_tracking.c.position, position))
             )
 
-    async def tables(self, conn: AsyncConnection) -> list[str]:
-        """This projection's tables: the active one and any a rebuild is filling."""
-        result = await conn.execute(select(projection_tracking.c.table_name))
+    async def tables(self, conn: AsyncConnection, *, lock: bool = False) -> list[str]:
+        """This projection's tables: the active one and any a rebuild is filling; ``lock``
+        holds their tracking rows (as ``lock`` does) for the caller's transaction."""
         prefix = f"{self.projection.name}_v"
-        return [name for name in result.scalars() if name.startswith(prefix)]
+        statement = (
+            select(projection_tracking.c.table_name)
+            .where(projection_tracking.c.table_name.startswith(prefix, autoescape=True))
+            .order_by(projection_tracking.c.table_name)
+        )
+        result = await conn.execute(statement.with_for_update() if lock else statement)
+        return list(result.scalars())
+
+    async def erase(self, conn: AsyncConnection, registration_id: uuid.UUID) -> bool:
+        """Delete a registration's rows from every table of this projection and keep it out
+        of them from now on; whether it had any."""
+        tables = await self.tables(conn, lock=True)
+        await conn.execute(
+            insert(erased_registrations)
+            .values(registration_id=registration_id)
+            .on_conflict_do_nothing()
+        )
+        deleted = 0
+        for table in tables:
+            result = await conn.execute(
+                text(f'DELETE FROM "{table}" WHERE registration_id = :id'), {"id": registration_id}
+            )
+            deleted += result.rowcount
+        return deleted > 0
 
     async def lock_catalog(self, conn: AsyncConnection) -> None:
         """Hold this projection's catalog row: live batches wait until the transaction ends."""

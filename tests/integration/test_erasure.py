@@ -3,13 +3,14 @@ a rebuild afterwards still succeeds, without them."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from infrastructure.container import migrate
+from infrastructure.failures import FailureLog
 from infrastructure.read_side import ReadSide
+from infrastructure.read_store import ProjectionStore
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
-from projections.model import REGISTRATION_REQUESTED
+from projections.model import REGISTRATION_REQUESTED, Row
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
 from tests.read_models import (
     Poison,
@@ -282,3 +285,51 @@ async def test_erasing_a_person_with_a_dead_letter_removes_it_and_leaves_no_trac
         assert trace not in readable, f"{trace!r} is still in a read model or dead letter"
     assert (await api.get(f"/registrations/{erased}")).status_code == 404
     assert await all_have_status(api, [kept], "completed")
+
+
+@pytest.mark.parametrize("stage", ["before_its_transaction", "between_its_rows_and_its_commit"])
+async def test_a_person_erased_while_a_batch_that_read_them_waits_does_not_come_back(
+    api: Client, encrypted: Settings, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    victim = await _register(api, _person(32))
+    kept = await _register(api, _person(33))
+    erasures: list[asyncio.Task[subprocess.CompletedProcess[str]]] = []
+
+    async def erase_meanwhile() -> None:
+        # The erasure runs whole while the batch waits (a slow query, a pool at its limit).
+        if not erasures:
+            erasures.append(asyncio.create_task(run_signup(encrypted, "erase", victim)))
+        await asyncio.sleep(4)
+
+    held, write = FailureLog.held, ProjectionStore.write
+
+    async def slow_to_begin(
+        log: FailureLog, projection: str, registration_ids: Iterable[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        ids = list(registration_ids)  # the batch has opened these registrations' events
+        if projection.startswith("users_shard") and uuid.UUID(victim) in ids:
+            await erase_meanwhile()
+        return await held(log, projection, ids)
+
+    async def slow_to_commit(
+        store: ProjectionStore, table: str, rows: Sequence[Row], position: int | None, conn: Any
+    ) -> None:
+        await write(store, table, rows, position, conn)
+        if any(str(row["registration_id"]) == victim for row in rows):
+            await erase_meanwhile()
+
+    if stage == "before_its_transaction":
+        monkeypatch.setattr(FailureLog, "held", slow_to_begin)
+    else:
+        monkeypatch.setattr(ProjectionStore, "write", slow_to_commit)
+    async with running_worker(encrypted):
+        await eventually(lambda: all_have_status(api, [kept], "completed"))
+        [erasure] = erasures
+        result = await erasure
+        assert result.returncode == 0, result.stderr
+
+    assert (await api.get(f"/registrations/{victim}")).status_code == 404
+    readable = _everything_readable(encrypted)
+    assert "titular32@example.com" not in readable
+    assert victim not in readable
+    assert "titular33@example.com" in readable
