@@ -29,6 +29,7 @@ from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
 from interfaces import bench
 from interfaces.http.app import build_app
+from interfaces.http.server import OneWriteProtocol
 from interfaces.supervisor import Supervised
 
 log = structlog.get_logger("signup")
@@ -95,6 +96,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         # The app alone decides whom to believe about the client (SIGNUP_TRUSTED_PROXIES);
         # uvicorn would trust X-Forwarded-For from loopback on its own.
         proxy_headers=False,
+        http=OneWriteProtocol,
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
@@ -134,6 +136,7 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
             log_config=None,
             access_log=False,
             proxy_headers=False,
+            http=OneWriteProtocol,
             timeout_graceful_shutdown=10,
         )
     finally:

@@ -2,9 +2,11 @@
 
 It takes the same body shape (decoded and type-checked by msgspec, nothing else) and answers
 ``202`` at once, so the ratio target/baseline says how much of the HTTP stack's capacity the
-project's own work (validation, group commit, PostgreSQL, Redis) leaves. It is served like
-``signup up`` serves the project: uvicorn, one worker, uvloop, httptools (uvicorn's "auto"
-picks those two when they are installed, as they are with ``uvicorn[standard]``).
+project's own work (validation, group commit, PostgreSQL, Redis) leaves. It is served as a
+bare Litestar app is: stock uvicorn, one worker, uvloop, httptools (uvicorn's "auto" picks
+those two when they are installed, as they are with ``uvicorn[standard]``). The project
+serves itself on the same uvicorn with one change of its own, each answer written to the
+socket once (``interfaces/http/server.py``); that is part of what is measured against this.
 
 Run as ``python -m interfaces.bench.baseline --port N``; :func:`serving` does that in a
 subprocess.
