@@ -287,6 +287,21 @@ async def test_erasing_a_person_with_a_dead_letter_removes_it_and_leaves_no_trac
     assert await all_have_status(api, [kept], "completed")
 
 
+async def _erasure_done_or_waiting(settings: Settings, erasure: asyncio.Task[Any]) -> None:
+    """Until ``signup erase`` has ended, or one of its statements waits for a lock (a batch
+    holding its table's tracking row, as it should)."""
+    assert settings.read_url
+    while not erasure.done():
+        with psycopg.connect(settings.read_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%projection_tracking%FOR UPDATE%'"
+            ).fetchone()
+        if row and row[0]:
+            return
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("stage", ["before_its_transaction", "between_its_rows_and_its_commit"])
 async def test_a_person_erased_while_a_batch_that_read_them_waits_does_not_come_back(
     api: Client, encrypted: Settings, monkeypatch: pytest.MonkeyPatch, stage: str
@@ -296,10 +311,11 @@ async def test_a_person_erased_while_a_batch_that_read_them_waits_does_not_come_
     erasures: list[asyncio.Task[subprocess.CompletedProcess[str]]] = []
 
     async def erase_meanwhile() -> None:
-        # The erasure runs whole while the batch waits (a slow query, a pool at its limit).
+        # The batch waits (a slow query, a pool at its limit) while the erasure runs: to its
+        # end, or until it waits for this batch's lock.
         if not erasures:
             erasures.append(asyncio.create_task(run_signup(encrypted, "erase", victim)))
-        await asyncio.sleep(4)
+        await _erasure_done_or_waiting(encrypted, erasures[0])
 
     held, write = FailureLog.held, ProjectionStore.write
 
@@ -355,7 +371,7 @@ async def test_a_person_erased_during_a_rebuild_is_in_neither_the_old_nor_the_re
             # the event) and not committed yet: the erasure runs whole meanwhile.
             if not erasures:
                 erasures.append(asyncio.create_task(run_signup(encrypted, "erase", victim)))
-            await asyncio.sleep(4)
+            await _erasure_done_or_waiting(encrypted, erasures[0])
 
     monkeypatch.setattr(ProjectionStore, "write", rebuild_slow_to_commit)
     read_side = ReadSide.open(encrypted)
