@@ -108,14 +108,19 @@ class Container:
         # Status queries and the email lookup tolerate a replica's lag: a registration it has
         # not seen yet is found in the event store and answered as pending.
         read_url = settings.read_replica_url or settings.read_url
+        status_read_pool = await open_pool(asyncpg_dsn(read_url), settings.db_pool_size)
+        # One pool when both are one database: a status query then asks both in one trip.
+        status_events_pool = (
+            status_read_pool
+            if asyncpg_dsn(read_url) == asyncpg_dsn(settings.database_url)
+            else await open_pool(asyncpg_dsn(settings.database_url), settings.db_pool_size)
+        )
         container = cls(
             settings=settings,
             events=events,
             appender=appender,
-            status_read_pool=await open_pool(asyncpg_dsn(read_url), settings.db_pool_size),
-            status_events_pool=await open_pool(
-                asyncpg_dsn(settings.database_url), settings.db_pool_size
-            ),
+            status_read_pool=status_read_pool,
+            status_events_pool=status_events_pool,
             redis=Redis.from_url(settings.redis_url),
             group_commit=GroupCommit(
                 appender,
@@ -190,7 +195,8 @@ class Container:
             await self.email_index.close()
         await self.redis.aclose()
         await self.status_read_pool.close()
-        await self.status_events_pool.close()
+        if self.status_events_pool is not self.status_read_pool:
+            await self.status_events_pool.close()
         await asyncio.to_thread(self.events.close)
 
     async def readiness(self) -> dict[str, bool]:
