@@ -153,6 +153,15 @@ def _table(projection: str, name: str) -> Table:
     return shape(name)
 
 
+async def active_positions(engine: AsyncEngine) -> dict[str, int]:
+    """Each projection of this database and the position of its active table."""
+    statement = select(projection_tables.c.projection, projection_tracking.c.position).join(
+        projection_tracking, projection_tracking.c.table_name == projection_tables.c.active_table
+    )
+    async with reading(engine) as conn:
+        return {name: int(position) for name, position in await conn.execute(statement)}
+
+
 @functools.cache
 def _insert(projection: str, name: str, columns: tuple[str, ...]) -> Any:
     """``INSERT ... SELECT`` of one row, unless its registration was erased (one statement
