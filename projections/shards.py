@@ -3,6 +3,7 @@ shards; the shard map assigns logical shards to physical databases."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -13,6 +14,10 @@ from dataclasses import dataclass
 _USERS = uuid.UUID("6f1c3a2e-8a4b-4f53-9c1d-5b7e2f0a9d11")
 
 
+# Each event asks it once per projection (both users shards to route it, the status row):
+# a SHA-1 is 4.3 us, a hit here 0.2. Bounded: a worker reads events in order, so recent ones
+# are all it needs.
+@functools.lru_cache(maxsize=8192)
 def user_id_for(registration_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_USERS, str(registration_id))
 
