@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from application.outages import StoreUnavailable
 from application.personal_data import PersonalDataVault
 from application.rate_limits import RateLimiter, enforce
 from domain.errors import AlreadyRegistered, EmailAlreadyRegistered, InvalidRegistration
@@ -57,21 +58,6 @@ class OwnerNotifications(Protocol):
     (a mailer reads the outbox); ``notify`` returns once that is durable."""
 
     async def notify(self, attempt: DuplicateAttempt) -> None: ...
-
-
-class StoreUnavailable(Exception):
-    """The event store cannot be reached or did not confirm; the client may retry safely.
-
-    Almost always nothing was recorded. When the store did not confirm *in time* but may still
-    (its batch is being retried), ``outcome`` resolves once it knows (raising if the submission
-    was not recorded) and ``registration_id`` names the registration: whoever told the client
-    503 can then keep the answer for its retry (the Idempotency-Key replay).
-    """
-
-    def __init__(self, message: str = "", *, outcome: Awaitable[None] | None = None) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.registration_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ import structlog
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from application.registering import StoreUnavailable, Submission
+from application.outages import StoreUnavailable
+from application.registering import Submission
 from domain.errors import AlreadyRegistered
 from infrastructure import append_function
 from infrastructure.event_store import SignupEvents

@@ -17,7 +17,8 @@ from typing import Protocol
 import structlog
 
 from application.error_text import describe
-from application.registering import StoreUnavailable, Submission
+from application.outages import StoreUnavailable
+from application.registering import Submission
 from domain.errors import AlreadyRegistered
 from infrastructure import metrics
 

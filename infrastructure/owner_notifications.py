@@ -14,11 +14,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from application.registering import DuplicateAttempt, StoreUnavailable
+from application.outages import StoreUnavailable
+from application.registering import DuplicateAttempt
 from infrastructure.event_store import SignupEvents
+from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE
 
 TABLE = "signup_owner_notifications"
 
@@ -50,7 +51,7 @@ class OwnerNotifications:
     async def notify(self, attempt: DuplicateAttempt) -> None:
         try:
             await asyncio.to_thread(self._notify, attempt)
-        except (OperationalError, InterfaceError) as error:
+        except EVENT_STORE_UNAVAILABLE as error:
             raise StoreUnavailable(str(error)) from error
 
     def _notify(self, attempt: DuplicateAttempt) -> None:

@@ -1,11 +1,16 @@
-"""Which asyncpg errors mean PostgreSQL is out of reach, rather than that a query is wrong.
+"""Which driver errors mean PostgreSQL is out of reach, rather than that a query is wrong:
+asyncpg's (the appends, the status queries), psycopg's through eventsourcing (the recorder's
+own statements), SQLAlchemy's (the read side). The one place that says so.
 
-The command and query sides answer those with ``StoreUnavailable`` (503, retry), never 500.
+The command and query sides answer those with ``StoreUnavailable`` (503, retry), never 500;
+the read side waits them out instead of spending a failing event's attempts.
 """
 
 from __future__ import annotations
 
 import asyncpg
+from eventsourcing.persistence import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, timed out (TimeoutError is an OSError)
@@ -15,6 +20,24 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.LockNotAvailableError,  # lock_timeout: another writer is stuck
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+
+# eventsourcing's recorder (psycopg) says so with its own two classes.
+EVENT_STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+# Through SQLAlchemy (the read side), the cause is wrapped: a lost connection, or a socket
+# error underneath.
+_SOCKET: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether a read-side error says the database is unreachable, not that an event is bad
+    (then the batch is retried, without spending the event's attempts)."""
+    if isinstance(error, _SOCKET):
+        return True
+    return isinstance(error, DBAPIError) and (
+        error.connection_invalidated or isinstance(error.orig, _SOCKET)
+    )
 
 
 async def open_pool(dsn: str, size: int) -> asyncpg.Pool:

@@ -15,31 +15,19 @@ from typing import Any
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.error_text import describe
 from infrastructure import metrics
 from infrastructure.event_source import EventSource, Notification
 from infrastructure.failures import WAITING, FailureLog
+from infrastructure.postgres_outages import is_unavailable
 from infrastructure.read_store import DEAD, ProjectionStore
 from infrastructure.wakeups import wait_for_wake
 from projections.model import Projection, Row
 from projections.registration_status import FAILED, FAILED_REASON, PENDING
 
 log = structlog.get_logger(__name__)
-
-# Errors that say the database is unreachable, not that an event is bad: retry the batch.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
-
-
-def is_unavailable(error: BaseException) -> bool:
-    if isinstance(error, _UNAVAILABLE):
-        return True
-    return isinstance(error, DBAPIError) and (
-        error.connection_invalidated or isinstance(error.orig, _UNAVAILABLE)
-    )
-
 
 # Two lock strengths in one statement, which SQLAlchemy's with_for_update cannot say.
 _CHECK_ACTIVE = text(

@@ -20,10 +20,10 @@ from application.retry_policy import RetryPolicy
 from infrastructure import metrics
 from infrastructure.event_source import EventSource, event_mapper
 from infrastructure.failures import FailureLog
+from infrastructure.postgres_outages import is_unavailable
 from infrastructure.projector import (
     Projector,
     StatusProjector,
-    is_unavailable,
     run_forever,
     sleep_unless_stopped,
 )

@@ -21,7 +21,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from application.registering import StoreUnavailable
+from application.outages import StoreUnavailable
 from application.status import RegistrationStatus
 from domain.registration import SignupAttempted, UserRegistrationRequested
 from infrastructure.owner_notifications import TABLE as ATTEMPTS_TABLE

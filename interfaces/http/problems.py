@@ -15,8 +15,8 @@ from litestar.plugins.problem_details import (
 )
 
 from application.error_text import describe
+from application.outages import StoreUnavailable
 from application.rate_limits import RateLimited
-from application.registering import StoreUnavailable
 from domain.errors import AlreadyRegistered, DomainError, InvalidRegistration
 
 log = structlog.get_logger(__name__)

@@ -16,7 +16,8 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.types import Receive, Scope, Send
 
 from application.idempotency import StoredAnswer
-from application.registering import RegisterUser, StoreUnavailable
+from application.outages import StoreUnavailable
+from application.registering import RegisterUser
 from application.services import Services, services_of
 from domain.errors import DomainError
 from interfaces.http.client_address import client_address

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from application.registering import DuplicateAttempt, StoreUnavailable
+from application.outages import StoreUnavailable
+from application.registering import DuplicateAttempt
 from infrastructure.event_store import open_event_store
 from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.settings import Settings

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from application.registering import RegisterUser, StoreUnavailable, Submission
+from application.outages import StoreUnavailable
+from application.registering import RegisterUser, Submission
 from domain.errors import AlreadyRegistered, CpfAlreadyRegistered, EmailAlreadyRegistered
 from infrastructure.batch_append import BatchAppender
 from infrastructure.event_store import SignupEvents, open_event_store
