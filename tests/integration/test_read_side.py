@@ -15,6 +15,7 @@ from domain.errors import EmailAlreadyRegistered
 from infrastructure.email_index import EmailIndex
 from infrastructure.projector import run_forever
 from infrastructure.read_side import ReadSide, RebuildInProgress
+from infrastructure.read_store import ProjectionStore
 from infrastructure.settings import Settings
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
 from infrastructure.subject_keys import SubjectVault
@@ -244,3 +245,39 @@ async def test_an_idle_projector_is_woken_by_an_append_instead_of_its_next_poll(
         stop.set()
         await asyncio.gather(*running)
         await read_side.close()
+
+
+async def test_a_rebuild_switches_only_with_every_event_the_live_table_had(
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await _register(client, 3, start=300)
+    async with running_worker(settings):
+        await eventually(lambda: all_have_status(client, first, "completed"))
+    read_side = ReadSide.open(settings)
+    late: list[str] = []
+    lock_catalog = ProjectionStore.lock_catalog
+
+    async def more_arrive_first(store: ProjectionStore, conn: Any) -> None:
+        # Between the rebuild's last step and its switch, more signups arrive and the live
+        # projectors take them in: the rebuilt table must have them before queries move to it.
+        if store.projection.name == "registration_status" and not late:
+            late.extend(await _register(client, 2, start=310))
+            for projector in read_side.all_projectors:  # the status projector last
+                while await projector.step() > 0:
+                    pass
+        await lock_catalog(store, conn)
+
+    monkeypatch.setattr(ProjectionStore, "lock_catalog", more_arrive_first)
+    try:
+        await read_side.rebuild("registration_status")
+        async with read_side.read_engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT registration_id, status FROM registration_status")
+            )
+            statuses = {str(rid): status for rid, status in rows}
+    finally:
+        await read_side.close()
+    assert len(late) == 2
+    assert {rid: statuses.get(rid) for rid in [*first, *late]} == dict.fromkeys(
+        [*first, *late], "completed"
+    )
