@@ -64,9 +64,14 @@ def test_a_stalled_worker_fails_readiness_and_a_killed_one_is_restarted_to_finis
         _until(said_unready, "unready")
         checks = unready[-1].json()["checks"]
         assert checks == {"postgres": True, "redis": True, "projections": False}
-        assert (
-            'signup_projection_stalled{projection="registration_status"} 1.0'
-            in httpx.get(f"{url}/metrics").text
+        # The gauge is published once a second, readiness decides at each request: the gauge
+        # says so too within a tick.
+        _until(
+            lambda: (
+                'signup_projection_stalled{projection="registration_status"} 1.0'
+                in httpx.get(f"{url}/metrics").text
+            ),
+            "stalled gauge",
         )
         assert httpx.get(f"{url}{waiting.headers['location']}").json()["status"] == "pending"
 
