@@ -50,10 +50,20 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
         worker = _start_worker(settings, log)
         sending = True
 
+        async def projected() -> int:
+            return sum(position for position, _ in (await read_side.lag()).values())
+
         async def chaos() -> None:
+            # Killed on progress, not on a timer: a worker still starting up when a timer
+            # fired (as on a slow machine) was killed before it had written anything.
             nonlocal worker, kills
             while sending:
-                await asyncio.sleep(rng.uniform(0.2, 1.2))
+                started_at = await projected()
+                while sending and await projected() == started_at:
+                    await asyncio.sleep(0.02)
+                if not sending:
+                    break
+                await asyncio.sleep(rng.uniform(0.0, 0.3))  # somewhere in its work
                 worker.send_signal(signal.SIGKILL)
                 worker.wait()
                 kills += 1
@@ -90,8 +100,8 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
                 await asyncio.gather(*(one_client() for _ in range(32)))
                 return accepted
 
-        chaos_task = asyncio.create_task(chaos())
         read_side = ReadSide.open(settings)
+        chaos_task = asyncio.create_task(chaos())
         try:
             try:
                 accepted = await send()
@@ -114,6 +124,7 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
             worker.kill()  # whatever happened above: no worker outlives the test
             worker.wait(30)
 
+    # Each kill came after the worker had projected something of its own.
     assert kills >= 2, f"seed {seed}: the worker was killed only {kills} times"
     assert len(accepted) == REGISTRATIONS
     shard_users = [user for name in rows if name.startswith("users_shard") for user in rows[name]]
