@@ -90,17 +90,6 @@ class EventSource:
             row = (await conn.execute(statement, {"id": notification_id})).first()
         return self._decode(row) if row is not None else None
 
-    async def position_of(self, registration_id: uuid.UUID) -> int | None:
-        """The notification id of a registration's request, None if there is none."""
-        statement = text(
-            f'SELECT notification_id FROM "{self.table}"'
-            " WHERE originator_id = :id AND originator_version = 1"
-        )
-        async with reading(self.engine) as conn:
-            result = await conn.execute(statement, {"id": registration_id})
-            found = result.scalar_one_or_none()
-        return int(found) if found is not None else None
-
     async def head(self) -> int:
         async with reading(self.engine) as conn:
             result = await conn.execute(text(f'SELECT max(notification_id) FROM "{self.table}"'))

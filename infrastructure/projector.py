@@ -166,8 +166,7 @@ class Projector:
     async def apply(self, note: Notification) -> None:
         """Project one event into the active table without moving the position (a retry)."""
         table = await self.store.active_table()
-        async with self.store.engine.begin() as conn:
-            await self.store.lock(conn, table)
+        async with self.store.writing(table) as conn:
             await self.write(conn, table, [note], position=0)
 
     async def _check_active(self, conn: AsyncConnection, planned: str) -> None:
@@ -193,8 +192,7 @@ class Projector:
                 await self.failures.park(self.name, note, WAITING, first_attempt=False)
             else:
                 try:
-                    async with self.store.engine.begin() as conn:
-                        await self.store.lock(conn, table)
+                    async with self.store.writing(table) as conn:
                         await self.write(conn, table, [note], note.id)
                     continue
                 except Exception as error:
@@ -210,11 +208,9 @@ class Projector:
                     held.add(note.registration_id)
             # The failure is recorded before the position passes the event, so whoever sees
             # the new position also sees the failure.
-            async with self.store.engine.begin() as conn:
-                await self.store.lock(conn, table)
+            async with self.store.writing(table) as conn:
                 await self.store.write(table, [], note.id, conn)
-        async with self.store.engine.begin() as conn:
-            await self.store.lock(conn, table)
+        async with self.store.writing(table) as conn:
             await self.store.write(table, [], reached, conn)
 
 

@@ -287,6 +287,13 @@ class ProjectionStore:
             .with_for_update()
         )
 
+    @asynccontextmanager
+    async def writing(self, table: str) -> AsyncIterator[AsyncConnection]:
+        """A transaction that may ``write`` into ``table``: its tracking row held first."""
+        async with self.engine.begin() as conn:
+            await self.lock(conn, table)
+            yield conn
+
     async def write(
         self, table: str, rows: Sequence[Row], position: int | None, conn: AsyncConnection
     ) -> None:
