@@ -72,9 +72,9 @@ class StatusQueries:
         # polls, a tenth of the requests, were a third of the API's round trips. One
         # statement, one snapshot: the status row, or else the request.
         self._from_either = (
-            f"{_FROM_READ_MODEL[: _FROM_READ_MODEL.index(' FROM ')]},"
+            "SELECT registration_id, status, requested_at, updated_at, user_id, reason,"
             " NULL::text AS topic, NULL::bytea AS state, false AS erased"
-            f"{_FROM_READ_MODEL[_FROM_READ_MODEL.index(' FROM ') :]}"
+            " FROM registration_status WHERE registration_id = $1"
             " UNION ALL SELECT e.originator_id, NULL, NULL, NULL, NULL, NULL, e.topic, e.state,"
             f' k.key IS NULL FROM "{self.events_table}" e LEFT JOIN "{self.keys_table}" k'
             " ON k.registration_id = e.originator_id"
