@@ -39,8 +39,7 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
 
     app = Litestar(
         route_handlers=[
-            registrations.register,
-            status.registration_status,
+            registrations.registrations,
             health.live,
             health.ready,
             page.signup_page,
@@ -57,7 +56,7 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
         openapi_config=_openapi_config(),
         debug=False,
     )
-    document_operations(app, [registrations.documented], _openapi_config())
+    document_operations(app, [registrations.documented, status.documented], _openapi_config())
     return app
 
 

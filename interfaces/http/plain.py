@@ -2,10 +2,12 @@
 
 Litestar's per-request machinery (a ``Request``, keyword models, a ``Response`` rendered into
 an ``ASGIResponse``) was a quarter of a signup's CPU under load, so ``POST /registrations``
-is served by a plain ASGI handler, still routed by Litestar and still inside its middleware
-and exception handlers (problem details). Its OpenAPI operation is declared by a handler that
-is never served (``interfaces/http/openapi.py``'s ``document_operations``). Not for routes
-with path parameters: Litestar 2.25 answers their unusual methods (TRACE) with a 500.
+and ``GET /registrations/{id}`` are served by plain ASGI handlers, still routed by Litestar
+and still inside its middleware and exception handlers (problem details). Their OpenAPI
+operations are declared by handlers that are never served (``interfaces/http/openapi.py``'s
+``document_operations``). Litestar 2.25 cannot route a plain handler with a path parameter
+(every method answers 500), so one mount serves the /registrations tree
+(``interfaces/http/registrations.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """POST /registrations: parse, call the use case, map the answer.
 
 A plain ASGI handler (``interfaces/http/plain.py`` says why); ``documented`` below declares
-the operation the OpenAPI document shows.
+the operation the OpenAPI document shows. ``registrations`` serves the whole /registrations
+tree: this POST and the status query (``interfaces/http/status.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Iterable
 import msgspec
 from litestar import Request, asgi, post
 from litestar._multipart import parse_content_header
+from litestar.exceptions import NotFoundException
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.types import Receive, Scope, Send
 
@@ -26,6 +28,7 @@ from interfaces.http.openapi import REGISTRATION_RESPONSES, RegistrationOperatio
 from interfaces.http.plain import only, send_answer
 from interfaces.http.problems import PROBLEM_JSON, from_domain, problem
 from interfaces.http.shapes import RegistrationAccepted
+from interfaces.http.status import answer_status
 
 PATH = "/registrations"
 MAX_BODY_BYTES = 16 * 1024
@@ -120,11 +123,34 @@ def _eventually_accepted(error: BaseException) -> Awaitable[StoredAnswer] | None
     return accepted()
 
 
-@asgi(PATH, copy_scope=False)  # nothing here changes the scope
-async def register(scope: Scope, receive: Receive, send: Send) -> None:
+STATUS_TEMPLATE = f"{PATH}/{{registration_id}}"
+
+
+# A mount, not two routes: Litestar 2.25 cannot route a plain ASGI handler with a path
+# parameter (any method answers 500), and a mount takes the whole tree as one handler.
+@asgi(PATH, is_mount=True, copy_scope=False)
+async def registrations(scope: Scope, receive: Receive, send: Send) -> None:
+    # The mount matches by prefix and leaves the rest of the path, slash-ended:
+    # /registrations -> "/", /registrations/ID -> "/ID/", /registrationsX -> "X/".
+    rest = scope["path"]
+    services: Services = services_of(scope["app"].state)
+    if rest == "/":
+        scope["path"] = scope["path_template"] = PATH
+        await register(scope, receive, send, services)
+        return
+    registration_id = rest[1:-1]
+    scope["path"] = PATH + rest.rstrip("/")
+    if not rest.startswith("/") or not registration_id or "/" in registration_id:
+        raise NotFoundException()
+    # One series of request metrics for every id (observability reads the template).
+    scope["path_template"] = STATUS_TEMPLATE
+    if await only("GET", scope, send):
+        await answer_status(scope, send, services, registration_id)
+
+
+async def register(scope: Scope, receive: Receive, send: Send, services: Services) -> None:
     if not await only("POST", scope, send):
         return
-    services: Services = services_of(scope["app"].state)
     headers = _headers(scope["headers"])
     body = await _body(receive, headers.get("content-length"))
     form = _decode_form(headers.get("content-type"), body)

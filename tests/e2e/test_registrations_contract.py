@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from litestar.testing import AsyncTestClient
 
 from tests.e2e.api_client import post_registration, problem
@@ -169,6 +171,21 @@ async def test_a_body_over_16_kib_is_refused(client: Client) -> None:
 
 async def test_unknown_paths_get_problem_details(client: Client) -> None:
     assert problem(await client.get("/nowhere"), 404)["code"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["/registrationsx", "/registrations/a/b"])
+async def test_paths_beside_the_registration_routes_are_not_found(client: Client, path: str) -> None:
+    # One handler serves the /registrations tree; what is neither route is 404, as elsewhere.
+    assert problem(await client.get(path), 404)["code"] == "not_found"
+
+
+async def test_a_status_path_takes_get_and_options_only(client: Client) -> None:
+    path = f"/registrations/{uuid.uuid4()}"
+    refused = await client.post(path, json={})
+    assert problem(refused, 405)["code"] == "method_not_allowed"
+    assert refused.headers["allow"] == "GET, OPTIONS"
+    options = await client.options(path)
+    assert (options.status_code, options.headers["allow"]) == (204, "GET, OPTIONS")
 
 
 async def test_health_and_schema_are_served(client: Client) -> None:
