@@ -50,7 +50,7 @@ test: setup test-tools
 lint: setup
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy domain application projections interfaces infrastructure
+	$(UV) run mypy domain application projections interfaces infrastructure bench
 
 load: setup
 	$(UV) run pytest tests/load

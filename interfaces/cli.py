@@ -27,7 +27,6 @@ from infrastructure.embedded import embedded_servers, local_cipher_key, local_re
 from infrastructure.logging import configure_logging
 from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
-from interfaces import bench
 from interfaces.http.app import build_app
 from interfaces.http.server import OneWriteProtocol
 from interfaces.supervisor import Supervised
@@ -387,7 +386,14 @@ def parser() -> argparse.ArgumentParser:
     erasing.add_argument("id", help="their email, user id, or (before completion) registration id")
     data_dir(erasing)
 
-    bench.add_parser(commands)
+    try:
+        import bench
+    except ModuleNotFoundError:
+        # An install of the service alone (a wheel, the image) has no load generator: the
+        # bench lives in the checkout's bench/, beside the service's packages.
+        pass
+    else:
+        bench.add_parser(commands)
     return root
 
 

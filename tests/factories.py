@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from interfaces.bench.bodies import (
+from bench.bodies import (
     cnpj_check_digits,
     cpf_check_digits,
     make_cnpj,

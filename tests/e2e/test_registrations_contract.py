@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from litestar.testing import AsyncTestClient
 
 from tests.e2e.api_client import post_registration, problem
@@ -174,7 +173,9 @@ async def test_unknown_paths_get_problem_details(client: Client) -> None:
 
 
 @pytest.mark.parametrize("path", ["/registrationsx", "/registrations/a/b"])
-async def test_paths_beside_the_registration_routes_are_not_found(client: Client, path: str) -> None:
+async def test_paths_beside_the_registration_routes_are_not_found(
+    client: Client, path: str
+) -> None:
     # One handler serves the /registrations tree; what is neither route is 404, as elsewhere.
     assert problem(await client.get(path), 404)["code"] == "not_found"
 

@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from interfaces.bench.bodies import EXPECTED_STATUS
-from interfaces.bench.config import BenchConfig
-from interfaces.bench.probe import BATCH_METRIC, LAG_METRIC, UNAVAILABLE, Scraper
-from interfaces.bench.runner import Measurement
-from interfaces.bench.stats import Histogram, Second
+from bench.bodies import EXPECTED_STATUS
+from bench.config import BenchConfig
+from bench.probe import BATCH_METRIC, LAG_METRIC, UNAVAILABLE, Scraper
+from bench.runner import Measurement
+from bench.stats import Histogram, Second
 
 BEST_WINDOW_S = 10
 _SHEDDING = (429, 503)

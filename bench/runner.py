@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from interfaces.bench.bodies import CPF_SPACE, Mix
-from interfaces.bench.config import BenchConfig
-from interfaces.bench.generator import WorkerDone, WorkerPlan, work
-from interfaces.bench.probe import CpuMeter, Scraper
-from interfaces.bench.stats import Histogram, Second
+from bench.bodies import CPF_SPACE, Mix
+from bench.config import BenchConfig
+from bench.generator import WorkerDone, WorkerPlan, work
+from bench.probe import CpuMeter, Scraper
+from bench.stats import Histogram, Second
 
 _READY_TIMEOUT = 60.0
 _START_DELAY = 0.2

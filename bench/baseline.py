@@ -8,7 +8,7 @@ those two when they are installed, as they are with ``uvicorn[standard]``). The 
 serves itself on the same uvicorn with one change of its own, each answer written to the
 socket once (``interfaces/http/server.py``); that is part of what is measured against this.
 
-Run as ``python -m interfaces.bench.baseline --port N``; :func:`serving` does that in a
+Run as ``python -m bench.baseline --port N``; :func:`serving` does that in a
 subprocess.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 from litestar import Litestar, Response, get, post
 
-from interfaces.bench.probe import wait_until_answering
+from bench.probe import wait_until_answering
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def serving(port: int, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[b
     url = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "interfaces.bench.baseline", "--port", str(port)],
+            [sys.executable, "-m", "bench.baseline", "--port", str(port)],
             cwd=_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

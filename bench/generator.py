@@ -3,7 +3,7 @@
 The parent starts ``--processes`` of these (spawned, so no event loop or thread state is
 inherited) because one Python process tops out at a few thousand requests per second, and
 the generator must not be what limits the measurement. Each process sends what it measured
-to the parent once a second, as :class:`~interfaces.bench.stats.Second` records keyed by
+to the parent once a second, as :class:`~bench.stats.Second` records keyed by
 the second of the run they belong to.
 
 Two ways of loading the server:
@@ -32,9 +32,9 @@ from typing import Any, Final
 
 import msgspec
 
-from interfaces.bench.bodies import BodyFactory, Claim, Mix
-from interfaces.bench.client import HttpClient, RequestFailed, make_client
-from interfaces.bench.stats import Second
+from bench.bodies import BodyFactory, Claim, Mix
+from bench.client import HttpClient, RequestFailed, make_client
+from bench.stats import Second
 
 POLL_CONNECTIONS: Final = 4
 """Connections per process for status polls, apart from the POSTs so polls never take their

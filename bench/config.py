@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from interfaces.bench.client import CLIENTS
+from bench.client import CLIENTS
 
 DEFAULT_DURATION = 30.0
 RATE_MODE_CONNECTIONS = 256

@@ -1,5 +1,0 @@
-"""``python -m interfaces.bench``: the bench without the ``signup`` command around it."""
-
-from interfaces.bench import main
-
-main()
