@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,7 @@ def test_every_part_of_the_production_topology_is_there(compose: dict[str, Any])
     assert _command(services["worker"])[-1] == "worker"
     assert services["api"]["deploy"]["replicas"] >= 2
     api = _command(services["api"])
-    assert api[1:] == ["api", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
+    assert api == ["api", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
     # Only the load balancer takes outside traffic.
     assert "ports" not in services["api"]
     assert any(str(port).endswith(":80") for port in services["lb"]["ports"])
@@ -389,3 +390,50 @@ def test_the_load_balancer_serves_https_with_the_certificate_the_certs_service_m
     # The redirect from HTTP names the port HTTPS is published on.
     assert _environment(lb)["SIGNUP_HTTPS_PORT"] == published["443"]
     assert _command(certs)[-1] == "/certs/signup.pem"
+
+
+# ── The image ─────────────────────────────────────────────────────────────────────────────
+
+
+def _stages(dockerfile: str) -> list[list[str]]:
+    """The Dockerfile's instructions, continuation lines joined, split into its stages."""
+    lines = re.sub(r"\\\n\s*", " ", dockerfile).splitlines()
+    stages: list[list[str]] = []
+    for line in (line.strip() for line in lines):
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+@needs_compose
+def test_every_signup_service_runs_the_image_built_from_the_dockerfile(
+    compose: dict[str, Any],
+) -> None:
+    for name in (*SIGNUP_SERVICES, "certs"):
+        service = _service(compose, name)
+        build = service["build"]
+        context = build if isinstance(build, str) else build["context"]
+        assert (ROOT / context).resolve() == ROOT, name
+        assert service["image"].startswith("signup:"), name
+    assert "volumes" not in _service(compose, "api")  # nothing installed into a volume
+
+
+def test_the_image_installs_every_package_of_the_service_and_runs_it_unprivileged() -> None:
+    build, final = _stages((ROOT / "Dockerfile").read_text())
+    copied = {line.split()[1] for line in build if line.startswith("COPY ")}
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"][
+        "targets"
+    ]["wheel"]["packages"]
+    assert set(packages) <= copied, "a package of the wheel is not copied into the image"
+    assert "uv.lock" in " ".join(line for line in build if line.startswith("COPY "))
+    assert any("--frozen" in line and "--no-dev" in line for line in build if "uv sync" in line)
+    # The final stage: the environment alone, no installer, and a user that is not root.
+    assert not [line for line in final if line.startswith("RUN ") and "useradd" not in line]
+    assert [line for line in final if line.startswith("COPY ")] == [
+        "COPY --from=build /opt/signup /opt/signup"
+    ]
+    user = next(line.split()[1] for line in final if line.startswith("USER "))
+    assert user not in ("root", "0")
