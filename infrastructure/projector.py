@@ -24,8 +24,8 @@ from infrastructure.failures import WAITING, FailureLog
 from infrastructure.postgres_outages import is_unavailable
 from infrastructure.read_store import DEAD, ProjectionStore
 from infrastructure.wakeups import wait_for_wake
-from projections.model import Projection, Row
-from projections.registration_status import FAILED, FAILED_REASON, PENDING
+from projections.model import Projection
+from projections.registration_status import given_failures
 
 log = structlog.get_logger(__name__)
 
@@ -239,24 +239,15 @@ class StatusProjector(Projector):
             states: dict[Any, set[str]] = {}
             for rid, state in result.all():
                 states.setdefault(rid, set()).add(state)
-            rows = [_with_failures(row, states.get(row["registration_id"], set())) for row in rows]
+            held = [states.get(row["registration_id"], set()) for row in rows]
+            rows = [
+                given_failures(row, dead_lettered=DEAD in its, waiting=bool(its))
+                for row, its in zip(rows, held, strict=True)
+            ]
         await self.store.write(table, rows, position, conn)
 
     async def apply(self, note: Notification) -> None:
         raise NotImplementedError("the status projector is not retried event by event")
-
-
-def _with_failures(row: Row, states: set[str]) -> Row:
-    if DEAD in states:
-        return {
-            **row,
-            "status": FAILED,
-            "user_id": None,
-            "reason": FAILED_REASON,
-        }
-    if states:
-        return {**row, "status": PENDING, "user_id": None}
-    return row
 
 
 async def run_forever(

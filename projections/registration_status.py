@@ -40,3 +40,14 @@ def registration_status() -> Projection:
 
     # A duplicate attempt completes as a registration does: the same row, the same timing.
     return Projection("registration_status", 1, [REGISTRATION_REQUESTED, SIGNUP_ATTEMPTED], reduce)
+
+
+def given_failures(row: Row, *, dead_lettered: bool, waiting: bool) -> Row:
+    """A reduced status row, as the registration's failures in the other projections make it:
+    failed once any of its events is a dead letter (no user, and the reason its client is
+    told), pending while one still waits for a retry (no user yet), else as reduced."""
+    if dead_lettered:
+        return {**row, "status": FAILED, "user_id": None, "reason": FAILED_REASON}
+    if waiting:
+        return {**row, "status": PENDING, "user_id": None}
+    return row

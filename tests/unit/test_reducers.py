@@ -13,7 +13,7 @@ from domain.address import Address
 from domain.form import RegistrationDetails
 from projections.email_lookup import email_lookup
 from projections.model import SIGNUP_ATTEMPTED, Projection, RequestedRegistration
-from projections.registration_status import registration_status
+from projections.registration_status import given_failures, registration_status
 from projections.shards import ShardMap, logical_shard, user_id_for
 from projections.users import users
 
@@ -98,6 +98,28 @@ def test_a_status_row_is_completed_with_the_user_id_and_no_reason() -> None:
             "requested_at": AT,
         }
     ]
+
+
+def test_a_status_row_is_failed_once_an_event_is_dead_lettered_and_pending_while_one_waits() -> (
+    None
+):
+    (row,) = registration_status().reduce(_requested(FIRST))
+    user = row["user_id"]
+    assert given_failures(row, dead_lettered=True, waiting=True) == {
+        "registration_id": FIRST,
+        "status": "failed",
+        "user_id": None,
+        "reason": "The registration could not be completed; an operator has been notified.",
+        "requested_at": AT,
+    }
+    assert given_failures(row, dead_lettered=False, waiting=True) == {
+        "registration_id": FIRST,
+        "status": "pending",
+        "user_id": None,
+        "reason": None,
+        "requested_at": AT,
+    }
+    assert given_failures(row, dead_lettered=False, waiting=False)["user_id"] == user
 
 
 def test_an_erased_registration_gives_no_row_in_any_read_model() -> None:
