@@ -45,6 +45,8 @@ _tlds = st.sampled_from(
      "localhost", "xn--p1ai", "museum", "example", "co.uk", "a1"]
 )  # fmt: skip
 _labels = st.text(_domain_chars, min_size=0, max_size=70)
+_word_chars = string.ascii_lowercase + string.digits + "_+-"
+_label_chars = string.ascii_lowercase + string.digits + "-"
 _emails = st.one_of(
     st.emails().map(str.lower),
     st.builds(
@@ -53,9 +55,21 @@ _emails = st.one_of(
         st.lists(_labels, min_size=0, max_size=4),
         _tlds,
     ),
-    st.from_regex(
-        r"[a-z0-9_+-]{1,70}(\.[a-z0-9_+-]{1,10}){0,2}@([a-z0-9-]{1,65}\.){1,3}[a-z]{1,5}",
-        fullmatch=True,
+    # [a-z0-9_+-]{1,70}(\.[a-z0-9_+-]{1,10}){0,2}@([a-z0-9-]{1,65}\.){1,3}[a-z]{1,5}, drawn
+    # part by part (from_regex with fullmatch filters its draws, and was most of the time)
+    st.tuples(
+        st.text(_word_chars, min_size=1, max_size=70),
+        st.lists(st.text(_word_chars, min_size=1, max_size=10), max_size=2),
+        st.lists(st.text(_label_chars, min_size=1, max_size=65), min_size=1, max_size=3),
+        st.text(string.ascii_lowercase, min_size=1, max_size=5),
+    ).map(
+        lambda parts: (
+            parts[0]
+            + "".join("." + more for more in parts[1])
+            + "@"
+            + "".join(label + "." for label in parts[2])
+            + parts[3]
+        )
     ),
 )
 
@@ -80,6 +94,26 @@ def test_the_fast_path_takes_the_common_spellings() -> None:
 
 # --- phones ------------------------------------------------------------------------------------
 
+# Strings of a regular language, drawn part by part: hypothesis' from_regex(fullmatch=True)
+# filters its draws, and was most of these tests' time. Each strategy built with these
+# helpers draws exactly the language of the regex in its comment.
+
+
+def _digits(count: int) -> st.SearchStrategy[str]:
+    return st.text(string.digits, min_size=count, max_size=count)
+
+
+def _one_in(chars: str) -> st.SearchStrategy[str]:
+    return st.sampled_from(list(chars))
+
+
+def _joined(*parts: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.tuples(*parts).map("".join)
+
+
+_ONE_TO_NINE = "123456789"
+
+
 _areas = st.one_of(
     st.integers(0, 99).map(lambda n: f"{n:02d}"),
     st.sampled_from(["11", "21", "31", "41", "51", "61", "71", "81", "91", "19", "27", "68"]),
@@ -87,9 +121,9 @@ _areas = st.one_of(
 # Subscriber numbers near the real plan most of the time: a mobile's 9 + 8 digits, a
 # landline's [2-5] + 7, old 8-digit mobiles, and anything at all.
 _subscribers = st.one_of(
-    st.from_regex(r"9[0-9]{8}", fullmatch=True),
-    st.from_regex(r"[2-5][0-9]{7}", fullmatch=True),
-    st.from_regex(r"[6-9][0-9]{7}", fullmatch=True),
+    _joined(st.just("9"), _digits(8)),  # 9[0-9]{8}
+    _joined(_one_in("2345"), _digits(7)),  # [2-5][0-9]{7}
+    _joined(_one_in("6789"), _digits(7)),  # [6-9][0-9]{7}
     st.text(string.digits, min_size=7, max_size=10),
 )
 _spaces = st.sampled_from(["", " ", "  "])
@@ -117,9 +151,20 @@ def _phones(draw: st.DrawFn) -> str:
     )
 
 
-_plain_spellings = st.from_regex(
-    r" ?(\+55 ?)?(\([1-9][0-9]\) ?|[1-9][0-9] ?)(9[0-9]{4}|[2-9][0-9]{3})[ -]?[0-9]{4} ?",
-    fullmatch=True,
+# " ?(\+55 ?)?(\([1-9][0-9]\) ?|[1-9][0-9] ?)(9[0-9]{4}|[2-9][0-9]{3})[ -]?[0-9]{4} ?"
+_optional_space = st.sampled_from(["", " "])
+_two_digit_area = _joined(_one_in(_ONE_TO_NINE), _digits(1))
+_plain_spellings = _joined(
+    _optional_space,
+    st.sampled_from(["", "+55", "+55 "]),
+    st.one_of(
+        _joined(st.just("("), _two_digit_area, st.just(")"), _optional_space),
+        _joined(_two_digit_area, _optional_space),
+    ),
+    st.one_of(_joined(st.just("9"), _digits(4)), _joined(_one_in("23456789"), _digits(3))),
+    st.sampled_from(["", " ", "-"]),
+    _digits(4),
+    _optional_space,
 )
 _phone_texts = st.one_of(_phones(), _plain_spellings, st.text("0123456789()+- .", max_size=20))
 
@@ -149,8 +194,17 @@ def test_a_landline_the_fast_path_accepts_is_the_one_the_library_gives(raw: str)
 
 _national_numbers = st.one_of(
     st.text(string.digits, min_size=7, max_size=12),
-    st.from_regex(r"[1-9][1-9](9[0-9]{8}|[2-9][0-9]{7})", fullmatch=True),
-    st.from_regex(r"(0800|0300|0500|0900|300|400|800|900)[0-9]{4,8}", fullmatch=True),
+    # [1-9][1-9](9[0-9]{8}|[2-9][0-9]{7})
+    _joined(
+        _one_in(_ONE_TO_NINE),
+        _one_in(_ONE_TO_NINE),
+        st.one_of(_joined(st.just("9"), _digits(8)), _joined(_one_in("23456789"), _digits(7))),
+    ),
+    # (0800|0300|0500|0900|300|400|800|900)[0-9]{4,8}
+    _joined(
+        st.sampled_from(["0800", "0300", "0500", "0900", "300", "400", "800", "900"]),
+        st.text(string.digits, min_size=4, max_size=8),
+    ),
 )
 
 
