@@ -7,8 +7,7 @@ event-store batch sizes (JSON, a table on stdout, a PNG). ``--baseline`` first m
 bare Litestar app on the same server stack with the same settings, for comparison.
 
 Exit status: 0 when the run completed, whatever the target answered; 2 when the target (or
-the baseline) could not be reached at all; 3 when a load-generating process failed; 4 when
-the bench's libraries are not installed (they come with the dev environment).
+the baseline) could not be reached at all; 3 when a load-generating process failed.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from bench.config import BenchConfig, add_arguments
 
 EXIT_UNREACHABLE = 2
 EXIT_GENERATOR_FAILED = 3
-EXIT_MISSING_LIBRARY = 4
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,18 +55,9 @@ def _seed(given: int | None) -> int:
 def execute(config: BenchConfig) -> int:
     """Run the whole bench; the exit status."""
     # Imported here: `signup --help` and the other commands should not pay for them.
-    try:
-        from bench import baseline, report
-        from bench.probe import Unreachable, get, has_status_endpoint
-        from bench.runner import WorkerFailed, measure
-    except ModuleNotFoundError as missing:
-        # The service's environment (`uv sync --no-dev`) leaves the bench's libraries out.
-        print(
-            f"signup bench: {missing.name} is not installed: the bench runs in the dev"
-            " environment (`make setup`, or `uv sync --group bench`)",
-            file=sys.stderr,
-        )
-        return EXIT_MISSING_LIBRARY
+    from bench import baseline, report
+    from bench.probe import Unreachable, get, has_status_endpoint
+    from bench.runner import WorkerFailed, measure
 
     if urlsplit(config.url).scheme != "http":
         print(f"signup bench: only http:// targets are supported: {config.url}", file=sys.stderr)

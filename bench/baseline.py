@@ -28,7 +28,7 @@ from litestar import Litestar, Response, get, post
 
 from bench.probe import wait_until_answering
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]  # the checkout, where `bench` is importable
 
 
 class Address(msgspec.Struct, forbid_unknown_fields=True):
