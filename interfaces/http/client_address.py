@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+from litestar.types import Scope
+
 from application.services import Network
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,6 +34,12 @@ def _client(address: Address) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
     return str(address)
+
+
+def client_of(scope: Scope, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """``client_address`` of an ASGI request: its peer, and its X-Forwarded-For lines joined."""
+    peer = scope["client"][0] if scope.get("client") else ""  # type: ignore[index]
+    return client_address(peer, forwarded_for, trusted)
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[Network]) -> str:

@@ -12,10 +12,23 @@ operations are declared by handlers that are never served (``interfaces/http/ope
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from litestar.exceptions import MethodNotAllowedException
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Scope, Send
+
+
+def read_headers(raw: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes]) -> dict[str, str]:
+    """The request headers a handler reads (``wanted``, lower-case), decoded as HTTP does
+    (latin-1); a repeated one (X-Forwarded-For) is joined in order, as RFC 9110 allows for
+    list-valued fields."""
+    found: dict[str, str] = {}
+    for name, value in raw:
+        if name in wanted:
+            text = value.decode("latin-1")
+            key = name.decode()
+            found[key] = f"{found[key]}, {text}" if key in found else text
+    return found
 
 
 async def send_answer(send: Send, status: int, body: bytes, headers: Mapping[str, str]) -> None:

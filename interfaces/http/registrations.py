@@ -8,7 +8,7 @@ tree: this POST and the status query (``interfaces/http/status.py``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 
 import msgspec
 from litestar import Request, asgi, post
@@ -22,10 +22,10 @@ from application.outages import StoreUnavailable
 from application.registering import RegisterUser
 from application.services import Services, services_of
 from domain.errors import DomainError
-from interfaces.http.client_address import client_address
+from interfaces.http.client_address import client_of
 from interfaces.http.idempotent import answer_once, check_key
 from interfaces.http.openapi import REGISTRATION_RESPONSES, RegistrationOperation
-from interfaces.http.plain import only, send_answer
+from interfaces.http.plain import only, read_headers, send_answer
 from interfaces.http.problems import PROBLEM_JSON, from_domain, problem
 from interfaces.http.shapes import RegistrationAccepted
 from interfaces.http.status import answer_status
@@ -33,18 +33,6 @@ from interfaces.http.status import answer_status
 PATH = "/registrations"
 MAX_BODY_BYTES = 16 * 1024
 _encode = msgspec.json.Encoder().encode
-
-
-def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """The request headers this route reads, decoded as HTTP does (latin-1); a repeated
-    X-Forwarded-For is joined in order, as RFC 9110 allows for list-valued fields."""
-    found: dict[str, str] = {}
-    for name, value in raw:
-        if name in _READ:
-            text = value.decode("latin-1")
-            key = name.decode()
-            found[key] = f"{found[key]}, {text}" if key in found else text
-    return found
 
 
 _READ = frozenset({b"content-type", b"content-length", b"idempotency-key", b"x-forwarded-for"})
@@ -151,12 +139,11 @@ async def registrations(scope: Scope, receive: Receive, send: Send) -> None:
 async def register(scope: Scope, receive: Receive, send: Send, services: Services) -> None:
     if not await only("POST", scope, send):
         return
-    headers = _headers(scope["headers"])
+    headers = read_headers(scope["headers"], _READ)
     body = await _body(receive, headers.get("content-length"))
     form = _decode_form(headers.get("content-type"), body)
     key = headers.get("idempotency-key")
-    peer = scope["client"][0] if scope.get("client") else ""  # type: ignore[index]
-    client = client_address(peer, headers.get("x-forwarded-for"), services.trusted_proxies)
+    client = client_of(scope, headers.get("x-forwarded-for"), services.trusted_proxies)
 
     async def produce() -> StoredAnswer:
         try:

@@ -9,7 +9,6 @@ handler. ``documented`` declares the operation the OpenAPI document shows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
@@ -19,13 +18,14 @@ from litestar.params import FromPath
 from litestar.types import Scope, Send
 
 from application.services import Services
-from interfaces.http.client_address import client_address
+from interfaces.http.client_address import client_of
 from interfaces.http.openapi import STATUS_RESPONSES
-from interfaces.http.plain import send_answer
+from interfaces.http.plain import read_headers, send_answer
 from interfaces.http.problems import problem
 
 _encode = msgspec.json.Encoder().encode
 _JSON = {"content-type": "application/json"}
+_FORWARDED = frozenset({b"x-forwarded-for"})
 
 
 class RegistrationStatusView(msgspec.Struct, omit_defaults=True):
@@ -37,15 +37,10 @@ class RegistrationStatusView(msgspec.Struct, omit_defaults=True):
     reason: str | None = None
 
 
-def _forwarded_for(raw: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """Every X-Forwarded-For line, in order, as the POST handler reads them."""
-    lines = [value.decode("latin-1") for name, value in raw if name == b"x-forwarded-for"]
-    return ", ".join(lines) or None
-
-
 async def answer_status(scope: Scope, send: Send, services: Services, registration_id: str) -> None:
-    peer = scope["client"][0] if scope.get("client") else ""  # type: ignore[index]
-    client = client_address(peer, _forwarded_for(scope["headers"]), services.trusted_proxies)
+    # Every X-Forwarded-For line, in order, as the POST handler reads them.
+    forwarded_for = read_headers(scope["headers"], _FORWARDED).get("x-forwarded-for")
+    client = client_of(scope, forwarded_for, services.trusted_proxies)
     found = await services.get_status(registration_id, client)
     if found is None:
         raise problem(404, "registration_not_found", "No registration has this id.")
