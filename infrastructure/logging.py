@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import datetime
 import logging
 import sys
 import threading
@@ -84,8 +85,27 @@ def _line_buffer(*_: Any) -> LineBuffer:
     return found
 
 
+# The buffer of JSON lines while INFO lines are written as JSON, for the one line every
+# request logs (``fast_lines``); None while lines are for a terminal or INFO is filtered out.
+_fast_lines: LineBuffer | None = None
+
+
+def fast_lines() -> LineBuffer | None:
+    """Where a hot path may write a JSON line it encoded itself, past structlog's processor
+    chain (9 us a line against 4): None when it must log through structlog."""
+    return _fast_lines
+
+
+def timestamp() -> str:
+    """Now, as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it."""
+    return datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
 def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:
+    global _fast_lines
     pretty = sys.stderr.isatty() if log_format == "auto" else log_format == "console"
+    threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    _fast_lines = None if pretty or threshold > logging.INFO else _line_buffer()
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer(_json)
     )
@@ -101,9 +121,7 @@ def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )

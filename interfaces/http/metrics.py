@@ -13,6 +13,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from interfaces.http.observability import flush
+
 
 class MetricsController(Controller):
     # Litestar's PrometheusController does the same but declares application/json, which
@@ -26,6 +28,7 @@ class MetricsController(Controller):
         sync_to_thread=False,
     )
     def metrics(self) -> Response[bytes]:
+        flush()  # this process's request tallies, so a scrape right after a request sees it
         registry = REGISTRY
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # `signup api --workers N`: add up every worker process's files.
