@@ -1,5 +1,15 @@
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from application.services import trusted_networks
-from interfaces.http.client_address import client_address
+from interfaces.http.client_address import (
+    _client_address,
+    _ipv4_masks,
+    _quick_client,
+    client_address,
+)
 
 PROXIES = trusted_networks(["10.0.0.0/8", "192.0.2.1"])
 
@@ -49,3 +59,40 @@ def test_an_ipv4_mapped_address_is_the_ipv4_client() -> None:
 
 def test_when_every_hop_is_trusted_the_left_most_is_the_client() -> None:
     assert client_address("10.0.0.5", "10.9.9.9, 10.0.0.7", PROXIES) == "10.9.9.9"
+
+
+# --- the dotted-quad fast path answers as ipaddress does --------------------------------------
+
+_octets = st.one_of(
+    st.integers(0, 255).map(str),
+    st.integers(0, 999).map(str),
+    st.integers(0, 255).map(lambda n: f"0{n}"),  # leading zeros: not canonical
+    st.sampled_from(["", " ", "-1", "0x1f", "1e2", "²", "٣"]),  # and non-ASCII digits
+)
+_quads = st.lists(_octets, min_size=3, max_size=5).map(".".join)
+_addresses = st.one_of(
+    _quads,
+    st.sampled_from(
+        ["127.0.0.1", "10.1.2.3", "192.0.2.1", "::1", "::ffff:10.0.0.1", "2001:db8::1"]
+    ),
+    st.text(max_size=20),
+)
+_hop = st.tuples(st.sampled_from(["", " ", "  "]), _addresses).map("".join)
+_networks = st.lists(
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32)).map(
+        lambda pair: ipaddress.IPv4Network(pair, strict=False)
+    ),
+    max_size=3,
+).map(tuple)
+
+
+@settings(max_examples=1_000)
+@given(_addresses, st.none() | st.lists(_hop, min_size=1, max_size=4).map(",".join), _networks)
+def test_the_dotted_quad_fast_path_answers_as_ipaddress_does(
+    peer: str, forwarded_for: str | None, trusted: tuple[ipaddress.IPv4Network, ...]
+) -> None:
+    masks = _ipv4_masks(trusted)
+    assert masks is not None
+    quick = _quick_client(peer, forwarded_for, masks)
+    if quick is not None:
+        assert quick == _client_address(peer, forwarded_for, trusted)
