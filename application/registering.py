@@ -87,8 +87,9 @@ class RegisterUser:
             await enforce(self.limiter, [("client", client)])
             raise
         # Keyed by the claims' HMACs, so the limiter's store never holds an email or a CPF.
+        held = claims(details)
         reservation_ids: dict[str, uuid.UUID] = {
-            claim.kind: claim.reservation_id(self.reservation_key) for claim in claims(details)
+            claim.kind: claim.reservation_id(self.reservation_key) for claim in held
         }
         # The client's limit first; one round trip for the three.
         await enforce(
@@ -106,7 +107,9 @@ class RegisterUser:
                     details.email
                 ):
                     raise EmailAlreadyRegistered()
-                await self.log.append(self._submission(registration_id, details, reservation_ids))
+                await self.log.append(
+                    self._submission(registration_id, details, held, reservation_ids)
+                )
             except AlreadyRegistered as taken:
                 if self.owners is None:
                     raise
@@ -130,14 +133,14 @@ class RegisterUser:
         self,
         registration_id: uuid.UUID,
         details: RegistrationDetails,
+        held: Sequence[Claim],
         reservation_ids: Mapping[str, uuid.UUID],
     ) -> Submission:
         sealed = self.vault.seal(registration_id, details)
-        held = {claim.kind: claim for claim in claims(details)}
         return Submission(
             registration_id=registration_id,
             events=[requested(registration_id, sealed.personal_data)],
-            claims={reservation_ids[kind]: claim for kind, claim in held.items()},
+            claims={reservation_ids[claim.kind]: claim for claim in held},
             subject_key=sealed.key,
         )
 
