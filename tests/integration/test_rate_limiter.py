@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
 
 from application.rate_limits import Refused
-from infrastructure.rate_limits import KEY_PREFIX, RedisRateLimiter
+from infrastructure.rate_limits import KEY_PREFIX, RedisRateLimiter, library_batch
 
 
 @pytest.fixture
@@ -123,3 +124,80 @@ async def test_with_redis_unreachable_every_request_passes(redis_url: str) -> No
     finally:
         await client.aclose()
     assert answers == [None, None, None]
+
+
+def _state_keys(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}:{{limit{n}/{uuid.uuid4().hex}}}" for n in range(n)]
+
+
+async def _set_window(redis: Redis, key: str, count: int | None, ttl_ms: int) -> None:
+    if count is not None:
+        await redis.set(key, count, px=ttl_ms)
+
+
+def _far_from_a_boundary(count: int | None, ttl_ms: int, expiry_ms: int) -> bool:
+    """Whether a few milliseconds between the two scripts' runs cannot change a decision: the
+    weighted count must not be about to drop, nor the window about to shift."""
+    if abs(ttl_ms - expiry_ms) < 300:
+        return False
+    if not count:
+        return True
+    weighted = count * ttl_ms / expiry_ms
+    return weighted - math.floor(weighted) > count * 300 / expiry_ms
+
+
+async def test_the_limiters_script_answers_and_writes_as_the_librarys_own_scripts(
+    redis: Redis, redis_url: str
+) -> None:
+    """Both scripts on the same states (random counts and remaining lifetimes of the current
+    and previous windows of up to three limits, some due to shift): the same answers, the same
+    counters, the same lifetimes (to the milliseconds between the two runs)."""
+    library = redis.register_script(library_batch())
+    lean = redis.register_script(RedisRateLimiter(redis, {}).script)
+    rng = random.Random(20261203)
+    expiry = 60
+    compared = 0
+    while compared < 300:
+        limits = [rng.randint(0, 4) for _ in range(rng.randint(1, 3))]
+        states = []
+        for _ in limits:
+            previous = (rng.choice([None, 0, 1, 2, 3, 5]), rng.randint(1, expiry * 1000))
+            current = (rng.choice([None, 0, 1, 2, 3, 5]), rng.randint(1, 2 * expiry * 1000))
+            states.append((previous, current))
+        if not all(
+            _far_from_a_boundary(count, ttl, expiry * 1000)
+            for previous, current in states
+            for count, ttl in (previous, current)
+        ):
+            continue
+        args: list[int | str] = [len(limits)]
+        for amount in limits:
+            args += [amount, expiry]
+        answers, after = [], []
+        for script, prefix in ((library, "oracle"), (lean, "lean")):
+            keys = _state_keys(prefix, len(limits))
+            for key, (previous, current) in zip(keys, states, strict=True):
+                await _set_window(redis, key + "/-1", *previous)
+                await _set_window(redis, key, *current)
+            line = "".join(f"{n + 1} {key}\n" for n, key in enumerate(keys))
+            answers.append(await script(keys=[], args=[*args, line]))
+            after.append(
+                [
+                    (await redis.get(name), await redis.pttl(name))
+                    for key in keys
+                    for name in (key + "/-1", key)
+                ]
+            )
+        oracle, ours = answers
+        assert len(oracle) == len(ours) == 1
+        assert oracle[0][0] == ours[0][0]
+        if oracle[0][0]:
+            # The refused limit's window: counts exactly, lifetimes within the runs' distance.
+            window, our_window = oracle[0][1], ours[0][1]
+            assert [window[0], window[2]] == [our_window[0], our_window[2]]
+            assert abs(int(window[1]) - int(our_window[1])) < 300
+            assert abs(int(window[3]) - int(our_window[3])) < 300
+        for (value, ttl), (our_value, our_ttl) in zip(*after, strict=True):
+            assert value == our_value
+            assert abs(ttl - our_ttl) < 300
+        compared += 1
