@@ -220,11 +220,14 @@ class ReadSide:
         def others_moved() -> None:
             status_wake.set()
 
+        fill = self.settings.projection_fill_ms / 1000
         tasks = [
             asyncio.create_task(
-                run_forever(p, stop, wake=status_wake)
+                # The status projector follows the others: their progress wakes it, and a
+                # fill wait of its own would only add to every registration's latency.
+                run_forever(p, stop, wake=status_wake, fill=0)
                 if p is self.status
-                else run_forever(p, stop, wake=wakeups.subscribe(), moved=others_moved)
+                else run_forever(p, stop, wake=wakeups.subscribe(), moved=others_moved, fill=fill)
             )
             for p in chosen
         ]

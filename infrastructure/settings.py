@@ -25,6 +25,12 @@ class Settings:
     # Fixed once: changing it moves users between shards (a rebuild of every shard).
     logical_shards: int = 64
     projection_batch_size: int = 1000
+    # After a partial batch, how long a projector lets the next one fill before it steps
+    # again. Every step pays six queries and a commit in its database: at 50 ms, under a peak,
+    # the worker and PostgreSQL cost 0.29-0.37 and 0.38-0.50 ms a signup; at 200 ms 0.20-0.21
+    # and 0.34-0.38 (docs/performance.md). The status projector does not wait: the others'
+    # progress wakes it, so a registration waits for one fill, not two.
+    projection_fill_ms: float = 200.0
     retry_max_attempts: int = 5
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
@@ -85,6 +91,9 @@ class Settings:
             logical_shards=int(env.get("SIGNUP_LOGICAL_SHARDS", defaults.logical_shards)),
             projection_batch_size=int(
                 env.get("SIGNUP_PROJECTION_BATCH_SIZE", defaults.projection_batch_size)
+            ),
+            projection_fill_ms=float(
+                env.get("SIGNUP_PROJECTION_FILL_MS", defaults.projection_fill_ms)
             ),
             retry_max_attempts=int(
                 env.get("SIGNUP_RETRY_MAX_ATTEMPTS", defaults.retry_max_attempts)
