@@ -13,7 +13,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.personal_data import PersonalDataVault
-from domain.registration import SignupAttempted, UserRegistrationRequested
+from domain.registration import (
+    EmailVerified,
+    RegistrationExpired,
+    SignupAttempted,
+    UserRegistrationRequested,
+)
 from infrastructure.event_store import SignupEvents, cipher_env
 from infrastructure.read_store import reading
 from infrastructure.subject_keys import subject_keys_table
@@ -90,6 +95,20 @@ class EventSource:
             row = (await conn.execute(statement, {"id": notification_id})).first()
         return self._decode(row) if row is not None else None
 
+    async def requested(self, registration_id: uuid.UUID) -> RequestedRegistration | None:
+        """A registration's request, opened with its key (no details once it is shredded);
+        None if there is no such registration."""
+        statement = text(
+            f"SELECT notification_id, originator_id, originator_version, topic, state, k.key"
+            f" {self._from} WHERE e.originator_id = :id AND e.originator_version = 1"
+        )
+        async with reading(self.engine) as conn:
+            row = (await conn.execute(statement, {"id": registration_id})).first()
+        if row is None:
+            return None
+        registration = self._open(row).registration
+        return registration if registration.outcome is None and not registration.attempt else None
+
     async def head(self) -> int:
         async with reading(self.engine) as conn:
             result = await conn.execute(text(f'SELECT max(notification_id) FROM "{self.table}"'))
@@ -113,6 +132,12 @@ class EventSource:
                 event.originator_id, event.timestamp, None, attempt=True
             )
             return Notification(row.notification_id, row.originator_id, row.topic, attempt)
+        if isinstance(event, EmailVerified | RegistrationExpired):
+            outcome = "verified" if isinstance(event, EmailVerified) else "expired"
+            verdict = RequestedRegistration(
+                event.originator_id, event.requested_at, None, outcome=outcome
+            )
+            return Notification(row.notification_id, row.originator_id, row.topic, verdict)
         assert isinstance(event, UserRegistrationRequested), row.topic
         details = None
         if row.key is not None:
