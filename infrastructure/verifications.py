@@ -255,11 +255,11 @@ class Verifications:
                     text(
                         "UPDATE email_verifications SET nonce = :nonce, attempts = 0,"
                         " sends = sends + 1, last_sent_at = :now,"
-                        " code_expires_at = LEAST(CAST(:now AS timestamptz) + :code_ttl,"
-                        "  expires_at)"
+                        " code_expires_at = LEAST(CAST(:now AS timestamptz)"
+                        "  + CAST(:code_ttl AS interval), expires_at)"
                         " WHERE registration_id = :id AND verified_at IS NULL"
                         " AND expired_at IS NULL AND expires_at > :now AND sends < :most"
-                        " AND last_sent_at <= CAST(:now AS timestamptz) - :every"
+                        " AND last_sent_at <= CAST(:now AS timestamptz) - CAST(:every AS interval)"
                         f" RETURNING {_CHALLENGE_COLUMNS}"
                     ),
                     {
@@ -335,13 +335,13 @@ class VerdictStatuses:
     or its replica, the event store), and the verdicts written to the read model's primary
     and the cache at once."""
 
-    queries: StatusQueries
+    queries: StatusQueries | None  # None where nobody asks (the worker's expiry sweep)
     engine: AsyncEngine  # the read database itself, never its replica
     redis: Redis | None
     cache_seconds: int
 
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
-        return await self.queries.find(registration_id)
+        return await self.queries.find(registration_id) if self.queries is not None else None
 
     async def settle(self, registration_id: uuid.UUID, status: str) -> RegistrationStatus | None:
         async with self.engine.begin() as conn:

@@ -15,7 +15,7 @@ from application.services import Services, keep_services, services_of
 from infrastructure.container import running_services
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
-from interfaces.http import health, page, registrations, status
+from interfaces.http import health, page, registrations, status, verification
 from interfaces.http.metrics import MetricsController
 from interfaces.http.observability import observe
 from interfaces.http.openapi import document_operations
@@ -56,7 +56,16 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
         openapi_config=_openapi_config(),
         debug=False,
     )
-    document_operations(app, [registrations.documented, status.documented], _openapi_config())
+    document_operations(
+        app,
+        [
+            registrations.documented,
+            status.documented,
+            verification.documented_verify,
+            verification.documented_resend,
+        ],
+        _openapi_config(),
+    )
     return app
 
 
