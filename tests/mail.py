@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,3 +80,17 @@ async def wait_for_messages(
                 f"{len(found)} message(s) for {registration_id} after {timeout}s, not {count}"
             )
         await asyncio.sleep(0.05)
+
+
+def wait_for_messages_sync(
+    directory: Path, registration_id: str, count: int = 1, timeout: float = 60.0
+) -> list[Received]:
+    """``wait_for_messages`` for synchronous tests (the browser's)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = messages_for(directory, registration_id)
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(found)} message(s) for {registration_id}, not {count}")
+        time.sleep(0.05)

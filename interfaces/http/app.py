@@ -22,8 +22,12 @@ from interfaces.http.openapi import document_operations
 from interfaces.http.problems import exception_handlers, problem_details_plugin
 
 
-def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]]) -> Litestar:
-    """``open_services`` is entered when the app starts and left when it stops."""
+def create_app(
+    open_services: Callable[[], AbstractAsyncContextManager[Services]],
+    terms_file: str | None = None,
+) -> Litestar:
+    """``open_services`` is entered when the app starts and left when it stops;
+    ``terms_file``: the operator's terms of use (the shipped model text when unset)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -43,6 +47,7 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
             health.live,
             health.ready,
             page.signup_page,
+            page.terms_page(terms_file),
             page.static_assets(),
             MetricsController,
         ],
@@ -71,7 +76,7 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
 
 def build_app(settings: Settings) -> Litestar:
     """The app on the composition root's services, which start and stop with it."""
-    return create_app(lambda: running_services(settings))
+    return create_app(lambda: running_services(settings), settings.terms_file)
 
 
 def build_app_from_env() -> Litestar:

@@ -135,6 +135,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     field: str | None = None
     limit: str | None = None
     attempts_left: int | None = None
+    registration_expired: bool | None = None
 
 
 def _problem(description: str) -> ResponseSpec:

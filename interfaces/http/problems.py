@@ -97,7 +97,7 @@ def _verification_problem(error: DomainError) -> ProblemDetailsException | None:
             if error.registration_expired
             else "The code has expired; ask for a new one (POST .../verification/resend)."
         )
-        return problem(410, error.code, detail)
+        return problem(410, error.code, detail, registration_expired=error.registration_expired)
     if isinstance(error, TooManyVerificationAttempts):
         return problem(
             429,
