@@ -464,4 +464,4 @@ def test_the_terms_checkbox_links_to_the_terms_served_by_the_app(page: Page) -> 
     link = page.get_by_role("link", name="Ler os termos de uso e a política de privacidade")
     assert link.get_attribute("href") == "/termos"
     page.goto("/termos")
-    expect(page.get_by_role("heading", name="Política de privacidade")).to_be_visible()
+    expect(page.get_by_role("heading", name="Política de privacidade", exact=True)).to_be_visible()

@@ -710,4 +710,6 @@
   document.getElementById("again").addEventListener("click", startOver);
   showPersonType();
   followLink();
+  // The link opened in a tab already on this page only changes the fragment.
+  window.addEventListener("hashchange", followLink);
 })();
