@@ -348,8 +348,10 @@ class Mailer:
         if found is not None and found.verified_at is not None:
             return True
         if found is not None and found.expired_at is None:
-            # Again at its deadline, when the sweep will have decided it.
-            later = max(found.expires_at, datetime.now(UTC)) + timedelta(minutes=1)
+            # Again at its deadline (its verification makes it due at once); past it, soon:
+            # the sweep is deciding it (its expiry drops what is unsent by then).
+            now = datetime.now(UTC)
+            later = found.expires_at if found.expires_at > now else now + timedelta(seconds=5)
             await self._defer(row, later)
             return False
         if found is None and status in (None, "pending", "failed"):
