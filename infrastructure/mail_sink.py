@@ -110,7 +110,7 @@ class StoredMessage:
     def text(self) -> str:
         """The plain-text part."""
         body = self.parsed().get_body(preferencelist=("plain",))
-        return body.get_content() if body is not None else ""  # type: ignore[no-any-return]
+        return body.get_content() if body is not None else ""
 
 
 def stored_messages(directory: Path) -> list[StoredMessage]:

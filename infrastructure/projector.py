@@ -254,21 +254,18 @@ class StatusProjector(Projector):
             ]
         await self.store.write(table, rows, position, conn)
         if self.issuer is not None and rows:
-            # Registrations with an address (not a duplicate attempt's id, not a verdict)
-            # that this batch completes; the issuer skips the ones issued before.
-            addressed = {
-                note.registration_id
-                for note in notes
-                if note.registration.details is not None and note.registration.outcome is None
-            }
-            await self.issuer.issue(
-                conn,
-                [
-                    (row["registration_id"], row["requested_at"])
-                    for row in rows
-                    if row["status"] == COMPLETED and row["registration_id"] in addressed
-                ],
-            )
+            # The registrations this batch completes: with an address (a message goes), or
+            # duplicate attempts' ids (none goes, but they expire as the others do); the
+            # issuer skips the ones issued before.
+            addressed = {n.registration_id for n in notes if n.registration.details is not None}
+            decoys = {n.registration_id for n in notes if n.registration.attempt}
+            completed = [
+                (row["registration_id"], row["requested_at"])
+                for row in rows
+                if row["status"] == COMPLETED
+            ]
+            await self.issuer.issue(conn, [c for c in completed if c[0] in addressed])
+            await self.issuer.issue(conn, [c for c in completed if c[0] in decoys], unmailed=True)
 
     async def apply(self, note: Notification) -> None:
         raise NotImplementedError("the status projector is not retried event by event")

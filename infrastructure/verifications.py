@@ -120,6 +120,15 @@ async def start_epoch(engine: AsyncEngine) -> None:
         )
 
 
+_ISSUE_SILENTLY = text(
+    "INSERT INTO email_verifications (registration_id, nonce, requested_at, code_expires_at,"
+    "  expires_at, last_sent_at)"
+    " SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:nonces AS bytea[]),"
+    "  CAST(:requested AS timestamptz[]), CAST(:code_ends AS timestamptz[]),"
+    "  CAST(:ends AS timestamptz[]), CAST(:sent AS timestamptz[]))"
+    " ON CONFLICT (registration_id) DO NOTHING"
+)
+
 _ISSUE = text(
     "WITH new AS ("
     " INSERT INTO email_verifications (registration_id, nonce, requested_at, code_expires_at,"
@@ -147,27 +156,30 @@ class ChallengeIssuer:
         self,
         conn: AsyncConnection,
         completed: Sequence[tuple[uuid.UUID, datetime]],
-        nonce: Any = None,
+        *,
+        unmailed: bool = False,
     ) -> None:
-        """``completed``: (registration id, requested at) of registrations just completed."""
+        """``completed``: (registration id, requested at) of registrations just completed.
+        ``unmailed``: they have no address (the enumeration-resistant mode's decoys): a
+        challenge without a message, so that they expire as a real registration does (a
+        decoy still ``completed`` after the deadline would tell a registered email apart)."""
         if not completed:
             return
         since = await self._epoch(conn)
         due = [(rid, at) for rid, at in completed if at >= since]
         if not due:
             return
-        make = nonce or _random_nonce
         now = datetime.now(UTC)
         await conn.execute(
-            _ISSUE,
+            _ISSUE_SILENTLY if unmailed else _ISSUE,
             {
                 "ids": [rid for rid, _ in due],
-                "nonces": [make() for _ in due],
+                "nonces": [_random_nonce() for _ in due],
                 "requested": [at for _, at in due],
                 "code_ends": [self.policy.code_expiry(now, at) for _, at in due],
                 "ends": [self.policy.deadline(at) for _, at in due],
                 "sent": [now] * len(due),
-                "kind": VERIFICATION_MAIL,
+                **({} if unmailed else {"kind": VERIFICATION_MAIL}),
             },
         )
 

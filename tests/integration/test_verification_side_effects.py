@@ -204,3 +204,25 @@ async def test_an_expired_registration_leaves_no_personal_data_and_a_rebuild_kee
             assert await table_rows(read_side) == await replayed_rows(read_side)
             assert (await status_of(api, expired))["status"] == "expired"
     assert form["email"] not in str(_query(settings.read_url, "SELECT * FROM email_lookup"))
+
+
+async def test_a_duplicate_attempts_id_expires_as_a_real_unverified_registration_does(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    """The enumeration-resistant mode: a decoy still `completed` after the deadline, beside
+    real registrations going `expired`, would tell whoever waits that the email is taken."""
+    hurried = dataclasses.replace(
+        settings, enumeration_resistant=True, smtp_url=mailbox.url, verification_ttl_seconds=0
+    )
+    async with AsyncTestClient(app=build_app(hurried)) as api:
+        holder = await _signed_up(api, _person(7, "dono@example.com"))
+        async with running_worker(hurried):
+            await eventually(lambda: _status_is(api, holder, "expired"))
+            real = await _signed_up(api, _person(8, "novo@example.com"))
+            decoy = await _signed_up(api, _person(9, "novo@example.com"))
+            await eventually(lambda: _status_is(api, real, "expired"))
+            await eventually(lambda: _status_is(api, decoy, "expired"))
+            answers = [await status_of(api, rid) for rid in (real, decoy)]
+            assert answers[0].keys() == answers[1].keys()
+        # A message went to the real one's address; none anywhere for the decoy.
+        assert messages_for(mailbox.directory, decoy) == []
