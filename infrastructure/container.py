@@ -299,14 +299,18 @@ async def run_worker(
     read_side = ReadSide.open(settings)
     metrics.WORKER_RESTARTS.inc(restarts)
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
-    expiry = await expiry_sweep(settings, read_side)
+    names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
+    # The expiry sweep runs beside the status projector, as the mailer does.
+    expiry = await expiry_sweep(settings, read_side) if read_side.status.name in names else None
     try:
-        names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
         heap.settle()
         log.info("worker_started", projections=names, mail=bool(settings.smtp_url))
-        await read_side.run(stop, only=only, beside_status=[expiry.run])
+        await read_side.run(
+            stop, only=only, beside_status=[expiry.run] if expiry is not None else []
+        )
     finally:
-        await expiry.close()
+        if expiry is not None:
+            await expiry.close()
         await read_side.close()
 
 
