@@ -18,9 +18,11 @@ registration's status. Addresses and codes are never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import ssl
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
@@ -99,24 +101,46 @@ class SmtpRelay:
             use_tls=tls,
         )
 
-    async def send(self, message: EmailMessage) -> None:
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Callable[[EmailMessage], Awaitable[None]]]:
+        """One connection for many messages (a batch): a connection per message was most of
+        a message's cost. Yields the function that sends one; a refused message leaves the
+        connection usable for the next."""
+        client = aiosmtplib.SMTP(
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            # STARTTLS when offered; a relay on loopback (the sink) offers none.
+            start_tls=None if not self.use_tls else False,
+            tls_context=ssl.create_default_context() if self.use_tls else None,
+            timeout=self.timeout,
+        )
+
+        async def send(message: EmailMessage) -> None:
+            try:
+                await client.send_message(message)
+            except Exception as error:
+                if relay_unavailable(error):
+                    raise RelayUnavailable(type(error).__name__) from error
+                raise
+
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self.hostname,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                use_tls=self.use_tls,
-                # STARTTLS when offered; a relay on loopback (the sink) offers none.
-                start_tls=None if not self.use_tls else False,
-                tls_context=ssl.create_default_context() if self.use_tls else None,
-                timeout=self.timeout,
-            )
+            await client.connect()
         except Exception as error:
             if relay_unavailable(error):
                 raise RelayUnavailable(type(error).__name__) from error
             raise
+        try:
+            yield send
+        finally:
+            with contextlib.suppress(Exception):
+                await client.quit()
+
+    async def send(self, message: EmailMessage) -> None:
+        async with self.session() as send:
+            await send(message)
 
 
 @cache
@@ -252,17 +276,22 @@ class Mailer:
                     {"mailer": MAILER, "limit": self.batch},
                 )
             ]
-        for row in rows:
-            try:
-                await self._deliver(row)
-            except Exception as error:
-                if relay_unavailable(error) or is_unavailable(error):
-                    raise
-                log.warning("mail_failed", outbox_id=row.id, kind=row.kind, error=describe(error))
-                metrics.MAIL_FAILED.labels(row.kind).inc()
-                await self.failures.park_send(
-                    row.id, row.registration_id, row.kind, describe(error)
-                )
+        if not rows:
+            return 0
+        async with self.relay.session() as send:
+            for row in rows:
+                try:
+                    await self._deliver(row, send)
+                except Exception as error:
+                    if relay_unavailable(error) or is_unavailable(error):
+                        raise
+                    log.warning(
+                        "mail_failed", outbox_id=row.id, kind=row.kind, error=describe(error)
+                    )
+                    metrics.MAIL_FAILED.labels(row.kind).inc()
+                    await self.failures.park_send(
+                        row.id, row.registration_id, row.kind, describe(error)
+                    )
         return len(rows)
 
     async def send_one(self, outbox_id: int) -> None:
@@ -281,14 +310,13 @@ class Mailer:
                 )
             ).first()
         if found is not None:
-            await self._deliver(_row(found))
+            await self._deliver(_row(found), self.relay.send)
 
-    async def _deliver(self, row: _Row) -> None:
-        assert self.relay is not None
+    async def _deliver(self, row: _Row, send: Callable[[EmailMessage], Awaitable[None]]) -> None:
         message = await self._compose(row)
         if message is None:
             return
-        await self.relay.send(message)
+        await send(message)
         # Only now: a worker killed before this line sends the message again at its restart.
         async with self.engine.begin() as conn:
             await conn.execute(
