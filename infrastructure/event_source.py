@@ -95,19 +95,23 @@ class EventSource:
             row = (await conn.execute(statement, {"id": notification_id})).first()
         return self._decode(row) if row is not None else None
 
-    async def requested(self, registration_id: uuid.UUID) -> RequestedRegistration | None:
-        """A registration's request, opened with its key (no details once it is shredded);
-        None if there is no such registration."""
+    async def requested(
+        self, registration_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, RequestedRegistration]:
+        """These registrations' requests, opened with their keys (no details once a key is
+        shredded), in one query; an id that is no registration's is left out."""
         statement = text(
             f"SELECT notification_id, originator_id, originator_version, topic, state, k.key"
-            f" {self._from} WHERE e.originator_id = :id AND e.originator_version = 1"
+            f" {self._from} WHERE e.originator_id = ANY(:ids) AND e.originator_version = 1"
         )
         async with reading(self.engine) as conn:
-            row = (await conn.execute(statement, {"id": registration_id})).first()
-        if row is None:
-            return None
-        registration = self._open(row).registration
-        return registration if registration.outcome is None and not registration.attempt else None
+            rows = (await conn.execute(statement, {"ids": list(set(registration_ids))})).all()
+        found = {}
+        for row in rows:
+            registration = self._open(row).registration
+            if registration.outcome is None and not registration.attempt:
+                found[registration.registration_id] = registration
+        return found
 
     async def head(self) -> int:
         async with reading(self.engine) as conn:
