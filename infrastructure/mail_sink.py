@@ -10,6 +10,7 @@ sink answers ``250``, under a name that sorts in arrival order.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import time
@@ -71,6 +72,9 @@ class MailSink:
         self.host = host
         self.port = port or _free_port(host)
         directory.mkdir(parents=True, exist_ok=True)
+        # aiosmtpd logs every sender and recipient at INFO: addresses are personal data, and
+        # the messages themselves are on disk for whoever needs them.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self._controller = Controller(
             _Keep(directory, before_store, after_store),
             hostname=host,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from infrastructure.mail_sink import MailSink
 from infrastructure.mailer import (
@@ -59,3 +61,13 @@ async def test_signup_mail_lists_what_the_sink_received_and_shows_a_message(
 
     missing = _signup("mail", "show", "nope", "--data-dir", str(data_dir))
     assert missing.returncode != 0 and "no message nope" in missing.stderr
+
+
+async def test_the_sink_logs_no_address(tmp_path: Path, caplog: Any) -> None:
+    mailer = Mailer.__new__(Mailer)
+    mailer.mail_from = "nao-responda@signup.localhost"
+    letter = verification_letter("012345", "http://x/#v", timedelta(hours=1), timedelta(hours=2))
+    row = _Row(2, RID, "verification", b"n" * 16, None, None, datetime.now(UTC))
+    with caplog.at_level(logging.DEBUG), MailSink(tmp_path / "mail") as sink:
+        await SmtpRelay.from_url(sink.url).send(mailer._message(row, "ana@example.com", letter))
+    assert "ana@example.com" not in caplog.text
