@@ -4,7 +4,10 @@ its personal data nowhere and a rebuild does not bring it back."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,11 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from domain.registration import expired, verified
+from infrastructure.event_store import open_event_store
 from infrastructure.mail_sink import MailSink
 from infrastructure.settings import Settings
+from infrastructure.verifications import EventStoreVerdicts
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 from tests.mail import messages_for, received, wait_for_messages
@@ -226,3 +232,40 @@ async def test_a_duplicate_attempts_id_expires_as_a_real_unverified_registration
             assert answers[0].keys() == answers[1].keys()
         # A message went to the real one's address; none anywhere for the decoy.
         assert messages_for(mailbox.directory, decoy) == []
+
+
+async def test_a_verification_and_an_expiry_racing_record_one_verdict_only(
+    settings: Settings,
+) -> None:
+    """Each verdict is the registration's second event: PostgreSQL keeps the first appended,
+    and the other learns which one won, however many race."""
+    async with AsyncTestClient(app=build_app(settings)) as api:
+        registration_id = await _signed_up(api, _person(10))
+    assert settings.database_url
+    events = await asyncio.to_thread(functools.partial(open_event_store, settings.database_url, 8))
+    try:
+        verdicts = EventStoreVerdicts(events)
+        rid = uuid.UUID(registration_id)
+        [at] = [
+            row[0]
+            for row in _query(
+                settings.database_url,
+                "SELECT now() FROM signup_events WHERE originator_id = %s",
+                registration_id,
+            )
+        ]
+        contenders = [verified(rid, at) if n % 2 else expired(rid, at) for n in range(8)]
+        answers = await asyncio.gather(*(verdicts.record(event) for event in contenders))
+    finally:
+        await asyncio.to_thread(events.close)
+
+    assert answers.count(None) == 1  # one recorded
+    winner = contenders[answers.index(None)]
+    expected = "verified" if type(winner).__name__ == "EmailVerified" else "expired"
+    assert all(answer == expected for answer in answers if answer is not None)
+    versions = _query(
+        settings.database_url,
+        "SELECT originator_version FROM signup_events WHERE originator_id = %s ORDER BY 1",
+        registration_id,
+    )
+    assert versions == [(1,), (2,)]
