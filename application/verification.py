@@ -129,6 +129,10 @@ class VerifyEmail:
                 rid, challenge.nonce, self.policy.max_attempts
             )
             if spent is None:
+                again = await self.challenges.find(rid)
+                if again is not None and again.nonce != challenge.nonce:
+                    # A new code was sent meanwhile: this was a wrong code for the old one.
+                    raise VerificationCodeInvalid(self.policy.max_attempts - again.attempts)
                 raise TooManyVerificationAttempts(self.policy.resend_wait(challenge, now))
             raise VerificationCodeInvalid(self.policy.max_attempts - spent)
         before = await self.verdicts.record(verified(rid, challenge.requested_at))
