@@ -408,14 +408,16 @@ def parser() -> argparse.ArgumentParser:
     )
 
     run_worker_ = command(
-        "worker", worker, help="projectors and the process manager (needs DATABASE_URL)"
+        "worker",
+        worker,
+        help="projectors, process manager, mailer and expiry sweep (needs DATABASE_URL)",
     )
     run_worker_.add_argument(
         "--projections",
         default="",
         help="comma-separated projections to run here (default: all); run several workers "
-        "with disjoint sets to use more cores; the process manager runs beside "
-        "registration_status",
+        "with disjoint sets to use more cores; the process manager, the mailer and the "
+        "verification expiry sweep run beside registration_status",
     )
     data_dir(command("migrate", migrate_command, help="create or upgrade every schema"))
 
