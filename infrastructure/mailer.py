@@ -236,6 +236,10 @@ class Mailer:
     code_ttl: timedelta = timedelta(hours=24)
     registration_ttl: timedelta = timedelta(hours=48)
     batch: int = 50
+    # This process sends the messages whose outbox id modulo ``shards`` is ``shard``; shard 0
+    # also imports the owner notices.
+    shard: int = 0
+    shards: int = 1
     _warned: bool = field(default=False, init=False)
 
     async def run(self, stop: asyncio.Event, every: float = 0.5, longest: float = 30.0) -> None:
@@ -273,11 +277,17 @@ class Mailer:
                     text(
                         f"SELECT {_COLUMNS} FROM mail_outbox o"
                         " WHERE o.sent_at IS NULL AND o.dropped IS NULL AND o.due_at <= now()"
+                        " AND o.id % :shards = :shard"
                         " AND NOT EXISTS (SELECT 1 FROM projection_failures f"
                         "  WHERE f.projection = :mailer AND f.notification_id = o.id)"
                         " ORDER BY o.due_at, o.id LIMIT :limit"
                     ),
-                    {"mailer": MAILER, "limit": self.batch},
+                    {
+                        "mailer": MAILER,
+                        "limit": self.batch,
+                        "shards": self.shards,
+                        "shard": self.shard,
+                    },
                 )
             ]
         if not rows:
@@ -453,7 +463,9 @@ class Mailer:
     async def import_notices(self) -> int:
         """The enumeration-resistant mode's notices (written by the API in the event
         store's database) become outbox rows, each once: the attempt id is unique there,
-        so an import interrupted between the two databases is simply run again."""
+        so an import interrupted between the two databases is simply run again. Shard 0's."""
+        if self.shard != 0:
+            return 0
         async with reading(self.events_engine) as conn:
             notices = (
                 await conn.execute(

@@ -134,6 +134,7 @@ class ReadSide:
             settings.mail_from,
             code_ttl=verification.code_ttl,
             registration_ttl=verification.ttl,
+            shards=max(1, settings.mail_shards),
         )
         read_side = cls(
             settings,

@@ -87,6 +87,10 @@ class Settings:
     verification_max_attempts: int = 5
     verification_max_sends: int = 5
     verification_resend_seconds: float = 60.0
+    # Mail is sent by this many processes, each the messages whose outbox id modulo this is
+    # its shard: the status worker sends shard 0, `signup mailer --shard I` the others (a
+    # message costs ~5 ms of CPU: one process sends ~200 a second).
+    mail_shards: int = 1
     # The terms of use the page links to: a file of the operator's (HTML, or plain text);
     # unset, the text shipped in interfaces/web/terms.html.
     terms_file: str | None = None
@@ -179,6 +183,7 @@ class Settings:
                 defaults.verification_resend_seconds,
             ),
             terms_file=env.get("SIGNUP_TERMS_FILE") or None,
+            mail_shards=int(env.get("SIGNUP_MAIL_SHARDS") or defaults.mail_shards),
         )
 
     def with_servers(

@@ -222,6 +222,32 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
     uvloop.run(main())
 
 
+def mailer(args: argparse.Namespace, settings: Settings) -> None:
+    """One more mail sender: the messages of shard ``--shard`` of ``SIGNUP_MAIL_SHARDS``."""
+    if not settings.database_url:
+        sys.exit("signup mailer needs DATABASE_URL (signup up runs embedded servers)")
+    if not 0 < args.shard < settings.mail_shards:
+        sys.exit(
+            f"--shard must be 1 to {settings.mail_shards - 1} (SIGNUP_MAIL_SHARDS is "
+            f"{settings.mail_shards}; the worker running registration_status sends shard 0)"
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        read_side = ReadSide.open(settings)
+        read_side.mailer.shard = args.shard
+        log.info("mailer_started", shard=args.shard, shards=settings.mail_shards)
+        try:
+            await read_side.mailer.run(stop)
+        finally:
+            await read_side.close()
+
+    uvloop.run(main())
+
+
 def migrate_command(args: argparse.Namespace, settings: Settings) -> None:
     with _servers(settings, Path(args.data_dir), redis=False) as running:
         migrate(running)
@@ -419,6 +445,10 @@ def parser() -> argparse.ArgumentParser:
         "with disjoint sets to use more cores; the process manager, the mailer and the "
         "verification expiry sweep run beside registration_status",
     )
+    mailing_ = command(
+        "mailer", mailer, help="one more mail sender, for shard --shard of SIGNUP_MAIL_SHARDS"
+    )
+    mailing_.add_argument("--shard", type=int, required=True)
     data_dir(command("migrate", migrate_command, help="create or upgrade every schema"))
 
     projections = commands.add_parser("projections", help="read models").add_subparsers(

@@ -19,6 +19,7 @@ from litestar.testing import AsyncTestClient
 from domain.registration import expired, verified
 from infrastructure.event_store import open_event_store
 from infrastructure.mail_sink import MailSink
+from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from infrastructure.verifications import EventStoreVerdicts
 from interfaces.http.app import build_app
@@ -269,3 +270,34 @@ async def test_a_verification_and_an_expiry_racing_record_one_verdict_only(
         registration_id,
     )
     assert versions == [(1,), (2,)]
+
+
+async def test_two_mailers_share_the_outbox_and_every_message_goes_once(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    sharded = dataclasses.replace(settings, smtp_url=mailbox.url, mail_shards=2)
+    async with AsyncTestClient(app=build_app(sharded)) as api:
+        ids = [await _signed_up(api, _person(20 + n)) for n in range(6)]
+    async with running_worker(sharded):  # it sends shard 0, the even outbox ids
+        await eventually(lambda: _sent_by_parity(sharded, {0: 3, 1: 0}))
+        other = ReadSide.open(sharded)
+        other.mailer.shard = 1
+        stop = asyncio.Event()
+        sending = asyncio.create_task(other.mailer.run(stop))
+        try:
+            await eventually(lambda: _sent_by_parity(sharded, {0: 3, 1: 3}))
+        finally:
+            stop.set()
+            await sending
+            await other.close()
+    assert sorted(m.registration_id for m in received(mailbox.directory)) == sorted(ids)
+
+
+async def _sent_by_parity(settings: Settings, expected: dict[int, int]) -> bool:
+    rows = _query(settings.read_url, "SELECT id, sent_at FROM mail_outbox")
+    if len(rows) < sum(expected.values()) or len(rows) < 6:
+        return False
+    sent = {0: 0, 1: 0}
+    for outbox_id, at in rows:
+        sent[outbox_id % 2] += at is not None
+    return sent == expected
