@@ -226,6 +226,8 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
     """One more mail sender: the messages of shard ``--shard`` of ``SIGNUP_MAIL_SHARDS``."""
     if not settings.database_url:
         sys.exit("signup mailer needs DATABASE_URL (signup up runs embedded servers)")
+    if settings.mail_shards <= 1:
+        sys.exit("SIGNUP_MAIL_SHARDS is 1: the worker sends all the mail (set N > 1 to share it)")
     if not 0 < args.shard < settings.mail_shards:
         sys.exit(
             f"--shard must be 1 to {settings.mail_shards - 1} (SIGNUP_MAIL_SHARDS is "
