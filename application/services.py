@@ -9,6 +9,7 @@ from typing import Any
 from application.idempotency import IdempotencyStore
 from application.registering import RegisterUser
 from application.status import GetRegistrationStatus
+from application.verification import ResendVerification, VerifyEmail
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -21,7 +22,15 @@ def trusted_networks(entries: Iterable[str]) -> tuple[Network, ...]:
 class Services:
     # A plain class, not a dataclass: the web framework checks a dependency's type with
     # isinstance, but would try to validate a dataclass field by field.
-    __slots__ = ("get_status", "idempotency", "readiness", "register_user", "trusted_proxies")
+    __slots__ = (
+        "get_status",
+        "idempotency",
+        "readiness",
+        "register_user",
+        "resend_verification",
+        "trusted_proxies",
+        "verify_email",
+    )
 
     def __init__(
         self,
@@ -29,6 +38,8 @@ class Services:
         idempotency: IdempotencyStore,
         get_status: GetRegistrationStatus,
         readiness: Callable[[], Awaitable[dict[str, bool]]],
+        verify_email: VerifyEmail,
+        resend_verification: ResendVerification,
         trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self.register_user = register_user
@@ -36,6 +47,8 @@ class Services:
         self.get_status = get_status
         # Each backing server's name and whether it answers.
         self.readiness = readiness
+        self.verify_email = verify_email
+        self.resend_verification = resend_verification
         # Proxies whose X-Forwarded-For is believed when telling who the client is.
         self.trusted_proxies = tuple(trusted_proxies)
 

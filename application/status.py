@@ -13,7 +13,7 @@ from application.rate_limits import RateLimiter, enforce
 @dataclass(frozen=True, slots=True)
 class RegistrationStatus:
     registration_id: uuid.UUID
-    status: str  # pending | completed | failed
+    status: str  # pending | completed | failed | verified | expired
     requested_at: datetime
     updated_at: datetime
     user_id: uuid.UUID | None = None

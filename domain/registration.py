@@ -8,6 +8,7 @@ Destroying the key erases them from history without rewriting it.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
@@ -30,6 +31,24 @@ class Registration(Aggregate):
     def request(cls, registration_id: uuid.UUID, personal_data: bytes) -> Registration:
         """``personal_data`` is the sealed ``RegistrationDetails`` of this registration id."""
         return cls(id=registration_id, personal_data=personal_data)
+
+    class EmailVerified(Aggregate.Event):
+        """The person proved they read the mail sent to the address: the claim is final.
+        ``requested_at`` is the request's time (the status read model shows it), never
+        anything the person typed."""
+
+        requested_at: datetime
+
+    class RegistrationExpired(Aggregate.Event):
+        """Not verified in time: its values were released and its personal data shredded."""
+
+        requested_at: datetime
+
+
+# A registration is verified or expired, once: both verdicts are its second event, so the
+# event store's unique (originator id, version) lets only the first of the two be recorded,
+# however a verification and the expiry sweep race.
+VERDICT_VERSION = 2
 
 
 def requested(registration_id: uuid.UUID, personal_data: bytes) -> UserRegistrationRequested:
@@ -67,6 +86,26 @@ def attempted(attempt_id: uuid.UUID) -> SignupAttempted:
     )
 
 
+def verified(registration_id: uuid.UUID, requested_at: datetime) -> EmailVerified:
+    """The verdict recorded when the right code (or the link) is offered in time."""
+    return EmailVerified(  # type: ignore[call-arg]
+        originator_id=registration_id,
+        originator_version=VERDICT_VERSION,
+        timestamp=EmailVerified.create_timestamp(),
+        requested_at=requested_at,
+    )
+
+
+def expired(registration_id: uuid.UUID, requested_at: datetime) -> RegistrationExpired:
+    """The verdict recorded when the verification deadline passed first."""
+    return RegistrationExpired(  # type: ignore[call-arg]
+        originator_id=registration_id,
+        originator_version=VERDICT_VERSION,
+        timestamp=RegistrationExpired.create_timestamp(),
+        requested_at=requested_at,
+    )
+
+
 def claims(details: RegistrationDetails) -> list[Claim]:
     """The unique values a registration must hold alone.
 
@@ -82,5 +121,7 @@ def claims(details: RegistrationDetails) -> list[Claim]:
 
 UserRegistrationRequested = Registration.UserRegistrationRequested
 _REGISTRATION_TOPIC = get_topic(Registration)
+EmailVerified = Registration.EmailVerified
+RegistrationExpired = Registration.RegistrationExpired
 SignupAttempted = Attempt.SignupAttempted
 _ATTEMPT_TOPIC = get_topic(Attempt)

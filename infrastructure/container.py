@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
+import uuid
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 
@@ -15,10 +16,13 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from redis.asyncio import Redis
 
 from application.erasure import Erased, EraseUser
+from application.error_text import describe
 from application.projection_progress import ProjectionProgress
 from application.registering import RegisterUser
 from application.services import Services, trusted_networks
 from application.status import STATUS_CLIENT_LIMIT, GetRegistrationStatus
+from application.verification import ExpireRegistrations, ResendVerification, VerifyEmail
+from domain.verification import verification_key
 from infrastructure import claims, heap, metrics
 from infrastructure.batch_append import BatchAppender
 from infrastructure.email_index import EmailIndex
@@ -29,12 +33,14 @@ from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.metrics import serve_worker_metrics
 from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.postgres_outages import open_pool
+from infrastructure.projector import sleep_unless_stopped
 from infrastructure.rate_limits import RedisRateLimiter
 from infrastructure.read_side import ReadSide
 from infrastructure.read_store import asyncpg_dsn
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
 from infrastructure.subject_keys import SubjectVault
+from infrastructure.verifications import EventStoreVerdicts, VerdictStatuses, Verifications
 
 log = structlog.get_logger(__name__)
 
@@ -154,6 +160,22 @@ class Container:
                 STATUS_CLIENT_LIMIT: settings.rate_limit_status_per_client,
             },
         )
+        status_queries = StatusQueries(
+            self.status_read_pool,
+            self.status_events_pool,
+            self.events.mapper,
+            self.redis,
+            settings.status_cache_seconds,
+            events_table=self.appender.events_table,
+            keys_table=self.appender.keys_table,
+        )
+        # Verification writes to the read database itself (never its replica), on the read
+        # side's engine: off the signup path, it needs no pool of its own.
+        challenges = Verifications(self.read_side.read_engine)
+        statuses = VerdictStatuses(
+            status_queries, self.read_side.read_engine, self.redis, settings.status_cache_seconds
+        )
+        policy = settings.verification_policy()
         return Services(
             register_user=RegisterUser(
                 self.group_commit,
@@ -168,19 +190,17 @@ class Container:
                 ttl_seconds=settings.idempotency_ttl_seconds,
                 in_flight_seconds=settings.idempotency_in_flight_seconds,
             ),
-            get_status=GetRegistrationStatus(
-                StatusQueries(
-                    self.status_read_pool,
-                    self.status_events_pool,
-                    self.events.mapper,
-                    self.redis,
-                    settings.status_cache_seconds,
-                    events_table=self.appender.events_table,
-                    keys_table=self.appender.keys_table,
-                ),
+            get_status=GetRegistrationStatus(status_queries, limiter),
+            readiness=self.readiness,
+            verify_email=VerifyEmail(
+                challenges,
+                EventStoreVerdicts(self.events),
+                statuses,
+                verification_key(settings.reservation_key.encode()),
+                policy,
                 limiter,
             ),
-            readiness=self.readiness,
+            resend_verification=ResendVerification(challenges, statuses, policy, limiter),
             trusted_proxies=trusted_networks(settings.trusted_proxies),
         )
 
@@ -279,10 +299,80 @@ async def run_worker(
     read_side = ReadSide.open(settings)
     metrics.WORKER_RESTARTS.inc(restarts)
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
+    names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
+    # The expiry sweep runs beside the status projector, as the mailer does.
+    expiry = await expiry_sweep(settings, read_side) if read_side.status.name in names else None
     try:
-        names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
         heap.settle()
-        log.info("worker_started", projections=names)
-        await read_side.run(stop, only=only)
+        log.info("worker_started", projections=names, mail=bool(settings.smtp_url))
+        await read_side.run(
+            stop, only=only, beside_status=[expiry.run] if expiry is not None else []
+        )
     finally:
+        if expiry is not None:
+            await expiry.close()
         await read_side.close()
+
+
+@dataclass
+class ExpirySweep:
+    """The worker's expiry loop: ``ExpireRegistrations`` wired to the event store (its
+    verdicts, keys and claims), the read models, the status cache."""
+
+    use_case: ExpireRegistrations
+    events: SignupEvents
+    redis: Redis | None
+    every: float = 1.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                expired = await self.use_case.sweep()
+                for expiry in expired:
+                    if expiry.recorded:
+                        metrics.EXPIRATIONS.inc()
+                        log.info(
+                            "registration_expired",
+                            registration_id=str(expiry.registration_id),
+                            released=expiry.released,
+                        )
+                if expired:
+                    continue  # more may be due
+            except Exception as error:
+                log.warning("expiry_unavailable", error=describe(error))
+            await sleep_unless_stopped(stop, self.every)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        await asyncio.to_thread(self.events.close)
+
+
+async def expiry_sweep(settings: Settings, read_side: ReadSide) -> ExpirySweep:
+    """The expiry loop for a worker running ``read_side``; ``close`` it after."""
+    assert settings.database_url
+    events = await asyncio.to_thread(
+        functools.partial(
+            open_event_store, settings.database_url, 2, cipher_key=settings.event_cipher_key
+        )
+    )
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    # Only settle() is used here: the worker answers no status query.
+    statuses = VerdictStatuses(None, read_side.read_engine, redis, settings.status_cache_seconds)
+    use_case = ExpireRegistrations(
+        read_side.verifications,
+        EventStoreVerdicts(events),
+        EventStoreSubjects(read_side, events, settings.reservation_key.encode()),
+        _ExpiredCopies(read_side),
+        statuses,
+        settings.verification_policy(),
+    )
+    return ExpirySweep(use_case, events, redis)
+
+
+@dataclass
+class _ExpiredCopies:
+    read_side: ReadSide
+
+    async def drop(self, registration_id: uuid.UUID) -> list[str]:
+        return await self.read_side.drop_personal(registration_id)

@@ -76,7 +76,8 @@ class EventStoreSubjects:
 @dataclass
 class ReadModelsAndCache:
     """Every copy of a person outside the event store: the read models, the dead letters,
-    the status cache, the Idempotency-Key record of their signup, the notices to them."""
+    the status cache, the Idempotency-Key record of their signup, the notices to them, their
+    verification and the messages to them."""
 
     read_side: ReadSide
     notifications: OwnerNotifications
@@ -87,6 +88,8 @@ class ReadModelsAndCache:
 
     async def forget(self, registration_id: uuid.UUID) -> Sequence[str]:
         removed = [*await self.read_side.forget(registration_id)]
+        if await self.read_side.verifications.forget(registration_id):
+            removed.append("email_verifications")
         if await asyncio.to_thread(self.notifications.forget, registration_id):
             removed.append("owner_notifications")
         if self.redis is not None and await self.redis.delete(

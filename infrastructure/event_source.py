@@ -13,7 +13,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.personal_data import PersonalDataVault
-from domain.registration import SignupAttempted, UserRegistrationRequested
+from domain.registration import (
+    EmailVerified,
+    RegistrationExpired,
+    SignupAttempted,
+    UserRegistrationRequested,
+)
 from infrastructure.event_store import SignupEvents, cipher_env
 from infrastructure.read_store import reading
 from infrastructure.subject_keys import subject_keys_table
@@ -112,6 +117,24 @@ class EventSource:
             row = (await conn.execute(statement, {"id": notification_id})).first()
         return self._decode(row) if row is not None else None
 
+    async def requested(
+        self, registration_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, RequestedRegistration]:
+        """These registrations' requests, opened with their keys (no details once a key is
+        shredded), in one query; an id that is no registration's is left out."""
+        statement = text(
+            f"SELECT notification_id, originator_id, originator_version, topic, state, k.key"
+            f" {self._from} WHERE e.originator_id = ANY(:ids) AND e.originator_version = 1"
+        )
+        async with reading(self.engine) as conn:
+            rows = (await conn.execute(statement, {"ids": list(set(registration_ids))})).all()
+        found = {}
+        for row in rows:
+            registration = self._open(row).registration
+            if registration.outcome is None and not registration.attempt:
+                found[registration.registration_id] = registration
+        return found
+
     async def head(self) -> int:
         async with reading(self.engine) as conn:
             result = await conn.execute(text(f'SELECT max(notification_id) FROM "{self.table}"'))
@@ -135,6 +158,12 @@ class EventSource:
                 event.originator_id, event.timestamp, None, attempt=True
             )
             return Notification(row.notification_id, row.originator_id, row.topic, attempt)
+        if isinstance(event, EmailVerified | RegistrationExpired):
+            outcome = "verified" if isinstance(event, EmailVerified) else "expired"
+            verdict = RequestedRegistration(
+                event.originator_id, event.requested_at, None, outcome=outcome
+            )
+            return Notification(row.notification_id, row.originator_id, row.topic, verdict)
         assert isinstance(event, UserRegistrationRequested), row.topic
         details = None
         if row.key is not None:

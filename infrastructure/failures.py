@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import any_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, insert
@@ -21,11 +21,19 @@ from application.retry_policy import RetryPolicy
 from infrastructure import metrics
 from infrastructure.event_source import Notification
 from infrastructure.read_store import DEAD, RETRYING, projection_failures, reading, row_dict
-from projections.registration_status import COMPLETED, FAILED, FAILED_REASON
+from projections.registration_status import COMPLETED, FAILED, FAILED_REASON, PENDING
 from projections.shards import user_id_for
+
+if TYPE_CHECKING:
+    from infrastructure.verifications import ChallengeIssuer
 
 # A later event of a registration whose earlier event is parked waits behind it.
 WAITING = "waiting behind an earlier failed event of this registration"
+
+# Failed sends are parked here too, as the mailer's (``notification_id`` is then the mail
+# outbox row's id): retried with the same backoff and dead-lettered alike, but a message
+# that cannot be sent leaves its registration's status as it is.
+MAILER = "mailer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,8 @@ def _now() -> datetime:
 class FailureLog:
     engine: AsyncEngine
     policy: RetryPolicy
+    # Issues a registration's verification when a retry completes it.
+    issuer: ChallengeIssuer | None = None
 
     async def held(self, projection: str, registration_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these registrations have an open failure in this projection."""
@@ -94,8 +104,28 @@ class FailureLog:
                 )
                 .on_conflict_do_nothing()
             )
-            if dead:
+            if dead and projection != MAILER:
                 await mark_failed(conn, notification.registration_id)
+
+    async def park_send(
+        self, outbox_id: int, registration_id: uuid.UUID, kind: str, error: str
+    ) -> None:
+        """A message the relay refused: retried like a failed event, as the mailer's."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(projection_failures)
+                .values(
+                    projection=MAILER,
+                    notification_id=outbox_id,
+                    registration_id=registration_id,
+                    topic=f"mail:{kind}",
+                    error=error,
+                    attempts=1,
+                    state=DEAD if self.policy.gives_up(1) else RETRYING,
+                    next_attempt_at=_now() + self.policy.delay_after(1),
+                )
+                .on_conflict_do_nothing()
+            )
 
     async def due(self, limit: int = 100) -> list[Failure]:
         """Retrying failures whose time has come, oldest event first; a registration's later
@@ -147,20 +177,30 @@ class FailureLog:
                 projection_failures.delete().where(projection_failures.c.id == failure.id)
             )
             metrics.RETRIES.labels("projected").inc()
-            await conn.execute(
+            if failure.projection == MAILER:
+                return
+            completed = await conn.execute(
                 text(
                     "UPDATE registration_status SET status = :completed, reason = NULL,"
                     " user_id = :uid, updated_at = now()"
-                    " WHERE registration_id = :rid AND status <> :completed"
+                    " WHERE registration_id = :rid AND status IN (:pending, :failed)"
                     " AND NOT EXISTS (SELECT 1 FROM projection_failures"
-                    "   WHERE registration_id = :rid)"
+                    "   WHERE registration_id = :rid AND projection <> :mailer)"
+                    " RETURNING registration_id, requested_at"
                 ),
                 {
                     "completed": COMPLETED,
+                    "pending": PENDING,
+                    "failed": FAILED,
+                    "mailer": MAILER,
                     "rid": failure.registration_id,
                     "uid": user_id_for(failure.registration_id),
                 },
             )
+            # Completed here rather than by the status projection: its verification too, in
+            # this transaction.
+            if self.issuer is not None:
+                await self.issuer.issue(conn, [(row[0], row[1]) for row in completed.all()])
 
     async def attempt_failed(self, failure: Failure, error: str) -> Failure:
         attempts = failure.attempts + 1
@@ -180,7 +220,7 @@ class FailureLog:
             )
             updated = Failure.from_row(result.one())
             metrics.RETRIES.labels("dead_lettered" if dead else "failed").inc()
-            if dead:
+            if dead and failure.projection != MAILER:
                 await mark_failed(conn, failure.registration_id)
             return updated
 
@@ -206,11 +246,17 @@ class FailureLog:
 
 async def mark_failed(conn: AsyncConnection, registration_id: uuid.UUID) -> None:
     """A dead letter fails its registration, if the status projector has seen it already
-    (otherwise that projector will find the dead letter itself)."""
+    (otherwise that projector will find the dead letter itself); never one with a verdict."""
     await conn.execute(
         text(
             "UPDATE registration_status SET status = :failed, reason = :reason, updated_at = now()"
-            " WHERE registration_id = :rid AND status <> :failed"
+            " WHERE registration_id = :rid AND status IN (:pending, :completed)"
         ),
-        {"failed": FAILED, "reason": FAILED_REASON, "rid": registration_id},
+        {
+            "failed": FAILED,
+            "pending": PENDING,
+            "completed": COMPLETED,
+            "reason": FAILED_REASON,
+            "rid": registration_id,
+        },
     )

@@ -66,6 +66,23 @@ PROJECTION_FAILURES = Gauge(
 PROJECTED = Counter("signup_projected_events", "Events projected, by projection.", ["projection"])
 RETRIES = Counter("signup_projection_retries", "Retries of parked events, by outcome.", ["outcome"])
 
+# Email verification. The verification rate is a ratio of these (docs/api.md, the README):
+# verified / (verified + expired) over a window.
+MAIL_SENT = Counter("signup_mail_sent", "Messages the relay accepted, by kind.", ["kind"])
+MAIL_FAILED = Counter(
+    "signup_mail_failed",
+    "Messages the relay refused (or that failed to render), by kind.",
+    ["kind"],
+)
+VERIFICATIONS = Counter(
+    "signup_email_verifications",
+    "Codes offered, by outcome (verified, invalid, expired, attempts_exceeded).",
+    ["outcome"],
+)
+EXPIRATIONS = Counter(
+    "signup_registrations_expired", "Registrations expired unverified (values released)."
+)
+
 
 def serve_worker_metrics(port: int | None, host: str = "127.0.0.1") -> None:
     """On loopback unless told otherwise: the figures are for the operator's Prometheus,

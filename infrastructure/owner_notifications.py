@@ -1,8 +1,9 @@
 """The enumeration-resistant mode's outbox, in the event store's database.
 
 A duplicate signup is answered like a new one; instead of a 409, a row here tells the holder
-of the email or document that someone tried to use it. A mailer reads the unsent rows, looks
-the owner's address up by registration id, and marks them sent. The row holds ids only: the
+of the email or document that someone tried to use it. The worker's mailer takes the rows
+into its outbox (``queued_at``) and sends each once its holder has verified their email
+(holders that never will are not written to). The row holds ids only: the
 owner's registration, which kind of value, and the id the person trying was given (so that
 ``GET /registrations/{id}`` can answer for it as for any other registration).
 """
@@ -35,6 +36,12 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 CREATE_INDEX = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_unsent ON {TABLE} (created_at) WHERE sent_at IS NULL"
 )
+# When the mailer took the notice into its outbox (``infrastructure/mailer.py``), which
+# sends it once its holder is verified (or drops it: the holder will never be).
+ADD_QUEUED = f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS queued_at timestamptz"
+CREATE_QUEUE_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_unqueued ON {TABLE} (created_at) WHERE queued_at IS NULL"
+)
 
 DUPLICATE_SIGNUP = "duplicate_signup"
 
@@ -47,6 +54,8 @@ class OwnerNotifications:
         with self._recorder.datastore.get_connection() as conn:
             conn.execute(CREATE)
             conn.execute(CREATE_INDEX)
+            conn.execute(ADD_QUEUED)
+            conn.execute(CREATE_QUEUE_INDEX)
 
     async def notify(self, attempt: DuplicateAttempt) -> None:
         try:

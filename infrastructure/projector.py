@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import text
@@ -20,12 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from application.error_text import describe
 from infrastructure import metrics
 from infrastructure.event_source import EventSource, Notification
-from infrastructure.failures import WAITING, FailureLog
+from infrastructure.failures import MAILER, WAITING, FailureLog
 from infrastructure.postgres_outages import is_unavailable
 from infrastructure.read_store import DEAD, ProjectionStore
 from infrastructure.wakeups import wait_for_wake
 from projections.model import Projection
-from projections.registration_status import given_failures
+from projections.registration_status import COMPLETED, given_failures
+
+if TYPE_CHECKING:
+    from infrastructure.verifications import ChallengeIssuer
 
 log = structlog.get_logger(__name__)
 
@@ -220,7 +223,11 @@ class _Isolate(Exception):
 
 @dataclass
 class StatusProjector(Projector):
-    """Writes each registration's status from the failures the other projectors recorded."""
+    """Writes each registration's status from the failures the other projectors recorded,
+    and, in the same transaction, the verification (a challenge and its first message) of
+    each registration it completes."""
+
+    issuer: ChallengeIssuer | None = None
 
     async def write(
         self, conn: AsyncConnection, table: str, notes: Sequence[Notification], position: int
@@ -228,13 +235,14 @@ class StatusProjector(Projector):
         rows = [row for note in notes for row in self.projection.reduce(note.registration)]
         if rows:
             # FOR SHARE: the process manager's resolve/give-up waits for this transaction,
-            # and then its own update sees the row written here.
+            # and then its own update sees the row written here. A failed send is the
+            # mailer's, not the registration's: it changes no status.
             result = await conn.execute(
                 text(
                     "SELECT registration_id, state FROM projection_failures"
-                    " WHERE registration_id = ANY(:ids) FOR SHARE"
+                    " WHERE registration_id = ANY(:ids) AND projection <> :mailer FOR SHARE"
                 ),
-                {"ids": [row["registration_id"] for row in rows]},
+                {"ids": [row["registration_id"] for row in rows], "mailer": MAILER},
             )
             states: dict[Any, set[str]] = {}
             for rid, state in result.all():
@@ -245,6 +253,19 @@ class StatusProjector(Projector):
                 for row, its in zip(rows, held, strict=True)
             ]
         await self.store.write(table, rows, position, conn)
+        if self.issuer is not None and rows:
+            # The registrations this batch completes: with an address (a message goes), or
+            # duplicate attempts' ids (none goes, but they expire as the others do); the
+            # issuer skips the ones issued before.
+            addressed = {n.registration_id for n in notes if n.registration.details is not None}
+            decoys = {n.registration_id for n in notes if n.registration.attempt}
+            completed = [
+                (row["registration_id"], row["requested_at"])
+                for row in rows
+                if row["status"] == COMPLETED
+            ]
+            await self.issuer.issue(conn, [c for c in completed if c[0] in addressed])
+            await self.issuer.issue(conn, [c for c in completed if c[0] in decoys], unmailed=True)
 
     async def apply(self, note: Notification) -> None:
         raise NotImplementedError("the status projector is not retried event by event")

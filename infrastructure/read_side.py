@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import text
@@ -17,9 +18,11 @@ from application.error_text import describe
 from application.process_manager import ProcessManager
 from application.projection_progress import ProjectionProgress
 from application.retry_policy import RetryPolicy
+from domain.verification import verification_key
 from infrastructure import metrics
 from infrastructure.event_source import EventSource, event_mapper
-from infrastructure.failures import FailureLog
+from infrastructure.failures import MAILER, FailureLog
+from infrastructure.mailer import Mailer, SmtpRelay
 from infrastructure.postgres_outages import is_unavailable
 from infrastructure.projector import (
     Projector,
@@ -37,6 +40,7 @@ from infrastructure.read_store import (
 )
 from infrastructure.settings import Settings
 from infrastructure.subject_keys import SubjectVault
+from infrastructure.verifications import ChallengeIssuer, Verifications, start_epoch
 from infrastructure.wakeups import Wakeups
 from projections.email_lookup import email_lookup
 from projections.model import Projection
@@ -61,6 +65,8 @@ class ReadSide:
     failures: FailureLog
     projectors: dict[str, Projector]
     status: StatusProjector
+    verifications: Verifications
+    mailer: Mailer
     process_manager: ProcessManager = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,7 +93,9 @@ class ReadSide:
             base=timedelta(seconds=settings.retry_base_seconds),
             cap=timedelta(seconds=settings.retry_max_seconds),
         )
-        failures = FailureLog(read_engine, policy)
+        verification = settings.verification_policy()
+        issuer = ChallengeIssuer(verification)
+        failures = FailureLog(read_engine, policy, issuer)
         shard_map = ShardMap(settings.logical_shards, settings.shard_urls)
         batch = settings.projection_batch_size
 
@@ -113,6 +121,20 @@ class ReadSide:
             source,
             failures,
             batch,
+            issuer=issuer,
+        )
+        mailer = Mailer(
+            read_engine,
+            events_engine,
+            source,
+            failures,
+            SmtpRelay.from_url(settings.smtp_url) if settings.smtp_url else None,
+            verification_key(settings.reservation_key.encode()),
+            settings.public_url,
+            settings.mail_from,
+            code_ttl=verification.code_ttl,
+            registration_ttl=verification.ttl,
+            shards=max(1, settings.mail_shards),
         )
         read_side = cls(
             settings,
@@ -123,6 +145,8 @@ class ReadSide:
             failures,
             projectors,
             status,
+            Verifications(read_engine),
+            mailer,
         )
         status.gate = read_side.slowest_position
         return read_side
@@ -140,6 +164,7 @@ class ReadSide:
     async def migrate(self) -> None:
         async with self.read_engine.begin() as conn:
             await conn.run_sync(main_catalog.create_all)
+        await start_epoch(self.read_engine)
         for projector in self.all_projectors:
             await projector.store.ensure()
 
@@ -147,6 +172,10 @@ class ReadSide:
         return min([await projector.live_position() for projector in self.projectors.values()])
 
     async def replay(self, projection: str, notification_id: int) -> None:
+        if projection == MAILER:
+            # A parked message: ``notification_id`` is its outbox row.
+            await self.mailer.send_one(notification_id)
+            return
         note = await self.source.read_one(notification_id)
         if note is None:
             raise LookupError(f"no event {notification_id} in the event store")
@@ -203,12 +232,14 @@ class ReadSide:
         stop: asyncio.Event,
         retry_every: float = 0.5,
         only: Collection[str] | None = None,
+        beside_status: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         """The projectors (``only`` those named, to spread them over processes and cores) and
         the process manager, until ``stop`` is set.
 
         The process manager runs beside the status projector, so that exactly one process
-        retries parked events however the projectors are spread.
+        retries parked events however the projectors are spread; so do the mailer and
+        ``beside_status`` (the verification expiry sweep).
         """
         chosen = [p for p in self.all_projectors if only is None or p.name in only]
         unknown = set(only or ()) - {p.name for p in self.all_projectors}
@@ -234,6 +265,8 @@ class ReadSide:
         tasks.append(asyncio.create_task(wakeups.listen(stop)))
         if self.status in chosen:
             tasks.append(asyncio.create_task(self._retry_loop(stop, retry_every)))
+            tasks.append(asyncio.create_task(self.mailer.run(stop)))
+            tasks.extend(asyncio.create_task(loop(stop)) for loop in beside_status)
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -333,6 +366,21 @@ class ReadSide:
                 if await projector.store.erase(conn, registration_id):
                     removed.add(projector.name)
         await self.failures.forget(registration_id)
+        return sorted(removed)
+
+    async def drop_personal(self, registration_id: uuid.UUID) -> list[str]:
+        """An expired registration: its rows deleted from every read model that holds
+        personal data, and kept out of them (a rebuild that opened its event before its key
+        was shredded skips it, as it skips the erased); its failures (their texts may quote
+        it) and its unsent mail. The status read model keeps it, as ``expired``."""
+        removed = set()
+        for projector in self.projectors.values():
+            async with projector.store.engine.begin() as conn:
+                if await projector.store.expire(conn, registration_id):
+                    removed.add(projector.name)
+        await self.failures.forget(registration_id)
+        if await self.verifications.drop_mail(registration_id, "recipient_expired"):
+            removed.add("mail_outbox")
         return sorted(removed)
 
     async def close(self) -> None:

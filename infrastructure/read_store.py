@@ -29,6 +29,7 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
+    null,
     select,
     text,
 )
@@ -36,6 +37,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from projections.model import Projection, Row
+from projections.registration_status import EXPIRED, VERIFIED
 
 catalog = MetaData()
 
@@ -65,6 +67,19 @@ erased_registrations = Table(
     Column("registration_id", UUID(as_uuid=True), primary_key=True),
     Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# Registrations expired unverified (ids only): their personal data is shredded, and every
+# write of a projection that holds personal data skips them, as it skips the erased (the
+# status read model does not: it shows them ``expired``).
+expired_registrations = Table(
+    "expired_registrations",
+    catalog,
+    Column("registration_id", UUID(as_uuid=True), primary_key=True),
+    Column("expired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The read model whose rows change after they are written: a verdict follows completed.
+_STATUS = "registration_status"
 
 # Events a projection failed on: retried with backoff while ``retrying``, kept as dead
 # letters once ``dead``. Lives in the main read database, beside the status read model.
@@ -168,13 +183,31 @@ def _insert(projection: str, name: str, columns: tuple[str, ...]) -> Any:
     per row, as the plain insert was: the check costs no round trip). Cached per shape, so
     SQLAlchemy compiles it once."""
     table = _table(projection, name)
-    row = select(*(bindparam(column, type_=table.c[column].type) for column in columns)).where(
-        ~exists().where(
-            erased_registrations.c.registration_id
-            == bindparam("registration_id", type_=UUID(as_uuid=True))
+    registration_id = bindparam("registration_id", type_=UUID(as_uuid=True))
+    kept_out = ~exists().where(erased_registrations.c.registration_id == registration_id)
+    if projection != _STATUS:
+        kept_out = kept_out & ~exists().where(
+            expired_registrations.c.registration_id == registration_id
         )
+    row = select(*(bindparam(column, type_=table.c[column].type) for column in columns)).where(
+        kept_out
     )
-    return insert(table).from_select(list(columns), row).on_conflict_do_nothing()
+    statement = insert(table).from_select(list(columns), row)
+    if projection != _STATUS:
+        return statement.on_conflict_do_nothing()
+    # A verdict (verified, expired) replaces the row its registration completed with; any
+    # other row is written once, as everywhere else.
+    return statement.on_conflict_do_update(
+        index_elements=["registration_id"],
+        set_={
+            "status": statement.excluded.status,
+            "user_id": statement.excluded.user_id,
+            "reason": null(),
+            "updated_at": func.now(),
+        },
+        # Literals: an expanding IN parameter cannot be used with executemany.
+        where=text(f"excluded.status IN ('{VERIFIED}', '{EXPIRED}')"),
+    )
 
 
 def view_name(projection: Projection) -> str:
@@ -327,6 +360,23 @@ class ProjectionStore:
         tables = await self.tables(conn, lock=True)
         await conn.execute(
             insert(erased_registrations)
+            .values(registration_id=registration_id)
+            .on_conflict_do_nothing()
+        )
+        deleted = 0
+        for table in tables:
+            result = await conn.execute(
+                text(f'DELETE FROM "{table}" WHERE registration_id = :id'), {"id": registration_id}
+            )
+            deleted += result.rowcount
+        return deleted > 0
+
+    async def expire(self, conn: AsyncConnection, registration_id: uuid.UUID) -> bool:
+        """An expired registration: its rows deleted from every table of this projection (one
+        that holds personal data) and kept out of them from now on; whether it had any."""
+        tables = await self.tables(conn, lock=True)
+        await conn.execute(
+            insert(expired_registrations)
             .values(registration_id=registration_id)
             .on_conflict_do_nothing()
         )

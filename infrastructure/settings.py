@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from domain.verification import VerificationPolicy
 
 # Only for a laptop: production sets SIGNUP_RESERVATION_KEY, or anyone could recompute ids.
 DEVELOPMENT_RESERVATION_KEY = "signup-development-key-change-me"
@@ -75,6 +78,28 @@ class Settings:
     idempotency_in_flight_seconds: int = 30
     log_format: str = "auto"
     log_level: str = "INFO"
+    # Email verification. The relay the worker sends through (smtp://user:pass@host:port,
+    # smtps:// for TLS from the start); unset, `signup up` runs a sink of its own and any
+    # other worker keeps its messages in the outbox, unsent, until one is set.
+    smtp_url: str | None = None
+    mail_from: str = "Cadastro <nao-responda@signup.localhost>"
+    # Where people open the signup page: the base of the links in the messages.
+    public_url: str = "http://127.0.0.1:8000"
+    # How long a registration may wait for its verification, from its request: past it, it
+    # expires (its values are released, its personal data shredded).
+    verification_ttl_seconds: float = 48 * 3600.0
+    # How long one code (and its link) works; a resend makes a new one.
+    verification_code_ttl_seconds: float = 24 * 3600.0
+    verification_max_attempts: int = 5
+    verification_max_sends: int = 5
+    verification_resend_seconds: float = 60.0
+    # Mail is sent by this many processes, each the messages whose outbox id modulo this is
+    # its shard: the status worker sends shard 0, `signup mailer --shard I` the others (a
+    # message costs ~5 ms of CPU: one process sends ~200 a second).
+    mail_shards: int = 1
+    # The terms of use the page links to: a file of the operator's (HTML, or plain text);
+    # unset, the text shipped in interfaces/web/terms.html.
+    terms_file: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +172,27 @@ class Settings:
             ),
             log_format=env.get("SIGNUP_LOG_FORMAT", defaults.log_format),
             log_level=env.get("SIGNUP_LOG_LEVEL", defaults.log_level),
+            smtp_url=env.get("SMTP_URL") or None,
+            mail_from=env.get("SIGNUP_MAIL_FROM") or defaults.mail_from,
+            public_url=(env.get("SIGNUP_PUBLIC_URL") or defaults.public_url).rstrip("/"),
+            verification_ttl_seconds=duration(
+                env.get("SIGNUP_VERIFICATION_TTL"), defaults.verification_ttl_seconds
+            ),
+            verification_code_ttl_seconds=duration(
+                env.get("SIGNUP_VERIFICATION_CODE_TTL"), defaults.verification_code_ttl_seconds
+            ),
+            verification_max_attempts=int(
+                env.get("SIGNUP_VERIFICATION_MAX_ATTEMPTS", defaults.verification_max_attempts)
+            ),
+            verification_max_sends=int(
+                env.get("SIGNUP_VERIFICATION_MAX_SENDS", defaults.verification_max_sends)
+            ),
+            verification_resend_seconds=duration(
+                env.get("SIGNUP_VERIFICATION_RESEND_INTERVAL"),
+                defaults.verification_resend_seconds,
+            ),
+            terms_file=env.get("SIGNUP_TERMS_FILE") or None,
+            mail_shards=int(env.get("SIGNUP_MAIL_SHARDS") or defaults.mail_shards),
         )
 
     def with_servers(
@@ -184,7 +230,18 @@ class Settings:
             "SHARD_DATABASE_URLS": ",".join(self.shard_database_urls),
             "SIGNUP_EVENT_CIPHER_KEY": self.event_cipher_key or "",
             "SIGNUP_RESERVATION_KEY": self.reservation_key,
+            "SMTP_URL": self.smtp_url or "",
+            "SIGNUP_PUBLIC_URL": self.public_url,
         }
+
+    def verification_policy(self) -> VerificationPolicy:
+        return VerificationPolicy(
+            ttl=timedelta(seconds=self.verification_ttl_seconds),
+            code_ttl=timedelta(seconds=self.verification_code_ttl_seconds),
+            max_attempts=self.verification_max_attempts,
+            max_sends=self.verification_max_sends,
+            resend_every=timedelta(seconds=self.verification_resend_seconds),
+        )
 
     @property
     def read_url(self) -> str:
@@ -195,6 +252,23 @@ class Settings:
     @property
     def shard_urls(self) -> tuple[str, ...]:
         return self.shard_database_urls or (self.read_url,)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(value: str | None, default: float) -> float:
+    """Seconds, from "90", "90s", "30m", "48h" or "2d"."""
+    if not value or not value.strip():
+        return default
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1])
+    if unit is not None:
+        text = text[:-1]
+    seconds = float(text) * (unit or 1.0)
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative: {value!r}")
+    return seconds
 
 
 def _flag(value: str | None) -> bool:

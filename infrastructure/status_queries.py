@@ -26,7 +26,7 @@ from application.status import RegistrationStatus
 from domain.registration import SignupAttempted, UserRegistrationRequested
 from infrastructure.owner_notifications import TABLE as ATTEMPTS_TABLE
 from infrastructure.postgres_outages import UNAVAILABLE
-from projections.registration_status import COMPLETED, PENDING
+from projections.registration_status import COMPLETED, EXPIRED, PENDING, VERIFIED
 from projections.shards import user_id_for
 
 log = structlog.get_logger(__name__)
@@ -34,6 +34,29 @@ log = structlog.get_logger(__name__)
 STATUS_CACHE_PREFIX = "signup:status:"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RegistrationStatus).decode
+
+# What a poll may cache: completed, and the verdicts after it (a failed registration can
+# still be retried to completed). Completed is not final any more: a verdict overwrites it
+# (``cache_status``), and a poll caches only where nothing is, so a poll that read
+# ``completed`` just before a verdict cannot put it back.
+_CACHED = frozenset({COMPLETED, VERIFIED, EXPIRED})
+
+
+async def cache_status(
+    redis: Redis,
+    status: RegistrationStatus,
+    seconds: int,
+    *,
+    overwrite: bool,
+    prefix: str = STATUS_CACHE_PREFIX,
+) -> None:
+    await redis.set(
+        prefix + str(status.registration_id),
+        _encode(status),
+        ex=seconds,
+        nx=not overwrite,
+    )
+
 
 _FROM_READ_MODEL = (
     "SELECT registration_id, status, requested_at, updated_at, user_id, reason"
@@ -95,8 +118,7 @@ class StatusQueries:
             raise StoreUnavailable(type(error).__name__) from error
         if found is None:
             self._remember_miss(registration_id)
-        elif projected and found.status == COMPLETED:
-            # Only completed is final: a failed registration can still be retried to completed.
+        elif projected and found.status in _CACHED:
             await self._cache(found)
         return found
 
@@ -138,8 +160,8 @@ class StatusQueries:
 
     async def _cache(self, status: RegistrationStatus) -> None:
         try:
-            await self.redis.set(
-                self.prefix + str(status.registration_id), _encode(status), ex=self.cache_seconds
+            await cache_status(
+                self.redis, status, self.cache_seconds, overwrite=False, prefix=self.prefix
             )
         except RedisError as error:
             log.warning("status_cache_unavailable", error=type(error).__name__)

@@ -25,6 +25,7 @@ from application.erasure import UnknownSubject
 from infrastructure.container import erase, migrate, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.logging import configure_logging
+from infrastructure.mail_sink import MailSink, stored_messages
 from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
 from interfaces.http.app import build_app
@@ -76,7 +77,44 @@ def _servers(settings: Settings, data_dir: Path, *, redis: bool = True) -> Itera
             running,
             event_cipher_key=settings.event_cipher_key or local_cipher_key(data_dir),
             reservation_key=reservation_key,
+            # An operator's command (a dead letter's retry) sends through the sink a running
+            # `signup up` keeps for this data dir.
+            smtp_url=settings.smtp_url or _running_sink(data_dir),
         )
+
+
+def _mail_dir(data_dir: Path) -> Path:
+    return data_dir / "mail"
+
+
+def _sink_url_file(data_dir: Path) -> Path:
+    return data_dir / "smtp.url"
+
+
+def _running_sink(data_dir: Path) -> str | None:
+    found = _sink_url_file(data_dir)
+    return found.read_text().strip() if found.exists() else None
+
+
+@contextlib.contextmanager
+def _mail(settings: Settings, args: argparse.Namespace) -> Iterator[Settings]:
+    """``signup up``'s mail: the relay of ``SMTP_URL``, or else an SMTP sink of its own that
+    keeps every message under the data dir (``signup mail list``); links point at this
+    server unless ``SIGNUP_PUBLIC_URL`` says where people reach it."""
+    if not os.environ.get("SIGNUP_PUBLIC_URL"):
+        settings = dataclasses.replace(settings, public_url=f"http://{args.host}:{args.port}")
+    if os.environ.get("SMTP_URL"):
+        yield settings
+        return
+    data_dir = Path(args.data_dir).resolve()
+    with MailSink(_mail_dir(data_dir)) as sink:
+        url_file = _sink_url_file(data_dir)
+        url_file.write_text(sink.url)
+        log.info("mail_sink", url=sink.url, directory=str(sink.directory))
+        try:
+            yield dataclasses.replace(settings, smtp_url=sink.url)
+        finally:
+            url_file.unlink(missing_ok=True)
 
 
 def _require_secrets(settings: Settings) -> None:
@@ -144,7 +182,7 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
 
 
 def up(args: argparse.Namespace, settings: Settings) -> None:
-    with _servers(settings, Path(args.data_dir)) as running:
+    with _servers(settings, Path(args.data_dir)) as servers, _mail(servers, args) as running:
         migrate(running)
 
         # The worker runs as its own process, beside the API processes, restarted when it dies.
@@ -181,6 +219,34 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         await run_worker(settings, stop, only, restarts=int(os.environ.get(RESTARTS_ENV, "0")))
 
     # uvloop, as the API runs on: the worker's loop was a quarter of its time on asyncio's.
+    uvloop.run(main())
+
+
+def mailer(args: argparse.Namespace, settings: Settings) -> None:
+    """One more mail sender: the messages of shard ``--shard`` of ``SIGNUP_MAIL_SHARDS``."""
+    if not settings.database_url:
+        sys.exit("signup mailer needs DATABASE_URL (signup up runs embedded servers)")
+    if settings.mail_shards <= 1:
+        sys.exit("SIGNUP_MAIL_SHARDS is 1: the worker sends all the mail (set N > 1 to share it)")
+    if not 0 < args.shard < settings.mail_shards:
+        sys.exit(
+            f"--shard must be 1 to {settings.mail_shards - 1} (SIGNUP_MAIL_SHARDS is "
+            f"{settings.mail_shards}; the worker running registration_status sends shard 0)"
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        read_side = ReadSide.open(settings)
+        read_side.mailer.shard = args.shard
+        log.info("mailer_started", shard=args.shard, shards=settings.mail_shards)
+        try:
+            await read_side.mailer.run(stop)
+        finally:
+            await read_side.close()
+
     uvloop.run(main())
 
 
@@ -315,6 +381,30 @@ def erase_command(args: argparse.Namespace, settings: Settings) -> None:
         )
 
 
+def mail(args: argparse.Namespace, settings: Settings) -> None:
+    """What `signup up`'s SMTP sink received (files under the data dir; no server needed)."""
+    messages = stored_messages(_mail_dir(Path(args.data_dir).resolve()))
+    if args.action == "list":
+        print(f"{'id':<27}  {'date':<31}  {'to':<32}  subject")
+        for stored in messages:
+            parsed = stored.parsed()
+            print(
+                f"{stored.id:<27}  {parsed['Date']!s:<31}  {parsed['To']!s:<32}"
+                f"  {parsed['Subject']}"
+            )
+        return
+    if args.id is None:
+        sys.exit("give a message id (from `signup mail list`), or `last`")
+    wanted = messages[-1:] if args.id == "last" else [m for m in messages if m.id == args.id]
+    if not wanted:
+        sys.exit(f"no message {args.id} in {_mail_dir(Path(args.data_dir))}")
+    parsed = wanted[0].parsed()
+    for header in ("From", "To", "Subject", "Date", "Message-ID"):
+        print(f"{header}: {parsed[header]}")
+    print()
+    print(wanted[0].text())
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="signup", description="The signup service.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -346,15 +436,21 @@ def parser() -> argparse.ArgumentParser:
     )
 
     run_worker_ = command(
-        "worker", worker, help="projectors and the process manager (needs DATABASE_URL)"
+        "worker",
+        worker,
+        help="projectors, process manager, mailer and expiry sweep (needs DATABASE_URL)",
     )
     run_worker_.add_argument(
         "--projections",
         default="",
         help="comma-separated projections to run here (default: all); run several workers "
-        "with disjoint sets to use more cores; the process manager runs beside "
-        "registration_status",
+        "with disjoint sets to use more cores; the process manager, the mailer and the "
+        "verification expiry sweep run beside registration_status",
     )
+    mailing_ = command(
+        "mailer", mailer, help="one more mail sender, for shard --shard of SIGNUP_MAIL_SHARDS"
+    )
+    mailing_.add_argument("--shard", type=int, required=True)
     data_dir(command("migrate", migrate_command, help="create or upgrade every schema"))
 
     projections = commands.add_parser("projections", help="read models").add_subparsers(
@@ -385,6 +481,11 @@ def parser() -> argparse.ArgumentParser:
     )
     erasing.add_argument("id", help="their email, user id, or (before completion) registration id")
     data_dir(erasing)
+
+    mailing = command("mail", mail, help="the messages signup up's SMTP sink received")
+    mailing.add_argument("action", choices=["list", "show"])
+    mailing.add_argument("id", nargs="?", help="show: a message id from list, or `last`")
+    data_dir(mailing)
 
     try:
         import bench

@@ -11,12 +11,19 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from domain.form import RegistrationDetails
-from domain.registration import SignupAttempted, UserRegistrationRequested
+from domain.registration import (
+    EmailVerified,
+    RegistrationExpired,
+    SignupAttempted,
+    UserRegistrationRequested,
+)
 
 Row = Mapping[str, Any]
 
 REGISTRATION_REQUESTED = get_topic(UserRegistrationRequested)
 SIGNUP_ATTEMPTED = get_topic(SignupAttempted)
+EMAIL_VERIFIED = get_topic(EmailVerified)
+REGISTRATION_EXPIRED = get_topic(RegistrationExpired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +34,16 @@ class RequestedRegistration:
     A ``SignupAttempted`` event (the enumeration-resistant mode's duplicate, answered as a new
     registration) is seen as one with ``attempt`` set and no details: only the status
     projection reads that topic.
+
+    A registration's verdict (``EmailVerified``, ``RegistrationExpired``) is seen with its
+    ``outcome`` set (``verified`` or ``expired``), the request's time and no details.
     """
 
     registration_id: uuid.UUID
     requested_at: datetime
     details: RegistrationDetails | None
     attempt: bool = False
+    outcome: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

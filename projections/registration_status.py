@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from projections.model import (
+    EMAIL_VERIFIED,
+    REGISTRATION_EXPIRED,
     REGISTRATION_REQUESTED,
     SIGNUP_ATTEMPTED,
     Projection,
@@ -20,12 +22,34 @@ from projections.shards import user_id_for
 PENDING = "pending"
 COMPLETED = "completed"
 FAILED = "failed"
+# The verdicts, after completed: the email proved, or not in time (values released, personal
+# data shredded). Final: a registration has one of them at most.
+VERIFIED = "verified"
+EXPIRED = "expired"
+# Every status, in the order a registration can go through them.
+STATUSES = (PENDING, COMPLETED, FAILED, VERIFIED, EXPIRED)
 # What a failed registration tells its client: what happened, never the internals.
 FAILED_REASON = "The registration could not be completed; an operator has been notified."
 
 
 def registration_status() -> Projection:
     def reduce(registration: RequestedRegistration) -> Sequence[Row]:
+        if registration.outcome is not None:
+            # An expired registration's user is gone with its personal data.
+            user_id = (
+                user_id_for(registration.registration_id)
+                if registration.outcome == VERIFIED
+                else None
+            )
+            return [
+                {
+                    "registration_id": registration.registration_id,
+                    "status": registration.outcome,
+                    "user_id": user_id,
+                    "reason": None,
+                    "requested_at": registration.requested_at,
+                }
+            ]
         if registration.details is None and not registration.attempt:
             return []  # erased: as if it had never been
         return [
@@ -39,13 +63,17 @@ def registration_status() -> Projection:
         ]
 
     # A duplicate attempt completes as a registration does: the same row, the same timing.
-    return Projection("registration_status", 1, [REGISTRATION_REQUESTED, SIGNUP_ATTEMPTED], reduce)
+    topics = [REGISTRATION_REQUESTED, SIGNUP_ATTEMPTED, EMAIL_VERIFIED, REGISTRATION_EXPIRED]
+    return Projection("registration_status", 1, topics, reduce)
 
 
 def given_failures(row: Row, *, dead_lettered: bool, waiting: bool) -> Row:
     """A reduced status row, as the registration's failures in the other projections make it:
     failed once any of its events is a dead letter (no user, and the reason its client is
-    told), pending while one still waits for a retry (no user yet), else as reduced."""
+    told), pending while one still waits for a retry (no user yet), else as reduced. A
+    verdict is final: no failure of another projection changes it."""
+    if row["status"] in (VERIFIED, EXPIRED):
+        return row
     if dead_lettered:
         return {**row, "status": FAILED, "user_id": None, "reason": FAILED_REASON}
     if waiting:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from infrastructure.container import expiry_sweep
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from projections.model import Projection, RequestedRegistration, Row
@@ -66,13 +67,16 @@ async def running_worker(
     settings: Settings, customise: Callable[[Projection], Projection] | None = None
 ) -> AsyncIterator[ReadSide]:
     read_side = ReadSide.open(settings, customise)
+    # The worker's expiry sweep too, as `signup worker` runs it.
+    sweep = await expiry_sweep(settings, read_side)
     stop = asyncio.Event()
-    task = asyncio.create_task(read_side.run(stop, retry_every=0.05))
+    task = asyncio.create_task(read_side.run(stop, retry_every=0.05, beside_status=[sweep.run]))
     try:
         yield read_side
     finally:
         stop.set()
         await task
+        await sweep.close()
         await read_side.close()
 
 

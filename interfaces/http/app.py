@@ -15,15 +15,19 @@ from application.services import Services, keep_services, services_of
 from infrastructure.container import running_services
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
-from interfaces.http import health, page, registrations, status
+from interfaces.http import health, page, registrations, status, verification
 from interfaces.http.metrics import MetricsController
 from interfaces.http.observability import observe
 from interfaces.http.openapi import document_operations
 from interfaces.http.problems import exception_handlers, problem_details_plugin
 
 
-def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]]) -> Litestar:
-    """``open_services`` is entered when the app starts and left when it stops."""
+def create_app(
+    open_services: Callable[[], AbstractAsyncContextManager[Services]],
+    terms_file: str | None = None,
+) -> Litestar:
+    """``open_services`` is entered when the app starts and left when it stops;
+    ``terms_file``: the operator's terms of use (the shipped model text when unset)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -43,6 +47,7 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
             health.live,
             health.ready,
             page.signup_page,
+            page.terms_page(terms_file),
             page.static_assets(),
             MetricsController,
         ],
@@ -56,13 +61,22 @@ def create_app(open_services: Callable[[], AbstractAsyncContextManager[Services]
         openapi_config=_openapi_config(),
         debug=False,
     )
-    document_operations(app, [registrations.documented, status.documented], _openapi_config())
+    document_operations(
+        app,
+        [
+            registrations.documented,
+            status.documented,
+            verification.documented_verify,
+            verification.documented_resend,
+        ],
+        _openapi_config(),
+    )
     return app
 
 
 def build_app(settings: Settings) -> Litestar:
     """The app on the composition root's services, which start and stop with it."""
-    return create_app(lambda: running_services(settings))
+    return create_app(lambda: running_services(settings), settings.terms_file)
 
 
 def build_app_from_env() -> Litestar:

@@ -134,6 +134,8 @@ class Problem(msgspec.Struct, omit_defaults=True):
     errors: list[FieldProblem] | None = None
     field: str | None = None
     limit: str | None = None
+    attempts_left: int | None = None
+    registration_expired: bool | None = None
 
 
 def _problem(description: str) -> ResponseSpec:
@@ -159,6 +161,37 @@ REGISTRATION_RESPONSES = {
     503: _problem(
         "The event store is unavailable; retry after Retry-After (never a second registration)"
     ),
+}
+
+VERIFY_RESPONSES = {
+    400: _problem("Not JSON"),
+    404: _problem("Unknown or malformed registration id"),
+    410: _problem(
+        "`verification_code_expired`: the code expired (ask for a new one), or the registration did"
+    ),
+    413: _problem("Body over 1 KiB"),
+    415: _problem("Not application/json"),
+    422: _problem(
+        "`verification_code_invalid`: a wrong code (`attempts_left` says how many this code"
+        " may still take); `validation_failed`: no `code` string"
+    ),
+    429: _problem(
+        "`verification_attempts_exceeded`: every attempt of this code is spent (ask for a"
+        " new one), or `rate_limited`; see Retry-After"
+    ),
+    503: _problem("The databases cannot be reached; retry after a moment"),
+}
+
+RESEND_RESPONSES = {
+    404: _problem("Unknown or malformed registration id"),
+    409: _problem("`registration_already_verified`"),
+    410: _problem("`registration_expired`: not verified in time; sign up again"),
+    413: _problem("Body over 1 KiB"),
+    429: _problem(
+        "`verification_resend_limited`: too soon after the last message, or every message"
+        " spent; or `rate_limited`; see Retry-After"
+    ),
+    503: _problem("The databases cannot be reached; retry after a moment"),
 }
 
 STATUS_RESPONSES = {

@@ -8,6 +8,7 @@ the page embeds them as JSON. Only the check-digit arithmetic is ported to JavaS
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from functools import cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import phonenumbers
 from litestar import MediaType, Response, get
+from litestar.handlers import HTTPRouteHandler
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
@@ -170,6 +172,51 @@ _SECURITY_HEADERS = {
 @get("/", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
 def signup_page() -> Response[str]:
     return Response(render_page(), media_type=MediaType.HTML, headers=_SECURITY_HEADERS)
+
+
+TERMS_PATH = "/termos"
+_TERMS_LAYOUT = """<!doctype html>
+<html lang="pt-BR">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Termos de uso e política de privacidade</title>
+<link rel="stylesheet" href="/static/signup.css?v={css}">
+</head>
+<body>
+<main class="page">
+<h1>Termos de uso e política de privacidade</h1>
+<div class="terms-text">
+{text}
+</div>
+<p><a href="/">Voltar ao cadastro</a></p>
+</main>
+</body>
+</html>
+"""
+
+
+def render_terms(terms_file: str | None = None) -> str:
+    """The terms page: the operator's file (HTML as it is, anything else as plain text), or
+    the model text shipped with the service."""
+    source = Path(terms_file) if terms_file else WEB_DIR / "terms.html"
+    content = source.read_text(encoding="utf-8")
+    if source.suffix.lower() not in {".html", ".htm"}:
+        paragraphs = [p.strip() for p in content.split("\n\n") if p.strip()]
+        content = "\n".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    return _TERMS_LAYOUT.format(css=_asset_version("signup.css"), text=content)
+
+
+def terms_page(terms_file: str | None = None) -> HTTPRouteHandler:
+    """GET /termos, which the form's terms checkbox links to; read once, when the app is
+    built (a new text is served from the next start)."""
+    rendered = render_terms(terms_file)
+
+    @get(TERMS_PATH, media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
+    def terms() -> Response[str]:
+        return Response(rendered, media_type=MediaType.HTML, headers=_SECURITY_HEADERS)
+
+    return terms
 
 
 def static_assets() -> Router:

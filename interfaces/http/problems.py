@@ -18,6 +18,14 @@ from application.error_text import describe
 from application.outages import StoreUnavailable
 from application.rate_limits import RateLimited
 from domain.errors import AlreadyRegistered, DomainError, InvalidRegistration
+from domain.verification import (
+    AlreadyVerified,
+    RegistrationExpired,
+    ResendRefused,
+    TooManyVerificationAttempts,
+    VerificationCodeExpired,
+    VerificationCodeInvalid,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +77,46 @@ def from_domain(error: DomainError) -> ProblemDetailsException:
         return problem(
             409, error.code, f"This {error.field} is already registered.", field=error.field
         )
+    verification = _verification_problem(error)
+    if verification is not None:
+        return verification
     return problem(422, error.code, str(error))
+
+
+def _verification_problem(error: DomainError) -> ProblemDetailsException | None:
+    if isinstance(error, VerificationCodeInvalid):
+        return problem(
+            422,
+            error.code,
+            "The code is not this registration's (or no code was sent yet).",
+            attempts_left=error.attempts_left,
+        )
+    if isinstance(error, VerificationCodeExpired):
+        detail = (
+            "The registration expired before its email was verified; sign up again."
+            if error.registration_expired
+            else "The code has expired; ask for a new one (POST .../verification/resend)."
+        )
+        return problem(410, error.code, detail, registration_expired=error.registration_expired)
+    if isinstance(error, TooManyVerificationAttempts):
+        return problem(
+            429,
+            error.code,
+            "Too many wrong codes; ask for a new one (POST .../verification/resend).",
+            headers={"Retry-After": str(error.retry_after)},
+        )
+    if isinstance(error, ResendRefused):
+        return problem(
+            429,
+            error.code,
+            f"A new code cannot be sent yet; retry in {error.retry_after} seconds.",
+            headers={"Retry-After": str(error.retry_after)},
+        )
+    if isinstance(error, AlreadyVerified):
+        return problem(409, error.code, str(error))
+    if isinstance(error, RegistrationExpired):
+        return problem(410, error.code, str(error))
+    return None
 
 
 def from_http(error: HTTPException) -> ProblemDetailsException:

@@ -2,7 +2,8 @@
 
 A plain ASGI handler (``interfaces/http/plain.py`` says why); ``documented`` below declares
 the operation the OpenAPI document shows. ``registrations`` serves the whole /registrations
-tree: this POST and the status query (``interfaces/http/status.py``).
+tree: this POST, the status query (``interfaces/http/status.py``) and email verification
+(``interfaces/http/verification.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from application.outages import StoreUnavailable
 from application.registering import RegisterUser
 from application.services import Services, services_of
 from domain.errors import DomainError
+from interfaces.http import verification
 from interfaces.http.client_address import client_of
 from interfaces.http.idempotent import answer_once, check_key
 from interfaces.http.openapi import REGISTRATION_RESPONSES, RegistrationOperation
@@ -128,8 +130,12 @@ async def registrations(scope: Scope, receive: Receive, send: Send) -> None:
         return
     registration_id = rest[1:-1]
     scope["path"] = PATH + rest.rstrip("/")
-    if not rest.startswith("/") or not registration_id or "/" in registration_id:
+    if not rest.startswith("/") or not registration_id:
         raise NotFoundException()
+    if "/" in registration_id:
+        # /registrations/ID/verification[/resend], or nothing.
+        await verification.route(scope, receive, send, services, rest)
+        return
     # One series of request metrics for every id (observability reads the template).
     scope["path_template"] = STATUS_TEMPLATE
     if await only("GET", scope, send):

@@ -16,3 +16,13 @@ class RegistrationAccepted(msgspec.Struct):
 class Health(msgspec.Struct):
     status: Literal["ok", "unavailable"]
     checks: dict[str, bool] = {}
+
+
+class VerificationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The code from the message (six digits), or the token from its link."""
+
+    code: str
+
+
+class VerificationResent(msgspec.Struct):
+    registration_id: uuid.UUID

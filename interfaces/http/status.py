@@ -30,7 +30,9 @@ _FORWARDED = frozenset({b"x-forwarded-for"})
 
 class RegistrationStatusView(msgspec.Struct, omit_defaults=True):
     registration_id: uuid.UUID
-    status: Literal["pending", "completed", "failed"]
+    # In the order a registration goes through them: pending, then completed (or failed),
+    # then verified or expired.
+    status: Literal["pending", "completed", "failed", "verified", "expired"]
     requested_at: datetime
     updated_at: datetime
     user_id: uuid.UUID | None = None
@@ -59,7 +61,12 @@ async def answer_status(scope: Scope, send: Send, services: Services, registrati
     "/registrations/{registration_id:str}",
     summary="A registration's status",
     responses=STATUS_RESPONSES,
-    description="pending until the read models have the user; then completed, or failed.",
+    description=(
+        "`status`, in order: `pending` until the read models have the user; then `completed`"
+        " (a message with a verification code is on its way), or `failed`; then `verified`"
+        " (the person proved the email) or `expired` (not verified in time: its values are"
+        " free again, its personal data shredded)."
+    ),
     tags=["registrations"],
 )
 async def documented(registration_id: FromPath[str]) -> RegistrationStatusView:

@@ -6,6 +6,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,20 +26,33 @@ from tests.e2e.browser import (
     submit,
 )
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, mask_cpf
+from tests.mail import wait_for_messages_sync
 from tests.servers import free_port, signup_process
 
 COMPLETION_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("signup-page")
+
+
+@pytest.fixture(scope="module")
+def mail_dir(home: Path) -> Path:
+    """Where `signup up`'s own SMTP sink keeps what the worker sends (`signup mail`)."""
+    return home / "data" / "mail"
+
+
+@pytest.fixture(scope="module")
+def base_url(home: Path) -> Iterator[str]:
     """One whole system for the module: the worker inside `signup up` completes signups."""
-    home = tmp_path_factory.mktemp("signup-page")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["up", "--port", str(port), "--data-dir", str(home / "data")]
-    # Empty URLs make `signup up` start its own servers, whatever the shell has set.
-    with signup_process(args, {"DATABASE_URL": "", "REDIS_URL": ""}, url, home / "up.log"):
+    # Empty URLs make `signup up` start its own servers (and SMTP sink), whatever the shell
+    # has set.
+    servers = {"DATABASE_URL": "", "REDIS_URL": "", "SMTP_URL": "", "SIGNUP_PUBLIC_URL": ""}
+    with signup_process(args, servers, url, home / "up.log"):
         yield url
 
 
@@ -401,3 +415,53 @@ def test_the_page_and_its_assets_are_served(base_url: str) -> None:
     for asset in ("/static/signup.css", "/static/signup.js"):
         assert asset in answer.text
         assert httpx.get(f"{base_url}{asset}").status_code == 200
+
+
+def test_a_person_is_asked_to_check_their_email_and_follows_the_link_in_the_message(
+    page: Page, base_url: str, mail_dir: Path
+) -> None:
+    fill(page, Person(cpf=make_cpf(9_101), email="pagina.link@example.com"))
+    submit(page)
+    registration_id = _expect_completed(page)
+    expect(page.get_by_role("heading", name="Verifique seu e-mail")).to_be_visible()
+    expect(page.get_by_label("Código de verificação")).to_be_visible()
+    screenshot(page, "10-check-your-email")
+
+    [message] = wait_for_messages_sync(mail_dir, registration_id)
+    assert message.to == "pagina.link@example.com"
+    assert message.link.startswith(f"{base_url}/#verificar={registration_id}.")
+    page.goto(message.link)
+
+    expect(page.locator("#result-status")).to_have_text("e-mail confirmado")
+    # The token left the address bar once read.
+    assert "#" not in page.url
+    screenshot(page, "11-verified-by-link")
+    status = httpx.get(f"{base_url}/registrations/{registration_id}").json()
+    assert status["status"] == "verified"
+
+
+def test_a_person_types_a_wrong_code_then_the_right_one(
+    page: Page, base_url: str, mail_dir: Path
+) -> None:
+    fill(page, Person(cpf=make_cpf(9_102), email="pagina.codigo@example.com"))
+    submit(page)
+    registration_id = _expect_completed(page)
+    [message] = wait_for_messages_sync(mail_dir, registration_id)
+    wrong = f"{(int(message.code) + 1) % 1_000_000:06d}"
+
+    page.get_by_label("Código de verificação").fill(wrong)
+    page.get_by_role("button", name="Confirmar e-mail").click()
+    expect(page.locator("#e-code")).to_have_text("Código incorreto. Restam 4 tentativas.")
+    screenshot(page, "12-wrong-code")
+
+    page.get_by_label("Código de verificação").fill(message.code)
+    page.get_by_role("button", name="Confirmar e-mail").click()
+    expect(page.locator("#result-status")).to_have_text("e-mail confirmado")
+    assert httpx.get(f"{base_url}/registrations/{registration_id}").json()["status"] == ("verified")
+
+
+def test_the_terms_checkbox_links_to_the_terms_served_by_the_app(page: Page) -> None:
+    link = page.get_by_role("link", name="Ler os termos de uso e a política de privacidade")
+    assert link.get_attribute("href") == "/termos"
+    page.goto("/termos")
+    expect(page.get_by_role("heading", name="Política de privacidade", exact=True)).to_be_visible()

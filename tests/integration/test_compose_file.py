@@ -216,6 +216,19 @@ class _RecordingEnviron(Mapping[str, str]):
         return len(self._values)
 
 
+def test_the_worker_sends_its_mail_to_the_mail_catcher_whose_web_ui_is_published(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert services["mailpit"]["image"].startswith("axllent/mailpit:")
+    assert any(str(port).endswith(":8025") for port in services["mailpit"]["ports"])
+    worker = Settings.from_env(_environment(_service(compose, "worker")))
+    assert worker.smtp_url == "smtp://mailpit:1025"
+    # Links in the messages lead to the load balancer's HTTPS entrance.
+    assert worker.public_url == "https://localhost:8443"
+    assert "mailpit" in services["worker"]["depends_on"]
+
+
 def test_the_api_trusts_forwarded_for_from_the_compose_network_only(
     compose: dict[str, Any],
 ) -> None:

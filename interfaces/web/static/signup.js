@@ -1,4 +1,5 @@
-// The signup page: masks, live validation, submission with an Idempotency-Key, status polling.
+// The signup page: masks, live validation, submission with an Idempotency-Key, status polling,
+// and the email's verification (its code typed here, or its link opened: #verificar=ID.TOKEN).
 // The rules come from the server (the JSON in #form-rules, built by interfaces/http/page.py);
 // only the check-digit arithmetic is written here.
 "use strict";
@@ -16,12 +17,22 @@
   );
   const MOBILE_PLAN = fullMatch(rules.phone_patterns.mobile);
   const LANDLINE_PLAN = fullMatch(rules.phone_patterns.landline);
-  const STATUS_LABELS = { pending: "pendente", completed: "concluído", failed: "falhou" };
+  const STATUS_LABELS = {
+    pending: "pendente",
+    completed: "concluído",
+    failed: "falhou",
+    verified: "e-mail confirmado",
+    expired: "expirado",
+  };
   const STATUS_DETAILS = {
     pending: "Estamos criando sua conta. Esta página se atualiza sozinha.",
-    completed: "Sua conta está pronta.",
+    completed: "Sua conta está pronta. Falta confirmar o seu e-mail.",
     failed:
       "Não conseguimos concluir seu cadastro. Nossa equipe pode reprocessá-lo; guarde o protocolo.",
+    verified: "Seu e-mail foi confirmado e seu cadastro está completo.",
+    expired:
+      "O prazo para confirmar o e-mail acabou: o cadastro foi cancelado e os dados, apagados. " +
+      "Você pode se cadastrar de novo.",
   };
   const POLL_LIMIT_MS = 5 * 60 * 1000;
   // Longer waits (a per-email limit can last an hour) leave the button usable: the limit may
@@ -473,16 +484,154 @@
     label.textContent = STATUS_LABELS[status] ?? status;
     label.dataset.status = status;
     document.getElementById("result-detail").textContent = STATUS_DETAILS[status] ?? "";
+    // Completed: a message with the code is on its way ("check your email").
+    verifyForm.hidden = status !== "completed";
+  }
+
+  function showResult(registrationId) {
+    form.hidden = true;
+    result.hidden = false;
+    currentRegistration = registrationId;
+    document.getElementById("result-id").textContent = registrationId;
   }
 
   function accepted(registrationId, location) {
-    form.hidden = true;
-    result.hidden = false;
-    document.getElementById("result-id").textContent = registrationId;
+    showResult(registrationId);
     showStatus("pending");
     say("");
     document.getElementById("result-title").focus();
     poll(location, ++pollGeneration);
+  }
+
+  // ---------------------------------------------------------------- email verification
+
+  const verifyForm = document.getElementById("verify-form");
+  const verifyStatus = document.getElementById("verify-status");
+  const codeInput = document.getElementById("f-code");
+  let currentRegistration = null;
+
+  function sayVerify(message, tone = "info") {
+    verifyStatus.textContent = message;
+    verifyStatus.dataset.tone = tone;
+  }
+
+  async function answered(response) {
+    const body = await readProblem(response);
+    const seconds = retryAfterSeconds(response.headers.get("Retry-After")) ?? 60;
+    if (response.status === 200) {
+      showStatus(body.status);
+      sayVerify("");
+      return;
+    }
+    if (response.status === 404) {
+      sayVerify("Cadastro não encontrado. Confira o link ou faça o cadastro de novo.", "error");
+      return;
+    }
+    if (body.code === "verification_code_invalid") {
+      const left = body.attempts_left;
+      codeInput.setAttribute("aria-invalid", "true");
+      document.getElementById("e-code").textContent =
+        left > 0
+          ? `Código incorreto. ${left === 1 ? "Resta 1 tentativa" : `Restam ${left} tentativas`}.`
+          : "Código incorreto. Peça um novo código.";
+      codeInput.focus();
+      return;
+    }
+    if (body.code === "registration_expired" || body.registration_expired) {
+      showStatus("expired");
+      sayVerify("");
+      return;
+    }
+    if (body.code === "verification_code_expired") {
+      sayVerify("Este código expirou. Peça um novo código.", "error");
+      return;
+    }
+    if (body.code === "verification_attempts_exceeded") {
+      sayVerify("Muitas tentativas com o código errado. Peça um novo código.", "error");
+      return;
+    }
+    if (body.code === "verification_resend_limited") {
+      sayVerify(`Aguarde ${describeWait(seconds)} para pedir outro código.`, "error");
+      return;
+    }
+    if (body.code === "registration_already_verified") {
+      showStatus("verified");
+      return;
+    }
+    if (response.status === 429 || response.status === 503) {
+      sayVerify(`Tente de novo em ${describeWait(seconds)}.`, "error");
+      return;
+    }
+    sayVerify(`Não foi possível confirmar (erro ${response.status}). Tente de novo.`, "error");
+  }
+
+  async function sendCode(registrationId, code) {
+    sayVerify("Confirmando…");
+    codeInput.removeAttribute("aria-invalid");
+    document.getElementById("e-code").textContent = "";
+    try {
+      const response = await fetch(`/registrations/${registrationId}/verification`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ code }),
+      });
+      await answered(response);
+    } catch {
+      sayVerify("Não foi possível falar com o servidor. Tente de novo.", "error");
+    }
+  }
+
+  async function resendCode() {
+    if (!currentRegistration) return;
+    sayVerify("Pedindo um novo código…");
+    try {
+      const response = await fetch(`/registrations/${currentRegistration}/verification/resend`, {
+        method: "POST",
+        headers: { Accept: "application/json" },
+      });
+      if (response.status === 202) {
+        sayVerify("Enviamos um novo código. O anterior deixou de valer.");
+        codeInput.value = "";
+        codeInput.focus();
+        return;
+      }
+      await answered(response);
+    } catch {
+      sayVerify("Não foi possível falar com o servidor. Tente de novo.", "error");
+    }
+  }
+
+  verifyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const code = codeInput.value.trim();
+    if (!code) {
+      codeInput.setAttribute("aria-invalid", "true");
+      document.getElementById("e-code").textContent = "Digite o código recebido por e-mail.";
+      codeInput.focus();
+      return;
+    }
+    if (currentRegistration) sendCode(currentRegistration, code);
+  });
+  document.getElementById("resend").addEventListener("click", resendCode);
+
+  // The message's link: #verificar=ID.TOKEN, read here and taken out of the address bar (the
+  // fragment never reaches a server; nor will it stay in this tab's history).
+  function followLink() {
+    const found = /^#verificar=([0-9a-fA-F-]{36})\.([A-Za-z0-9_-]{43})$/.exec(location.hash);
+    if (!found) return false;
+    history.replaceState(null, "", location.pathname + location.search);
+    const [, registrationId, token] = found;
+    showResult(registrationId);
+    showStatus("completed");
+    verifyForm.hidden = true;
+    document.getElementById("result-title").textContent = "Confirmação de e-mail";
+    document.getElementById("result-title").focus();
+    sendCode(registrationId, token).then(() => {
+      // A link that did not work leaves the code form, to type the code or ask for another.
+      const status = document.getElementById("result-status").dataset.status;
+      if (status === "completed") verifyForm.hidden = false;
+    });
+    return true;
   }
 
   async function poll(location, generation) {
@@ -510,6 +659,10 @@
 
   function startOver() {
     pollGeneration += 1; // stops the poll loop
+    currentRegistration = null;
+    sayVerify("");
+    codeInput.value = "";
+    document.getElementById("result-title").textContent = "Cadastro recebido";
     form.reset();
     for (const path of Object.keys(VALIDATORS)) clearError(path);
     keyedBody = null;
@@ -556,4 +709,7 @@
   form.addEventListener("submit", submit);
   document.getElementById("again").addEventListener("click", startOver);
   showPersonType();
+  followLink();
+  // The link opened in a tab already on this page only changes the fragment.
+  window.addEventListener("hashchange", followLink);
 })();

@@ -1,0 +1,501 @@
+"""The mailer: sends what the mail outbox holds over SMTP, once, from the worker.
+
+Each message is a row of ``mail_outbox`` (``infrastructure/verifications.py``) written before
+anything is sent: a verification by the transaction that completes its registration, a new
+code by the resend's, an owner notice imported from the enumeration-resistant mode's table.
+A row is sent, then marked sent. So a worker killed between the write and the send sends it
+after its restart (nothing is lost), and one killed between the relay's acceptance and the
+mark sends it again: the one duplicate SMTP leaves no way to avoid (the relay cannot be asked
+whether it already has a message), recognisable by its Message-ID, the same in both copies.
+
+A relay that cannot be reached is an outage: the loop backs off and tries again, spending no
+attempt. A message the relay refuses (or that fails to render) is parked in the failure log
+as the ``mailer``'s: the process manager retries it with the projections' backoff and makes
+it a dead letter after the last attempt (``signup dead-letters``); it never changes the
+registration's status. Addresses and codes are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.header import Header
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
+from functools import cache
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from application.error_text import describe
+from domain.verification import code_for, token_for
+from infrastructure import metrics
+from infrastructure.event_source import EventSource
+from infrastructure.failures import MAILER, FailureLog
+from infrastructure.owner_notifications import TABLE as NOTICES
+from infrastructure.postgres_outages import is_unavailable
+from infrastructure.projector import sleep_unless_stopped
+from infrastructure.read_store import reading
+from infrastructure.verifications import OWNER_NOTICE, VERIFICATION_MAIL
+from projections.model import RequestedRegistration
+
+log = structlog.get_logger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent / "mail_templates"
+
+# What an owner notice says was used, by the kind of value.
+_WHAT = {"email": "o seu e-mail", "cpf": "o seu CPF", "cnpj": "o CNPJ da sua empresa"}
+
+
+class RelayUnavailable(Exception):
+    """The SMTP relay cannot be reached (or hung up): an outage, not the message's fault. A
+    hang-up after the message's last line may have lost only the relay's answer: the message
+    is sent again (see the module's docstring)."""
+
+
+def relay_unavailable(error: BaseException) -> bool:
+    return isinstance(
+        error,
+        RelayUnavailable
+        | aiosmtplib.SMTPConnectError
+        | aiosmtplib.SMTPServerDisconnected
+        | aiosmtplib.SMTPTimeoutError
+        | OSError,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpRelay:
+    """Where messages go: ``smtp://[user:password@]host[:port]`` (STARTTLS when the relay
+    offers it) or ``smtps://`` (TLS from the first byte)."""
+
+    hostname: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    use_tls: bool = False
+    timeout: float = 30.0
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpRelay:
+        parts = urlsplit(url)
+        if parts.scheme not in {"smtp", "smtps"}:
+            raise ValueError(f"SMTP_URL must be smtp:// or smtps://, not {parts.scheme}://")
+        tls = parts.scheme == "smtps"
+        return cls(
+            hostname=parts.hostname or "localhost",
+            port=parts.port or (465 if tls else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            use_tls=tls,
+        )
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Callable[[Message], Awaitable[None]]]:
+        """One connection for many messages (a batch): a connection per message was most of
+        a message's cost. Yields the function that sends one; a refused message leaves the
+        connection usable for the next."""
+        client = aiosmtplib.SMTP(
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            # STARTTLS when offered; a relay on loopback (the sink) offers none.
+            start_tls=None if not self.use_tls else False,
+            tls_context=ssl.create_default_context() if self.use_tls else None,
+            timeout=self.timeout,
+        )
+
+        async def send(message: Message) -> None:
+            try:
+                await client.send_message(message)
+            except Exception as error:
+                if relay_unavailable(error):
+                    raise RelayUnavailable(type(error).__name__) from error
+                raise
+
+        try:
+            await client.connect()
+        except Exception as error:
+            if relay_unavailable(error):
+                raise RelayUnavailable(type(error).__name__) from error
+            raise
+        try:
+            yield send
+        finally:
+            with contextlib.suppress(Exception):
+                await client.quit()
+
+    async def send(self, message: Message) -> None:
+        async with self.session() as send:
+            await send(message)
+
+
+@cache
+def _template(name: str) -> Template:
+    return Template((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+def _hours(seconds: float) -> str:
+    if seconds >= 2 * 3600:
+        return f"{round(seconds / 3600)} horas"
+    minutes = max(1, round(seconds / 60))
+    return "1 minuto" if minutes == 1 else f"{minutes} minutos"
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A message's words: its subject and its two parts, before addressing."""
+
+    subject: str
+    text: str
+    html: str
+
+
+def verification_letter(
+    code: str, link: str, valid_for: timedelta, registration_ttl: timedelta
+) -> Letter:
+    """The verification message (pt-BR): the code, the link, how long they work. Nothing the
+    person typed is in it (their name could be anyone's words, mailed from our address)."""
+    values = {
+        "code": code,
+        "link": link,
+        "valid_for": _hours(valid_for.total_seconds()),
+        "registration_ttl": _hours(registration_ttl.total_seconds()),
+    }
+    escaped = {key: html.escape(value) for key, value in values.items()}
+    return Letter(
+        _template("verification.subject").template.strip(),
+        _template("verification.txt").substitute(values),
+        _template("verification.html").substitute(escaped),
+    )
+
+
+def owner_notice_letter(kind: str) -> Letter:
+    what = _WHAT.get(kind, "os seus dados")
+    return Letter(
+        _template("owner_notice.subject").template.strip(),
+        _template("owner_notice.txt").substitute(what=what),
+        _template("owner_notice.html").substitute(what=html.escape(what)),
+    )
+
+
+def verification_link(public_url: str, registration_id: uuid.UUID, token: str) -> str:
+    """The signup page with the registration's id and token in the fragment: never sent to
+    a server (not in access logs, nor in a Referer), read by the page's script."""
+    return f"{public_url.rstrip('/')}/#verificar={registration_id}.{token}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    id: int
+    registration_id: uuid.UUID
+    kind: str
+    nonce: bytes | None
+    reference: uuid.UUID | None
+    detail: str | None
+    created_at: datetime
+
+
+_COLUMNS = "id, registration_id, kind, nonce, reference, detail, created_at"
+
+
+def _row(found: Any) -> _Row:
+    values = dict(found._mapping)
+    if values["nonce"] is not None:
+        values["nonce"] = bytes(values["nonce"])
+    return _Row(**values)
+
+
+@dataclass
+class Mailer:
+    engine: AsyncEngine  # the read database: the outbox and the challenges
+    events_engine: AsyncEngine  # the event store's database: the owner notices
+    source: EventSource  # the recipient's address, opened with their key
+    failures: FailureLog
+    relay: SmtpRelay | None  # None: nothing is sent (the outbox keeps every message)
+    key: bytes  # the verification key: the codes and tokens
+    public_url: str
+    mail_from: str
+    code_ttl: timedelta = timedelta(hours=24)
+    registration_ttl: timedelta = timedelta(hours=48)
+    batch: int = 50
+    # This process sends the messages whose outbox id modulo ``shards`` is ``shard``; shard 0
+    # also imports the owner notices.
+    shard: int = 0
+    shards: int = 1
+    _warned: bool = field(default=False, init=False)
+
+    async def run(self, stop: asyncio.Event, every: float = 0.5, longest: float = 30.0) -> None:
+        """Import the owner notices and send what is due, until ``stop``; back off (doubling
+        up to ``longest``) while the relay or a database is out of reach."""
+        wait = every
+        while not stop.is_set():
+            try:
+                await self.import_notices()
+                sent = await self.send_due()
+                wait = every
+                if sent >= self.batch:
+                    continue  # more are waiting
+            except Exception as error:
+                if not (relay_unavailable(error) or is_unavailable(error)):
+                    log.error("mailer_failed", error=describe(error))
+                else:
+                    log.warning("mailer_unavailable", error=describe(error), retry_in=wait)
+                await sleep_unless_stopped(stop, wait)
+                wait = min(longest, wait * 2)
+                continue
+            await sleep_unless_stopped(stop, every)
+
+    async def send_due(self) -> int:
+        """Send the messages due (not parked for a retry); how many were tried."""
+        if self.relay is None:
+            if not self._warned:
+                log.warning("mailer_has_no_relay", hint="set SMTP_URL; messages stay queued")
+                self._warned = True
+            return 0
+        async with reading(self.engine) as conn:
+            rows = [
+                _row(found)
+                for found in await conn.execute(
+                    text(
+                        f"SELECT {_COLUMNS} FROM mail_outbox o"
+                        " WHERE o.sent_at IS NULL AND o.dropped IS NULL AND o.due_at <= now()"
+                        " AND o.id % :shards = :shard"
+                        " AND NOT EXISTS (SELECT 1 FROM projection_failures f"
+                        "  WHERE f.projection = :mailer AND f.notification_id = o.id)"
+                        " ORDER BY o.due_at, o.id LIMIT :limit"
+                    ),
+                    {
+                        "mailer": MAILER,
+                        "limit": self.batch,
+                        "shards": self.shards,
+                        "shard": self.shard,
+                    },
+                )
+            ]
+        if not rows:
+            return 0
+        # Every recipient of the batch in one query.
+        recipients = await self.source.requested([row.registration_id for row in rows])
+        async with self.relay.session() as send:
+            for row in rows:
+                try:
+                    await self._deliver(row, send, recipients)
+                except Exception as error:
+                    if relay_unavailable(error) or is_unavailable(error):
+                        raise
+                    log.warning(
+                        "mail_failed", outbox_id=row.id, kind=row.kind, error=describe(error)
+                    )
+                    metrics.MAIL_FAILED.labels(row.kind).inc()
+                    await self.failures.park_send(
+                        row.id, row.registration_id, row.kind, describe(error)
+                    )
+        return len(rows)
+
+    async def send_one(self, outbox_id: int) -> None:
+        """Send one message now, whatever its due time (the process manager's retry, an
+        operator's ``signup dead-letters retry``); raises what the send raised."""
+        if self.relay is None:
+            raise RelayUnavailable("SMTP_URL is not set")
+        async with reading(self.engine) as conn:
+            found = (
+                await conn.execute(
+                    text(
+                        f"SELECT {_COLUMNS} FROM mail_outbox"
+                        " WHERE id = :id AND sent_at IS NULL AND dropped IS NULL"
+                    ),
+                    {"id": outbox_id},
+                )
+            ).first()
+        if found is not None:
+            row = _row(found)
+            recipients = await self.source.requested([row.registration_id])
+            await self._deliver(row, self.relay.send, recipients)
+
+    async def _deliver(
+        self,
+        row: _Row,
+        send: Callable[[Message], Awaitable[None]],
+        recipients: dict[uuid.UUID, RequestedRegistration],
+    ) -> None:
+        message = await self._compose(row, recipients.get(row.registration_id))
+        if message is None:
+            return
+        await send(message)
+        # Only now, and for this message alone (one statement, its own transaction): a worker
+        # killed before this line sends this one message again at its restart.
+        async with reading(self.engine) as conn:
+            await conn.execute(
+                text("UPDATE mail_outbox SET sent_at = now() WHERE id = :id"), {"id": row.id}
+            )
+        metrics.MAIL_SENT.labels(row.kind).inc()
+        log.info(
+            "mail_sent", outbox_id=row.id, kind=row.kind, registration_id=str(row.registration_id)
+        )
+
+    async def _compose(
+        self, row: _Row, registration: RequestedRegistration | None
+    ) -> Message | None:
+        """The message, or None when it must not go (then the row says why)."""
+        if registration is None or registration.details is None:
+            await self._drop(row, "recipient_erased")
+            return None
+        if row.kind == VERIFICATION_MAIL:
+            assert row.nonce is not None
+            letter = verification_letter(
+                code_for(self.key, row.registration_id, row.nonce),
+                verification_link(
+                    self.public_url,
+                    row.registration_id,
+                    token_for(self.key, row.registration_id, row.nonce),
+                ),
+                self.code_ttl,
+                self.registration_ttl,
+            )
+        elif row.kind == OWNER_NOTICE:
+            if not await self._holder_verified(row):
+                return None
+            letter = owner_notice_letter(row.detail or "")
+        else:
+            raise ValueError(f"unknown kind of mail {row.kind!r}")
+        return self._message(row, registration.details.email, letter)
+
+    async def _holder_verified(self, row: _Row) -> bool:
+        """Owner notices go to verified holders only: one still waiting for its verification
+        waits (its verification makes the notice due again), one that will never be verified
+        (expired, or from before verification) is dropped."""
+        async with reading(self.engine) as conn:
+            found = (
+                await conn.execute(
+                    text(
+                        "SELECT verified_at, expired_at, expires_at FROM email_verifications"
+                        " WHERE registration_id = :id"
+                    ),
+                    {"id": row.registration_id},
+                )
+            ).first()
+            status = (
+                await conn.execute(
+                    text("SELECT status FROM registration_status WHERE registration_id = :id"),
+                    {"id": row.registration_id},
+                )
+            ).scalar()
+        if found is not None and found.verified_at is not None:
+            return True
+        if found is not None and found.expired_at is None:
+            # Again at its deadline (its verification makes it due at once); past it, soon:
+            # the sweep is deciding it (its expiry drops what is unsent by then).
+            now = datetime.now(UTC)
+            later = found.expires_at if found.expires_at > now else now + timedelta(seconds=5)
+            await self._defer(row, later)
+            return False
+        if found is None and status in (None, "pending", "failed"):
+            await self._defer(row, datetime.now(UTC) + timedelta(minutes=5))
+            return False
+        await self._drop(row, "holder_not_verified")
+        return False
+
+    def _message(self, row: _Row, to: str, letter: Letter) -> Message:
+        name, sender = parseaddr(self.mail_from)
+        domain = sender.rpartition("@")[2] or "signup.localhost"
+        message: Message
+        if to.isascii():
+            # The classic API: the modern EmailMessage spent 4 ms of CPU a message on its
+            # header objects, most of the mailer's cost; this one 0.6 ms, the same bytes' worth.
+            message = MIMEMultipart("alternative")
+            message["From"] = formataddr((name, sender), charset="utf-8") if name else sender
+            message["To"] = to
+            message["Subject"] = Header(letter.subject, "utf-8").encode()
+            message.attach(MIMEText(letter.text, "plain", "utf-8"))
+            message.attach(MIMEText(letter.html, "html", "utf-8"))
+        else:
+            # An internationalised address: the modern API writes it for SMTPUTF8.
+            modern = EmailMessage()
+            modern["From"] = Address(display_name=name, addr_spec=sender) if name else sender
+            modern["To"] = to
+            modern["Subject"] = letter.subject
+            modern.set_content(letter.text)
+            modern.add_alternative(letter.html, subtype="html")
+            message = modern
+        message["Date"] = format_datetime(datetime.now(UTC))
+        # The same in every copy of this row's message: a duplicate (see the module's
+        # docstring) is recognisable as one.
+        message["Message-ID"] = f"<signup-mail-{row.id}-{row.created_at:%Y%m%d%H%M%S}@{domain}>"
+        # Random ids only: which registration a message is for (support, tests), no data.
+        message["X-Signup-Registration"] = str(row.registration_id)
+        message["X-Signup-Mail"] = row.kind
+        message["Auto-Submitted"] = "auto-generated"
+        return message
+
+    async def _drop(self, row: _Row, reason: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE mail_outbox SET dropped = :reason WHERE id = :id"),
+                {"id": row.id, "reason": reason},
+            )
+        log.info("mail_dropped", outbox_id=row.id, kind=row.kind, reason=reason)
+
+    async def _defer(self, row: _Row, until: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE mail_outbox SET due_at = :until WHERE id = :id"),
+                {"id": row.id, "until": until},
+            )
+
+    async def import_notices(self) -> int:
+        """The enumeration-resistant mode's notices (written by the API in the event
+        store's database) become outbox rows, each once: the attempt id is unique there,
+        so an import interrupted between the two databases is simply run again. Shard 0's."""
+        if self.shard != 0:
+            return 0
+        async with reading(self.events_engine) as conn:
+            notices = (
+                await conn.execute(
+                    text(
+                        f"SELECT attempt_id, registration_id, kind FROM {NOTICES}"
+                        " WHERE queued_at IS NULL ORDER BY created_at LIMIT :limit"
+                    ),
+                    {"limit": self.batch},
+                )
+            ).all()
+        if not notices:
+            return 0
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO mail_outbox (registration_id, kind, reference, detail)"
+                    " SELECT * FROM unnest(CAST(:holders AS uuid[]), CAST(:kinds AS text[]),"
+                    "  CAST(:attempts AS uuid[]), CAST(:details AS text[]))"
+                    " ON CONFLICT (reference) DO NOTHING"
+                ),
+                {
+                    "holders": [n.registration_id for n in notices],
+                    "kinds": [OWNER_NOTICE] * len(notices),
+                    "attempts": [n.attempt_id for n in notices],
+                    "details": [n.kind for n in notices],
+                },
+            )
+        async with self.events_engine.begin() as conn:
+            await conn.execute(
+                text(f"UPDATE {NOTICES} SET queued_at = now() WHERE attempt_id = ANY(:ids)"),
+                {"ids": [n.attempt_id for n in notices]},
+            )
+        return len(notices)

@@ -1,0 +1,303 @@
+"""What verification does beside the HTTP answers: the owner notices go to verified holders
+only, a message the relay keeps refusing becomes a dead letter, an expired registration leaves
+its personal data nowhere and a rebuild does not bring it back."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from domain.registration import expired, verified
+from infrastructure.event_store import open_event_store
+from infrastructure.mail_sink import MailSink
+from infrastructure.read_side import ReadSide
+from infrastructure.settings import Settings
+from infrastructure.verifications import EventStoreVerdicts
+from interfaces.http.app import build_app
+from tests.factories import make_cpf, valid_form
+from tests.mail import messages_for, received, wait_for_messages
+from tests.read_models import (
+    eventually,
+    replayed_rows,
+    running_worker,
+    status_of,
+    table_rows,
+)
+from tests.servers import run_signup
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def mailbox(tmp_path: Path) -> Iterator[MailSink]:
+    with MailSink(tmp_path / "mail") as sink:
+        yield sink
+
+
+def _person(n: int, email: str | None = None) -> dict[str, Any]:
+    email = email or f"efeito{n}@example.com"
+    return valid_form(cpf=make_cpf(88_000 + n), email=email, email_confirmation=email)
+
+
+async def _signed_up(api: Client, form: dict[str, Any]) -> str:
+    response = await api.post("/registrations", json=form)
+    assert response.status_code == 202, response.text
+    registration_id: str = response.json()["registration_id"]
+    return registration_id
+
+
+def _query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+async def test_an_owner_notice_waits_for_its_holder_to_verify_and_goes_to_verified_holders_only(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    resistant = dataclasses.replace(
+        settings, enumeration_resistant=True, smtp_url=mailbox.url, verification_resend_seconds=0
+    )
+    async with AsyncTestClient(app=build_app(resistant)) as api:
+        holder = await _signed_up(api, _person(1, "titular@example.com"))
+        async with running_worker(resistant):
+            [verification] = await wait_for_messages(mailbox.directory, holder)
+            # Someone else tries the holder's email: the same 202, a notice queued...
+            await _signed_up(api, _person(2, "titular@example.com"))
+            await eventually(lambda: _notices_queued(resistant, 1))
+            # ...that is not sent while the holder has not proved the address.
+            assert [m.kind for m in messages_for(mailbox.directory, holder)] == ["verification"]
+
+            answer = await api.post(
+                f"/registrations/{holder}/verification", json={"code": verification.code}
+            )
+            assert answer.status_code == 200
+
+            notice = (await wait_for_messages(mailbox.directory, holder, 2))[1]
+            assert notice.kind == "owner_notice"
+            assert notice.to == "titular@example.com"
+            assert notice.subject == "Tentativa de cadastro com os seus dados"
+            assert "o seu e-mail" in notice.text
+    # Nothing went to the person trying: one address only ever received mail.
+    assert {m.to for m in received(mailbox.directory)} == {"titular@example.com"}
+
+
+async def _notices_queued(settings: Settings, count: int) -> bool:
+    assert settings.database_url
+    rows = _query(
+        settings.database_url,
+        "SELECT count(*) FROM signup_owner_notifications WHERE queued_at IS NOT NULL",
+    )
+    return bool(rows[0][0] == count)
+
+
+async def test_a_notice_to_a_holder_that_expired_is_dropped_unsent(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    # Completed, then expired at once: the notice will never have a verified holder.
+    resistant = dataclasses.replace(
+        settings, enumeration_resistant=True, smtp_url=mailbox.url, verification_ttl_seconds=0
+    )
+    async with AsyncTestClient(app=build_app(resistant)) as api:
+        holder = await _signed_up(api, _person(3))
+        await _signed_up(api, _person(4, "efeito3@example.com"))  # a duplicate, before expiry
+        async with running_worker(resistant):
+            await eventually(lambda: _status_is(api, holder, "expired"))
+            await eventually(lambda: _dropped(resistant, holder))
+    assert all(m.kind == "verification" for m in received(mailbox.directory))
+
+
+async def _status_is(api: Client, registration_id: str, status: str) -> bool:
+    return bool((await status_of(api, registration_id))["status"] == status)
+
+
+async def _dropped(settings: Settings, holder: str) -> bool:
+    rows = _query(
+        settings.read_url,
+        "SELECT dropped FROM mail_outbox WHERE registration_id = %s AND kind = 'owner_notice'",
+        holder,
+    )
+    return rows != [] and all(reason is not None for (reason,) in rows)
+
+
+async def test_a_message_the_relay_keeps_refusing_becomes_a_dead_letter_an_operator_retries(
+    settings: Settings, tmp_path: Path
+) -> None:
+    refusing = True
+
+    def refuse(_: bytes) -> None:
+        if refusing:
+            raise RuntimeError("mailbox unavailable")  # the relay answers 500
+
+    with MailSink(tmp_path / "mail", before_store=refuse) as sink:
+        mailing = dataclasses.replace(settings, smtp_url=sink.url)
+        async with AsyncTestClient(app=build_app(mailing)) as api:
+            registration_id = await _signed_up(api, _person(5))
+            async with running_worker(mailing):
+                await eventually(lambda: _dead_letters(mailing, 1))
+                # A message that could not go does not fail its registration.
+                assert (await status_of(api, registration_id))["status"] == "completed"
+
+            listed = await run_signup(mailing, "dead-letters", "list")
+            assert listed.returncode == 0, listed.stderr
+            [line] = [row for row in listed.stdout.splitlines() if "mailer" in row]
+            assert registration_id in line and "dead" in line
+            assert received(sink.directory) == []
+
+            refusing = False
+            retried = await run_signup(mailing, "dead-letters", "retry", "--all")
+            assert retried.returncode == 0, retried.stderr + retried.stdout
+            assert "projected" in retried.stdout
+            [message] = messages_for(sink.directory, registration_id)
+            assert message.kind == "verification"
+            assert not await _dead_letters(mailing, 1)
+
+
+async def _dead_letters(settings: Settings, count: int) -> bool:
+    rows = _query(
+        settings.read_url,
+        "SELECT count(*) FROM projection_failures WHERE projection = 'mailer' AND state = 'dead'",
+    )
+    return bool(rows[0][0] == count)
+
+
+async def test_an_expired_registration_leaves_no_personal_data_and_a_rebuild_keeps_it_expired(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    hurried = dataclasses.replace(settings, smtp_url=mailbox.url, verification_ttl_seconds=0)
+    form = _person(6)
+    async with AsyncTestClient(app=build_app(hurried)) as api:
+        expired = await _signed_up(api, form)
+        async with running_worker(hurried) as read_side:
+            await eventually(lambda: _status_is(api, expired, "expired"))
+            assert settings.database_url
+            [(key,)] = _query(
+                settings.database_url,
+                "SELECT key FROM signup_subject_keys WHERE registration_id = %s",
+                expired,
+            )
+            assert key is None  # shredded
+            claims = _query(
+                settings.database_url,
+                "SELECT count(*) FROM signup_claims WHERE registration_id = %s",
+                expired,
+            )
+            assert claims == [(0,)]  # released
+            for url in (settings.read_url, *settings.shard_urls):
+                for view in ("email_lookup", "users"):
+                    if _query(url, "SELECT to_regclass(%s)", view)[0][0]:
+                        text = str(_query(url, f"SELECT * FROM {view}"))
+                        assert form["email"] not in text and expired not in text
+            topics = _query(
+                settings.database_url,
+                "SELECT topic FROM signup_events WHERE originator_id = %s ORDER BY 1",
+                expired,
+            )
+            assert [t.rsplit(".", 1)[-1] for (t,) in topics] == [
+                "RegistrationExpired",
+                "UserRegistrationRequested",
+            ]
+
+            for projector in read_side.all_projectors:
+                await read_side.rebuild(projector.name)
+            assert await table_rows(read_side) == await replayed_rows(read_side)
+            assert (await status_of(api, expired))["status"] == "expired"
+    assert form["email"] not in str(_query(settings.read_url, "SELECT * FROM email_lookup"))
+
+
+async def test_a_duplicate_attempts_id_expires_as_a_real_unverified_registration_does(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    """The enumeration-resistant mode: a decoy still `completed` after the deadline, beside
+    real registrations going `expired`, would tell whoever waits that the email is taken."""
+    hurried = dataclasses.replace(
+        settings, enumeration_resistant=True, smtp_url=mailbox.url, verification_ttl_seconds=0
+    )
+    async with AsyncTestClient(app=build_app(hurried)) as api:
+        holder = await _signed_up(api, _person(7, "dono@example.com"))
+        async with running_worker(hurried):
+            await eventually(lambda: _status_is(api, holder, "expired"))
+            real = await _signed_up(api, _person(8, "novo@example.com"))
+            decoy = await _signed_up(api, _person(9, "novo@example.com"))
+            await eventually(lambda: _status_is(api, real, "expired"))
+            await eventually(lambda: _status_is(api, decoy, "expired"))
+            answers = [await status_of(api, rid) for rid in (real, decoy)]
+            assert answers[0].keys() == answers[1].keys()
+        # A message went to the real one's address; none anywhere for the decoy.
+        assert messages_for(mailbox.directory, decoy) == []
+
+
+async def test_a_verification_and_an_expiry_racing_record_one_verdict_only(
+    settings: Settings,
+) -> None:
+    """Each verdict is the registration's second event: PostgreSQL keeps the first appended,
+    and the other learns which one won, however many race."""
+    async with AsyncTestClient(app=build_app(settings)) as api:
+        registration_id = await _signed_up(api, _person(10))
+    assert settings.database_url
+    events = await asyncio.to_thread(functools.partial(open_event_store, settings.database_url, 8))
+    try:
+        verdicts = EventStoreVerdicts(events)
+        rid = uuid.UUID(registration_id)
+        [at] = [
+            row[0]
+            for row in _query(
+                settings.database_url,
+                "SELECT now() FROM signup_events WHERE originator_id = %s",
+                registration_id,
+            )
+        ]
+        contenders = [verified(rid, at) if n % 2 else expired(rid, at) for n in range(8)]
+        answers = await asyncio.gather(*(verdicts.record(event) for event in contenders))
+    finally:
+        await asyncio.to_thread(events.close)
+
+    assert answers.count(None) == 1  # one recorded
+    winner = contenders[answers.index(None)]
+    expected = "verified" if type(winner).__name__ == "EmailVerified" else "expired"
+    assert all(answer == expected for answer in answers if answer is not None)
+    versions = _query(
+        settings.database_url,
+        "SELECT originator_version FROM signup_events WHERE originator_id = %s ORDER BY 1",
+        registration_id,
+    )
+    assert versions == [(1,), (2,)]
+
+
+async def test_two_mailers_share_the_outbox_and_every_message_goes_once(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    sharded = dataclasses.replace(settings, smtp_url=mailbox.url, mail_shards=2)
+    async with AsyncTestClient(app=build_app(sharded)) as api:
+        ids = [await _signed_up(api, _person(20 + n)) for n in range(6)]
+    async with running_worker(sharded):  # it sends shard 0, the even outbox ids
+        await eventually(lambda: _sent_by_parity(sharded, {0: 3, 1: 0}))
+        other = ReadSide.open(sharded)
+        other.mailer.shard = 1
+        stop = asyncio.Event()
+        sending = asyncio.create_task(other.mailer.run(stop))
+        try:
+            await eventually(lambda: _sent_by_parity(sharded, {0: 3, 1: 3}))
+        finally:
+            stop.set()
+            await sending
+            await other.close()
+    assert sorted(m.registration_id for m in received(mailbox.directory)) == sorted(ids)
+
+
+async def _sent_by_parity(settings: Settings, expected: dict[int, int]) -> bool:
+    rows = _query(settings.read_url, "SELECT id, sent_at FROM mail_outbox")
+    if len(rows) < sum(expected.values()) or len(rows) < 6:
+        return False
+    sent = {0: 0, 1: 0}
+    for outbox_id, at in rows:
+        sent[outbox_id % 2] += at is not None
+    return sent == expected
