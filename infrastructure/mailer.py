@@ -40,7 +40,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.error_text import describe
 from domain.verification import code_for, token_for
@@ -381,13 +381,19 @@ class Mailer:
     async def _holder_verified(self, row: _Row) -> bool:
         """Owner notices go to verified holders only: one still waiting for its verification
         waits (its verification makes the notice due again), one that will never be verified
-        (expired, or from before verification) is dropped."""
-        async with reading(self.engine) as conn:
+        (expired, or from before verification) is dropped.
+
+        The holder's verification row is read FOR SHARE and the notice deferred in the same
+        transaction: a verification committing between a plain read and the deferral would
+        have its "due now" overwritten by the deferral, and the notice would wait for the
+        holder's deadline instead (seen under load). With the lock, a verification either
+        commits first (and is read here) or waits for the deferral, then makes it due."""
+        async with self.engine.begin() as conn:
             found = (
                 await conn.execute(
                     text(
                         "SELECT verified_at, expired_at, expires_at FROM email_verifications"
-                        " WHERE registration_id = :id"
+                        " WHERE registration_id = :id FOR SHARE"
                     ),
                     {"id": row.registration_id},
                 )
@@ -398,18 +404,19 @@ class Mailer:
                     {"id": row.registration_id},
                 )
             ).scalar()
-        if found is not None and found.verified_at is not None:
-            return True
-        if found is not None and found.expired_at is None:
-            # Again at its deadline (its verification makes it due at once); past it, soon:
-            # the sweep is deciding it (its expiry drops what is unsent by then).
-            now = datetime.now(UTC)
-            later = found.expires_at if found.expires_at > now else now + timedelta(seconds=5)
-            await self._defer(row, later)
-            return False
-        if found is None and status in (None, "pending", "failed"):
-            await self._defer(row, datetime.now(UTC) + timedelta(minutes=5))
-            return False
+            if found is not None and found.verified_at is not None:
+                return True
+            later = None
+            if found is not None and found.expired_at is None:
+                # Again at its deadline (its verification makes it due at once); past it,
+                # soon: the sweep is deciding it (its expiry drops what is unsent by then).
+                now = datetime.now(UTC)
+                later = found.expires_at if found.expires_at > now else now + timedelta(seconds=5)
+            elif found is None and status in (None, "pending", "failed"):
+                later = datetime.now(UTC) + timedelta(minutes=5)
+            if later is not None:
+                await self._defer(row, later, conn)
+                return False
         await self._drop(row, "holder_not_verified")
         return False
 
@@ -453,12 +460,11 @@ class Mailer:
             )
         log.info("mail_dropped", outbox_id=row.id, kind=row.kind, reason=reason)
 
-    async def _defer(self, row: _Row, until: datetime) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE mail_outbox SET due_at = :until WHERE id = :id"),
-                {"id": row.id, "until": until},
-            )
+    async def _defer(self, row: _Row, until: datetime, conn: AsyncConnection) -> None:
+        await conn.execute(
+            text("UPDATE mail_outbox SET due_at = :until WHERE id = :id"),
+            {"id": row.id, "until": until},
+        )
 
     async def import_notices(self) -> int:
         """The enumeration-resistant mode's notices (written by the API in the event
