@@ -35,9 +35,16 @@ def is_unavailable(error: BaseException) -> bool:
     (then the batch is retried, without spending the event's attempts)."""
     if isinstance(error, _SOCKET):
         return True
-    return isinstance(error, DBAPIError) and (
-        error.connection_invalidated or isinstance(error.orig, _SOCKET)
-    )
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error.orig, _SOCKET):
+        return True
+    # SQLAlchemy keeps asyncpg's own error as the cause of its wrapper. A server in crash
+    # recovery refuses connections with "the database system is starting up" (57P03), which
+    # SQLAlchemy neither counts as a disconnect nor wraps as a socket error: read plainly, a
+    # projector that met it spent an event's attempts on the outage.
+    cause = error.orig.__cause__ if error.orig is not None else None
+    return isinstance(cause, UNAVAILABLE)
 
 
 async def open_pool(dsn: str, size: int) -> asyncpg.Pool:

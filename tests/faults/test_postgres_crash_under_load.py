@@ -71,6 +71,21 @@ async def _completed(read_side: ReadSide, ids: list[str]) -> int:
         return int(result.scalar_one())
 
 
+async def _statuses(read_side: ReadSide, ids: list[str]) -> dict[str, int]:
+    """How many of ``ids`` have each status, and how many none yet."""
+    async with read_side.read_engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT status, count(*) FROM registration_status"
+                " WHERE registration_id = ANY(CAST(:ids AS uuid[])) GROUP BY status"
+            ),
+            {"ids": ids},
+        )
+        counts = {str(status): int(count) for status, count in rows}
+    counts["none"] = len(ids) - sum(counts.values())
+    return counts
+
+
 async def _users_by_email(read_side: ReadSide) -> Counter[str]:
     emails: Counter[str] = Counter()
     for engine in read_side.shard_engines:
@@ -172,9 +187,17 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
                 started_waiting = time.monotonic()
 
                 async def all_completed() -> bool:
+                    # A failure recorded now can only end in `failed`: say so at once, with
+                    # what it was, rather than wait out the timeout.
+                    failed = await read_side.failures.list(state=None)
+                    assert not failed, f"the outage was counted as failures: {failed[:5]}"
                     return await _completed(read_side, ids) == len(ids)
 
-                await eventually(all_completed, timeout=120)
+                try:
+                    await eventually(all_completed, timeout=120)
+                except AssertionError as timeout:
+                    statuses_seen = await _statuses(read_side, ids)
+                    raise AssertionError(f"{timeout}; statuses: {statuses_seen}") from None
                 worker_caught_up = time.monotonic() - started_waiting
                 failures = await read_side.failures.list(state=None)
                 statuses = await asyncio.gather(
