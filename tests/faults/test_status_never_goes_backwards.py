@@ -131,12 +131,24 @@ async def test_no_status_goes_back_from_completed_to_pending_across_worker_kills
                         for rid in pending + again:
                             await poll(rid)
 
+                async def projected() -> int:
+                    # The projections no rebuild here switches: they move with the worker only.
+                    lags = await read_side.lag()
+                    return sum(p for name, (p, _) in lags.items() if name != REBUILD[-1])
+
                 async def chaos() -> None:
                     nonlocal worker, kills
                     while flags["chaos"]:
-                        # Killed once it is at work, at a random point of its batches.
+                        # Killed on progress, not on a timer: once it has projected something
+                        # since it started (a timer killed a worker still starting up on a
+                        # slow machine), then at a random point of its batches.
                         await _started(processes, kills + 1)
-                        await asyncio.sleep(rng.uniform(0.2, 1.5))
+                        at_start = await projected()
+                        while flags["chaos"] and await projected() == at_start:
+                            await asyncio.sleep(0.02)
+                        if not flags["chaos"]:
+                            break
+                        await asyncio.sleep(rng.uniform(0.0, 0.3))  # somewhere in its work
                         await asyncio.to_thread(processes.kill, worker)
                         kills += 1
                         worker = processes.worker()

@@ -231,27 +231,31 @@ async def test_a_signup_refused_for_a_neighbour_that_then_failed_itself_is_recor
     assert _stored_registrations(settings, batch) == {batch[1].registration_id}
 
 
-class _SlowAppender(BatchAppender):
-    """The real appender, after a pause: as when a batch is retried through an outage."""
-
-    async def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
-        await asyncio.sleep(1.0)
-        return await super().record(batch)
-
-
 async def test_a_signup_hears_503_in_time_when_its_batch_is_slow_and_a_retry_finds_it_recorded(
     settings: Settings,
 ) -> None:
-    async with _appender(settings, _SlowAppender) as appender:
+    release = asyncio.Event()
+
+    class Held(BatchAppender):
+        """The real appender, held until the test lets it go: as a batch retried through an
+        outage. Only the deadline can answer the signup meanwhile."""
+
+        async def record(self, batch: Sequence[Submission]) -> list[AlreadyRegistered | None]:
+            await release.wait()
+            return await super().record(batch)
+
+    async with _appender(settings, Held) as appender:
         group = GroupCommit(appender, answer_within=0.2)
         group.start()
         [submission] = await _submissions(_form(40))
         try:
             with pytest.raises(StoreUnavailable) as told:
-                await group.append(submission)
+                # (Without its deadline the signup would wait forever: 60 s says it did not.)
+                await asyncio.wait_for(group.append(submission), 60)
             # Told by the deadline, before the batch's fate was known; which comes later.
             outcome = told.value.outcome
             assert outcome is not None and not asyncio.ensure_future(outcome).done()
+            release.set()
             await outcome  # the batch commits after all
             [retry] = await _submissions(_form(40))
             group.answer_within = 5.0  # this time the client waits for the slow batch

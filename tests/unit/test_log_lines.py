@@ -23,11 +23,24 @@ async def test_lines_logged_on_the_event_loop_are_written_together_within_the_fl
     for n in range(3):
         lines.msg(json.dumps({"event": "request", "n": n}).encode())
     assert stream.getvalue() == b""  # not one write per line
+    # One timer, set by the first line to fire within the interval, writes them all.
+    timer = lines._timer
+    assert timer is not None
+    assert timer.when() - asyncio.get_running_loop().time() <= FLUSH_EVERY_SECONDS
 
-    await asyncio.sleep(FLUSH_EVERY_SECONDS * 3)
+    await _written(stream, lines=3)
 
     written = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["n"] for line in written] == [0, 1, 2]
+
+
+async def _written(stream: io.BytesIO, lines: int) -> None:
+    """Until ``lines`` lines are in the stream: only a timer on this loop can write them."""
+    for _ in range(1000):
+        if stream.getvalue().count(b"\n") >= lines:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{stream.getvalue()!r}: not {lines} lines after 1,000 turns of 10 ms")
 
 
 def test_lines_still_waiting_are_written_when_asked_to_flush() -> None:
@@ -42,12 +55,15 @@ def test_lines_still_waiting_are_written_when_asked_to_flush() -> None:
 
 
 def test_a_line_logged_after_its_loop_ended_is_not_stranded() -> None:
-    async def log(lines: LineBuffer, text: bytes) -> None:
-        lines.msg(text)
-        await asyncio.sleep(FLUSH_EVERY_SECONDS * 3)
+    async def log_and_leave(lines: LineBuffer) -> None:
+        lines.msg(b"first")
+
+    async def log_and_wait(lines: LineBuffer) -> None:
+        lines.msg(b"second")
+        await _written(stream, lines=2)  # only a timer set on this loop can write them
 
     stream = io.BytesIO()
     lines = LineBuffer(stream)
-    asyncio.run(log(lines, b"first"))
-    asyncio.run(log(lines, b"second"))  # a new loop: its own timer writes the line
+    asyncio.run(log_and_leave(lines))  # the loop ends before its timer fires
+    asyncio.run(log_and_wait(lines))  # a new loop: its own timer writes both lines
     assert stream.getvalue() == b"first\nsecond\n"
