@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
+from litestar.testing.transport import TestClientTransport
 
 from infrastructure.container import migrate
 from infrastructure.settings import Settings
@@ -18,6 +21,20 @@ from tests.servers import TEST_RESERVATION_KEY, create_database
 # embedded mode, so they refuse the public development key: they get the tests' one, as
 # every Settings the tests build does.
 os.environ.setdefault("SIGNUP_RESERVATION_KEY", TEST_RESERVATION_KEY)
+
+
+async def _off_the_loop(self: TestClientTransport, request: httpx.Request) -> httpx.Response:  # type: ignore[type-arg]
+    return await asyncio.to_thread(self.handle_request, request)
+
+
+# Litestar's AsyncTestClient answers a request by blocking the caller's event loop until the
+# app (on a loop of its own, in another thread) has answered. A worker the test runs on its
+# own loop is frozen meanwhile, in the middle of whatever transaction it had open: a request
+# that needed one of that transaction's row locks waited for it forever (the owner-notice test
+# hung so under a loaded full run: the mailer held a verification FOR SHARE, the request
+# verifying it wanted it FOR UPDATE). Waiting in a thread leaves the test's loop running, as
+# a real client's would.
+TestClientTransport.handle_async_request = _off_the_loop  # type: ignore[method-assign]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
