@@ -293,9 +293,11 @@ async def run_worker(
     only: Collection[str] | None = None,
     *,
     restarts: int = 0,
+    mail: bool = True,
 ) -> None:
     """Projectors (``only`` those named) and the process manager, until ``stop`` is set;
-    ``restarts``: how many times this worker has been restarted (by ``signup up``)."""
+    ``restarts``: how many times this worker has been restarted (by ``signup up``); ``mail``
+    off: the mail of shard 0 is sent by a ``signup mailer --shard 0`` instead."""
     read_side = ReadSide.open(settings)
     metrics.WORKER_RESTARTS.inc(restarts)
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
@@ -304,9 +306,9 @@ async def run_worker(
     expiry = await expiry_sweep(settings, read_side) if read_side.status.name in names else None
     try:
         heap.settle()
-        log.info("worker_started", projections=names, mail=bool(settings.smtp_url))
+        log.info("worker_started", projections=names, mail=mail and bool(settings.smtp_url))
         await read_side.run(
-            stop, only=only, beside_status=[expiry.run] if expiry is not None else []
+            stop, only=only, beside_status=[expiry.run] if expiry is not None else [], mail=mail
         )
     finally:
         if expiry is not None:

@@ -233,12 +233,14 @@ class ReadSide:
         retry_every: float = 0.5,
         only: Collection[str] | None = None,
         beside_status: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+        mail: bool = True,
     ) -> None:
         """The projectors (``only`` those named, to spread them over processes and cores) and
         the process manager, until ``stop`` is set.
 
         The process manager runs beside the status projector, so that exactly one process
-        retries parked events however the projectors are spread; so do the mailer and
+        retries parked events however the projectors are spread; so do the mailer (unless
+        ``mail`` is off: then a ``signup mailer --shard 0`` sends shard 0) and
         ``beside_status`` (the verification expiry sweep).
         """
         chosen = [p for p in self.all_projectors if only is None or p.name in only]
@@ -265,7 +267,8 @@ class ReadSide:
         tasks.append(asyncio.create_task(wakeups.listen(stop)))
         if self.status in chosen:
             tasks.append(asyncio.create_task(self._retry_loop(stop, retry_every)))
-            tasks.append(asyncio.create_task(self.mailer.run(stop)))
+            if mail:
+                tasks.append(asyncio.create_task(self.mailer.run(stop)))
             tasks.extend(asyncio.create_task(loop(stop)) for loop in beside_status)
         try:
             await asyncio.gather(*tasks)

@@ -36,6 +36,8 @@ log = structlog.get_logger("signup")
 
 # How many times `signup up` has restarted the worker it starts, for the worker's metrics.
 RESTARTS_ENV = "SIGNUP_WORKER_RESTARTS"
+# The lowest priority there is (nice 19): a mailer then gets a core only when nobody else wants it.
+MAILER_NICENESS = 19
 
 
 def _stop_on_signals() -> None:
@@ -185,14 +187,28 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
     with _servers(settings, Path(args.data_dir)) as servers, _mail(servers, args) as running:
         migrate(running)
 
+        env = {**os.environ, **running.server_env()}
+
         # The worker runs as its own process, beside the API processes, restarted when it dies.
         def start_worker(restarts: int) -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                [sys.executable, "-m", "interfaces.cli", "worker"],
-                env={**os.environ, **running.server_env(), RESTARTS_ENV: str(restarts)},
+                [sys.executable, "-m", "interfaces.cli", "worker", "--no-mail"],
+                env={**env, RESTARTS_ENV: str(restarts)},
             )
 
-        with Supervised(start_worker):
+        # The mail goes from a process of its own at the lowest CPU priority: under a peak the
+        # cores go to the people at the form (and their completion) first, and the outbox
+        # waits; the moment they are idle it sends at full speed. (In the worker it took ~10 %
+        # of the machine during a peak: a message costs ~5 ms of CPU.)
+        def start_mailer(restarts: int) -> subprocess.Popen[bytes]:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "interfaces.cli", "mailer", "--shard", "0"], env=env
+            )
+            with contextlib.suppress(OSError):  # it exited already: the supervisor restarts it
+                os.setpriority(os.PRIO_PROCESS, child.pid, MAILER_NICENESS)
+            return child
+
+        with Supervised(start_worker), Supervised(start_mailer, name="mailer"):
             url = f"http://{args.host}:{args.port}"
             workers = args.workers or default_workers()
             log.info("signup_up", url=url, docs=f"{url}/schema", api_processes=workers)
@@ -216,22 +232,29 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         only = [n.strip() for n in args.projections.split(",") if n.strip()] or None
-        await run_worker(settings, stop, only, restarts=int(os.environ.get(RESTARTS_ENV, "0")))
+        await run_worker(
+            settings,
+            stop,
+            only,
+            restarts=int(os.environ.get(RESTARTS_ENV, "0")),
+            mail=not args.no_mail,
+        )
 
     # uvloop, as the API runs on: the worker's loop was a quarter of its time on asyncio's.
     uvloop.run(main())
 
 
 def mailer(args: argparse.Namespace, settings: Settings) -> None:
-    """One more mail sender: the messages of shard ``--shard`` of ``SIGNUP_MAIL_SHARDS``."""
+    """A mail sender: the messages of shard ``--shard`` of ``SIGNUP_MAIL_SHARDS``. Shard 0 is
+    the worker's unless it runs with ``--no-mail`` (as under ``signup up``): one sender a
+    shard, or a message could go twice."""
     if not settings.database_url:
         sys.exit("signup mailer needs DATABASE_URL (signup up runs embedded servers)")
-    if settings.mail_shards <= 1:
-        sys.exit("SIGNUP_MAIL_SHARDS is 1: the worker sends all the mail (set N > 1 to share it)")
-    if not 0 < args.shard < settings.mail_shards:
+    if not 0 <= args.shard < settings.mail_shards:
         sys.exit(
-            f"--shard must be 1 to {settings.mail_shards - 1} (SIGNUP_MAIL_SHARDS is "
-            f"{settings.mail_shards}; the worker running registration_status sends shard 0)"
+            f"--shard must be 0 to {settings.mail_shards - 1} (SIGNUP_MAIL_SHARDS is "
+            f"{settings.mail_shards}; shard 0 only when the worker running registration_status "
+            "runs with --no-mail)"
         )
 
     async def main() -> None:
@@ -447,8 +470,13 @@ def parser() -> argparse.ArgumentParser:
         "with disjoint sets to use more cores; the process manager, the mailer and the "
         "verification expiry sweep run beside registration_status",
     )
+    run_worker_.add_argument(
+        "--no-mail",
+        action="store_true",
+        help="send no mail here: a `signup mailer --shard 0` sends shard 0 (signup up does so)",
+    )
     mailing_ = command(
-        "mailer", mailer, help="one more mail sender, for shard --shard of SIGNUP_MAIL_SHARDS"
+        "mailer", mailer, help="a mail sender, for shard --shard of SIGNUP_MAIL_SHARDS"
     )
     mailing_.add_argument("--shard", type=int, required=True)
     data_dir(command("migrate", migrate_command, help="create or upgrade every schema"))

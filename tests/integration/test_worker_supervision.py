@@ -12,6 +12,7 @@ import httpx
 import psutil
 
 from tests.factories import make_cpf, valid_form
+from tests.mail import messages_for, wait_for_messages_sync
 from tests.servers import free_port, signup_process
 
 
@@ -22,14 +23,20 @@ def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> Non
         time.sleep(0.2)
 
 
-def _worker(up: psutil.Process) -> psutil.Process | None:
+def _child(up: psutil.Process, command: str) -> psutil.Process | None:
+    """``signup up``'s child running ``python -m interfaces.cli <command> ...``."""
     for child in up.children(recursive=True):
         try:
-            if child.cmdline()[-2:] == ["interfaces.cli", "worker"]:
-                return child
+            line = child.cmdline()
         except psutil.NoSuchProcess:
             continue
+        if "interfaces.cli" in line and line[line.index("interfaces.cli") + 1 :][:1] == [command]:
+            return child
     return None
+
+
+def _worker(up: psutil.Process) -> psutil.Process | None:
+    return _child(up, "worker")
 
 
 def _person(n: int) -> dict[str, object]:
@@ -96,3 +103,36 @@ def test_a_stalled_worker_fails_readiness_and_a_killed_one_is_restarted_to_finis
     exited = next(e for e in events if e.get("event") == "worker_exited")
     assert exited["exit_code"] == -signal.SIGKILL
     assert any(e.get("event") == "worker_restarted" and e["restarts"] == 1 for e in events)
+
+
+def test_signup_up_sends_mail_from_a_process_of_its_own_at_the_lowest_cpu_priority(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "SMTP_URL": ""}
+    args = ["up", "--port", str(port), "--data-dir", str(data_dir)]
+    with signup_process(args, env, url, tmp_path / "up.log") as process:
+        up = psutil.Process(process.pid)
+        worker, mailer = _worker(up), _child(up, "mailer")
+        assert worker is not None and mailer is not None, "signup up runs a worker and a mailer"
+        # Under a peak the cores go to the API and the worker; the outbox waits.
+        assert mailer.nice() == 19
+        assert worker.nice() == up.nice()
+
+        first = httpx.post(f"{url}/registrations", json=_person(11), timeout=30)
+        assert first.status_code == 202, first.text
+        [message] = wait_for_messages_sync(data_dir / "mail", first.json()["registration_id"])
+        assert message.kind == "verification"
+
+        # Killed: signup up starts another, as lowly, which sends what waited meanwhile.
+        mailer.kill()
+        mailer.wait(10)
+        second = httpx.post(f"{url}/registrations", json=_person(12), timeout=30)
+        assert second.status_code == 202, second.text
+        wait_for_messages_sync(data_dir / "mail", second.json()["registration_id"], timeout=90)
+        restarted = _child(up, "mailer")
+        assert restarted is not None and restarted.pid != mailer.pid
+        assert restarted.nice() == 19
+    # Sent once: by the mailer, not also by the worker (one sender a shard).
+    assert len(messages_for(data_dir / "mail", first.json()["registration_id"])) == 1
