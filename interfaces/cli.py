@@ -36,8 +36,10 @@ log = structlog.get_logger("signup")
 
 # How many times `signup up` has restarted the worker it starts, for the worker's metrics.
 RESTARTS_ENV = "SIGNUP_WORKER_RESTARTS"
-# The lowest priority there is (nice 19): a mailer then gets a core only when nobody else wants it.
-MAILER_NICENESS = 19
+# Nice 10: a busy API or worker process weighs ~9 times the mailer with the kernel, so under a
+# peak the mailer gets little of the cores, yet a load that lasts does not stop the mail (at 19,
+# the lowest, each of them weighs ~68 times the mailer).
+MAILER_NICENESS = 10
 
 
 def _stop_on_signals() -> None:
@@ -196,7 +198,7 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
                 env={**env, RESTARTS_ENV: str(restarts)},
             )
 
-        # The mail goes from a process of its own at the lowest CPU priority: under a peak the
+        # The mail goes from a process of its own at a low CPU priority: under a peak the
         # cores go to the people at the form (and their completion) first, and the outbox
         # waits; the moment they are idle it sends at full speed. (In the worker it took ~10 %
         # of the machine during a peak: a message costs ~5 ms of CPU.)
