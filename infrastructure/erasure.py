@@ -18,6 +18,7 @@ from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.read_side import ReadSide
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
 from infrastructure.subject_keys import SignupRecorder
+from projections import users
 from projections.model import REGISTRATION_REQUESTED
 from projections.shards import logical_shard
 
@@ -36,7 +37,7 @@ class EventStoreSubjects:
         async with engine.connect() as conn:
             found = (
                 await conn.execute(
-                    text("SELECT registration_id FROM users WHERE user_id = :id"),
+                    text(f'SELECT registration_id FROM "{users.VIEW}" WHERE user_id = :id'),
                     {"id": subject_id},
                 )
             ).scalar_one_or_none()
@@ -126,7 +127,9 @@ async def drop_personal(read_side: ReadSide, registration_id: uuid.UUID) -> list
     skips it, as it skips the erased); its failures (their texts may quote it) and its unsent
     mail. The status read model keeps it, as ``expired``."""
     removed = set()
-    for projector in read_side.projectors.values():
+    for projector in read_side.all_projectors:
+        if not projector.projection.layout.personal:
+            continue
         async with projector.store.engine.begin() as conn:
             if await projector.store.expire(conn, registration_id):
                 removed.add(projector.name)

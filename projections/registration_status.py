@@ -13,7 +13,10 @@ from projections.model import (
     REGISTRATION_EXPIRED,
     REGISTRATION_REQUESTED,
     SIGNUP_ATTEMPTED,
+    Column,
+    Layout,
     Projection,
+    Replacement,
     RequestedRegistration,
     Row,
 )
@@ -30,6 +33,27 @@ EXPIRED = "expired"
 STATUSES = (PENDING, COMPLETED, FAILED, VERIFIED, EXPIRED)
 # What a failed registration tells its client: what happened, never the internals.
 FAILED_REASON = "The registration could not be completed; an operator has been notified."
+
+# What status queries read (infrastructure/status_queries.py), and what a registration's
+# later changes (below) are written to.
+VIEW = "registration_status"
+
+LAYOUT = Layout(
+    VIEW,
+    (
+        Column("registration_id", "uuid", primary_key=True),
+        Column("status", "string", length=10),
+        Column("user_id", "uuid", nullable=True),
+        Column("reason", "text", nullable=True),
+        Column("requested_at", "timestamp"),
+        Column("updated_at", "timestamp", written_at=True),
+    ),
+    # No personal data: an expired registration stays, as ``expired``.
+    personal=False,
+    # A verdict (verified, expired) replaces the row its registration completed with (a
+    # verdict row's reason is None); any other row is written once, as everywhere else.
+    replaced_by=Replacement("status", (VERIFIED, EXPIRED), ("status", "user_id", "reason")),
+)
 
 
 def registration_status() -> Projection:
@@ -64,7 +88,7 @@ def registration_status() -> Projection:
 
     # A duplicate attempt completes as a registration does: the same row, the same timing.
     topics = [REGISTRATION_REQUESTED, SIGNUP_ATTEMPTED, EMAIL_VERIFIED, REGISTRATION_EXPIRED]
-    return Projection("registration_status", 1, topics, reduce)
+    return Projection("registration_status", 1, topics, reduce, LAYOUT)
 
 
 def given_failures(row: Row, *, dead_lettered: bool, waiting: bool) -> Row:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -113,4 +114,4 @@ class Poison:
                 raise RuntimeError("poisoned by the test")
             return rows
 
-        return Projection(projection.name, projection.version, projection.topics, reduce)
+        return dataclasses.replace(projection, reduce=reduce)
