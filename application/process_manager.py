@@ -3,8 +3,9 @@ dead-letters the ones that keep failing (the policy is ``RetryPolicy``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from application.error_text import describe
 
@@ -23,12 +24,17 @@ class FailedProjection(Protocol):
     def attempts(self) -> int: ...
 
 
-class FailureLog(Protocol):
-    async def due(self, limit: int = 100) -> list[FailedProjection]: ...
+# The failure log's own record type: it is given back the failures it handed out, so a log
+# whose methods take its concrete record (not any ``FailedProjection``) still fits.
+F = TypeVar("F", bound=FailedProjection)
 
-    async def resolve(self, failure: FailedProjection) -> None: ...
 
-    async def attempt_failed(self, failure: FailedProjection, error: str) -> FailedProjection: ...
+class FailureLog(Protocol[F]):
+    async def due(self, limit: int = 100) -> Sequence[F]: ...
+
+    async def resolve(self, failure: F) -> None: ...
+
+    async def attempt_failed(self, failure: F, error: str) -> F: ...
 
 
 class Replayer(Protocol):
@@ -40,11 +46,11 @@ class Replayer(Protocol):
 
 
 @dataclass
-class ProcessManager:
-    failures: FailureLog
+class ProcessManager(Generic[F]):
+    failures: FailureLog[F]
     replayer: Replayer
 
-    async def retry(self, failure: FailedProjection) -> bool:
+    async def retry(self, failure: F) -> bool:
         """One attempt; True when the event is now projected."""
         try:
             await self.replayer.replay(failure.projection, failure.notification_id)

@@ -6,43 +6,168 @@ import asyncio
 import contextlib
 import functools
 import time
-import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import structlog
 from eventsourcing.postgres import PostgresApplicationRecorder
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.erasure import Erased, EraseUser
 from application.error_text import describe
+from application.process_manager import ProcessManager
 from application.projection_progress import ProjectionProgress
 from application.registering import RegisterUser
+from application.retry_policy import RetryPolicy
 from application.services import Services, trusted_networks
 from application.status import STATUS_CLIENT_LIMIT, GetRegistrationStatus
 from application.verification import ExpireRegistrations, ResendVerification, VerifyEmail
 from domain.verification import verification_key
-from infrastructure import claims, heap, metrics
+from infrastructure import claims, heap, metrics, projection_runner
 from infrastructure.batch_append import BatchAppender
 from infrastructure.email_index import EmailIndex
-from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
+from infrastructure.erasure import EventStoreSubjects, ExpiredCopies, ReadModelsAndCache
+from infrastructure.event_source import EventSource, event_mapper
 from infrastructure.event_store import SignupEvents, open_event_store
+from infrastructure.failures import FailureLog
 from infrastructure.group_commit import GroupCommit
 from infrastructure.idempotency import RedisIdempotencyStore
+from infrastructure.mailer import Mailer, SmtpRelay
 from infrastructure.metrics import serve_worker_metrics
 from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.postgres_outages import open_pool
-from infrastructure.projector import sleep_unless_stopped
+from infrastructure.projection_gauges import publish_gauges
+from infrastructure.projector import Projector, StatusProjector, sleep_unless_stopped
 from infrastructure.rate_limits import RedisRateLimiter
 from infrastructure.read_side import ReadSide
-from infrastructure.read_store import asyncpg_dsn
+from infrastructure.read_store import ProjectionStore, asyncpg_dsn, main_catalog, make_engine
+from infrastructure.replay import Replays
 from infrastructure.settings import Settings
 from infrastructure.status_queries import StatusQueries
 from infrastructure.subject_keys import SubjectVault
-from infrastructure.verifications import EventStoreVerdicts, VerdictStatuses, Verifications
+from infrastructure.verifications import (
+    ChallengeIssuer,
+    EventStoreVerdicts,
+    VerdictStatuses,
+    Verifications,
+    start_epoch,
+)
+from infrastructure.wakeups import Wakeups
+from projections.email_lookup import email_lookup
+from projections.model import Projection
+from projections.registration_status import registration_status
+from projections.shards import ShardMap
+from projections.users import users
 
 log = structlog.get_logger(__name__)
+
+
+def open_read_side(
+    settings: Settings, customise: Callable[[Projection], Projection] | None = None
+) -> ReadSide:
+    """The read side's engines, failure log, projectors, process manager and mailer.
+
+    ``customise`` lets a test wrap a projection (to make it fail on an event).
+    """
+    wrap = customise or (lambda projection: projection)
+    events_engine = make_engine(settings.database_url or settings.read_url, pool_size=4)
+    read_engine = make_engine(settings.read_url, pool_size=4)
+    shard_engines = [make_engine(url, pool_size=2) for url in settings.shard_urls]
+    source = EventSource(
+        events_engine,
+        event_mapper(settings.event_cipher_key),
+        SubjectVault(settings.event_cipher_key),
+    )
+    policy = RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        base=timedelta(seconds=settings.retry_base_seconds),
+        cap=timedelta(seconds=settings.retry_max_seconds),
+    )
+    verification = settings.verification_policy()
+    issuer = ChallengeIssuer(verification)
+    failures = FailureLog(read_engine, policy, issuer)
+    shard_map = ShardMap(settings.logical_shards, settings.shard_urls)
+    batch = settings.projection_batch_size
+
+    def projector(projection: Projection, engine: AsyncEngine) -> Projector:
+        return Projector(
+            wrap(projection), ProjectionStore(projection, engine), source, failures, batch
+        )
+
+    projectors = {
+        p.name: p
+        for p in [
+            projector(email_lookup(settings.logical_shards), read_engine),
+            *(
+                projector(users(shard_map, index), engine)
+                for index, engine in enumerate(shard_engines)
+            ),
+        ]
+    }
+    status_projection = wrap(registration_status())
+    status = StatusProjector(
+        status_projection,
+        ProjectionStore(status_projection, read_engine),
+        source,
+        failures,
+        batch,
+        gate=projection_runner.slowest_position(list(projectors.values())),
+        issuer=issuer,
+    )
+    mailer = Mailer(
+        read_engine,
+        events_engine,
+        source,
+        failures,
+        SmtpRelay.from_url(settings.smtp_url) if settings.smtp_url else None,
+        verification_key(settings.reservation_key.encode()),
+        settings.public_url,
+        settings.mail_from,
+        code_ttl=verification.code_ttl,
+        registration_ttl=verification.ttl,
+        shards=max(1, settings.mail_shards),
+    )
+    replays = Replays(source, [*projectors.values(), status], mailer)
+    return ReadSide(
+        events_engine=events_engine,
+        read_engine=read_engine,
+        shard_engines=shard_engines,
+        shard_map=shard_map,
+        source=source,
+        failures=failures,
+        projectors=projectors,
+        status=status,
+        verifications=Verifications(read_engine),
+        mailer=mailer,
+        process_manager=ProcessManager(failures, replays),
+    )
+
+
+async def run_projections(
+    settings: Settings,
+    read_side: ReadSide,
+    stop: asyncio.Event,
+    *,
+    retry_every: float = 0.5,
+    only: Collection[str] | None = None,
+    beside_status: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+    mail: bool = True,
+) -> None:
+    """``projection_runner.run`` for ``read_side``, woken by the event store's appends."""
+    await projection_runner.run(
+        read_side,
+        stop,
+        wakeups=Wakeups(settings.database_url or settings.read_url, read_side.source.table),
+        fill=settings.projection_fill_ms / 1000,
+        retry_every=retry_every,
+        only=only,
+        beside_status=beside_status,
+        mail=mail,
+    )
 
 
 def migrate(settings: Settings) -> None:
@@ -63,9 +188,13 @@ def migrate(settings: Settings) -> None:
         events.close()
 
     async def read_models() -> None:
-        read_side = ReadSide.open(settings)
+        read_side = open_read_side(settings)
         try:
-            await read_side.migrate()
+            async with read_side.read_engine.begin() as conn:
+                await conn.run_sync(main_catalog.create_all)
+            await start_epoch(read_side.read_engine)
+            for projector in read_side.all_projectors:
+                await projector.store.ensure()
         finally:
             await read_side.close()
 
@@ -138,11 +267,11 @@ class Container:
             email_index=EmailIndex(read_url, settings.db_pool_size)
             if settings.fast_reject
             else None,
-            read_side=ReadSide.open(settings),
+            read_side=open_read_side(settings),
         )
         container.group_commit.start()
         container.gauges = asyncio.create_task(
-            container.read_side.publish_gauges(container.stop_gauges, container.progress)
+            publish_gauges(container.read_side, container.stop_gauges, container.progress)
         )
         heap.settle()
         return container
@@ -265,7 +394,7 @@ async def erase(settings: Settings, subject: str) -> Erased:
             open_event_store, settings.database_url, 1, cipher_key=settings.event_cipher_key
         )
     )
-    read_side = ReadSide.open(settings)
+    read_side = open_read_side(settings)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:
         use_case = EraseUser(
@@ -298,7 +427,7 @@ async def run_worker(
     """Projectors (``only`` those named) and the process manager, until ``stop`` is set;
     ``restarts``: how many times this worker has been restarted (by ``signup up``); ``mail``
     off: the mail of shard 0 is sent by a ``signup mailer --shard 0`` instead."""
-    read_side = ReadSide.open(settings)
+    read_side = open_read_side(settings)
     metrics.WORKER_RESTARTS.inc(restarts)
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
     names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
@@ -307,8 +436,13 @@ async def run_worker(
     try:
         heap.settle()
         log.info("worker_started", projections=names, mail=mail and bool(settings.smtp_url))
-        await read_side.run(
-            stop, only=only, beside_status=[expiry.run] if expiry is not None else [], mail=mail
+        await run_projections(
+            settings,
+            read_side,
+            stop,
+            only=only,
+            beside_status=[expiry.run] if expiry is not None else [],
+            mail=mail,
         )
     finally:
         if expiry is not None:
@@ -365,16 +499,8 @@ async def expiry_sweep(settings: Settings, read_side: ReadSide) -> ExpirySweep:
         read_side.verifications,
         EventStoreVerdicts(events),
         EventStoreSubjects(read_side, events, settings.reservation_key.encode()),
-        _ExpiredCopies(read_side),
+        ExpiredCopies(read_side),
         statuses,
         settings.verification_policy(),
     )
     return ExpirySweep(use_case, events, redis)
-
-
-@dataclass
-class _ExpiredCopies:
-    read_side: ReadSide
-
-    async def drop(self, registration_id: uuid.UUID) -> list[str]:
-        return await self.read_side.drop_personal(registration_id)

@@ -10,8 +10,11 @@ import structlog
 
 from application.error_text import describe
 from infrastructure.read_store import asyncpg_dsn
+from projections.email_lookup import VIEW
 
 log = structlog.get_logger(__name__)
+
+_REGISTERED = f"SELECT 1 FROM {VIEW} WHERE email = $1"
 
 
 @dataclass
@@ -26,7 +29,7 @@ class EmailIndex:
     async def registered(self, email: str) -> bool:
         try:
             pool = await self._open()
-            found = await pool.fetchval("SELECT 1 FROM email_lookup WHERE email = $1", email)
+            found = await pool.fetchval(_REGISTERED, email)
             return found is not None
         except Exception as error:
             # Only a shortcut: without it the event store's reservations still decide.

@@ -1,4 +1,5 @@
-"""Erasure's parts: who a subject id is, shredding their key, clearing read models and cache."""
+"""Erasure's parts: who a subject id is, shredding their key, clearing read models and cache;
+and an expired registration's personal rows dropped from the read models."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.read_side import ReadSide
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
 from infrastructure.subject_keys import SignupRecorder
+from projections import users
 from projections.model import REGISTRATION_REQUESTED
-from projections.shards import ShardMap, logical_shard
+from projections.shards import logical_shard
 
 
 @dataclass
@@ -28,15 +30,14 @@ class EventStoreSubjects:
     reservation_key: bytes
 
     async def registration_of(self, subject_id: uuid.UUID) -> uuid.UUID | None:
-        settings = self.read_side.settings
-        shard_map = ShardMap(settings.logical_shards, settings.shard_urls)
+        shard_map = self.read_side.shard_map
         # A user id: the shard its hash names holds it.
         physical = shard_map.physical_index(logical_shard(subject_id, shard_map.logical_shards))
         engine = self.read_side.shard_engines[physical]
         async with engine.connect() as conn:
             found = (
                 await conn.execute(
-                    text("SELECT registration_id FROM users WHERE user_id = :id"),
+                    text(f'SELECT registration_id FROM "{users.VIEW}" WHERE user_id = :id'),
                     {"id": subject_id},
                 )
             ).scalar_one_or_none()
@@ -87,7 +88,7 @@ class ReadModelsAndCache:
     idempotency: RedisIdempotencyStore | None = None
 
     async def forget(self, registration_id: uuid.UUID) -> Sequence[str]:
-        removed = [*await self.read_side.forget(registration_id)]
+        removed = [*await forget(self.read_side, registration_id)]
         if await self.read_side.verifications.forget(registration_id):
             removed.append("email_verifications")
         if await asyncio.to_thread(self.notifications.forget, registration_id):
@@ -99,3 +100,50 @@ class ReadModelsAndCache:
         if self.idempotency is not None and await self.idempotency.forget(str(registration_id)):
             removed.append("idempotency_record")
         return removed
+
+
+async def forget(read_side: ReadSide, registration_id: uuid.UUID) -> list[str]:
+    """Delete a registration's rows from every table of every projection (a rebuild's too)
+    and keep them out from now on, and its failures; the projections it was in.
+
+    Call it once its key is shredded. A batch that opened the event before may still be
+    writing it: each projection's deletion holds its tables' tracking rows, which every
+    write holds too, so that batch either committed before (its rows are deleted here) or
+    writes after, and then skips the registration (``erased_registrations``), however
+    long it was held in between. Nothing waits for the projectors.
+    """
+    removed = set()
+    for projector in read_side.all_projectors:
+        async with projector.store.engine.begin() as conn:
+            if await projector.store.erase(conn, registration_id):
+                removed.add(projector.name)
+    await read_side.failures.forget(registration_id)
+    return sorted(removed)
+
+
+async def drop_personal(read_side: ReadSide, registration_id: uuid.UUID) -> list[str]:
+    """An expired registration: its rows deleted from every read model that holds personal
+    data, and kept out of them (a rebuild that opened its event before its key was shredded
+    skips it, as it skips the erased); its failures (their texts may quote it) and its unsent
+    mail. The status read model keeps it, as ``expired``."""
+    removed = set()
+    for projector in read_side.all_projectors:
+        if not projector.projection.layout.personal:
+            continue
+        async with projector.store.engine.begin() as conn:
+            if await projector.store.expire(conn, registration_id):
+                removed.add(projector.name)
+    await read_side.failures.forget(registration_id)
+    if await read_side.verifications.drop_mail(registration_id, "recipient_expired"):
+        removed.add("mail_outbox")
+    return sorted(removed)
+
+
+@dataclass
+class ExpiredCopies:
+    """``application.verification.PersonalCopies``: what expiry drops (``drop_personal``)."""
+
+    read_side: ReadSide
+
+    async def drop(self, registration_id: uuid.UUID) -> list[str]:
+        return await drop_personal(self.read_side, registration_id)

@@ -21,8 +21,8 @@ from application.retry_policy import RetryPolicy
 from infrastructure import metrics
 from infrastructure.event_source import Notification
 from infrastructure.read_store import DEAD, RETRYING, projection_failures, reading, row_dict
-from projections.registration_status import COMPLETED, FAILED, FAILED_REASON, PENDING
-from projections.shards import user_id_for
+from infrastructure.status_changes import apply_change
+from projections.registration_status import DEAD_LETTERED, retried
 
 if TYPE_CHECKING:
     from infrastructure.verifications import ChallengeIssuer
@@ -179,28 +179,23 @@ class FailureLog:
             metrics.RETRIES.labels("projected").inc()
             if failure.projection == MAILER:
                 return
-            completed = await conn.execute(
-                text(
-                    "UPDATE registration_status SET status = :completed, reason = NULL,"
-                    " user_id = :uid, updated_at = now()"
-                    " WHERE registration_id = :rid AND status IN (:pending, :failed)"
-                    " AND NOT EXISTS (SELECT 1 FROM projection_failures"
-                    "   WHERE registration_id = :rid AND projection <> :mailer)"
-                    " RETURNING registration_id, requested_at"
-                ),
-                {
-                    "completed": COMPLETED,
-                    "pending": PENDING,
-                    "failed": FAILED,
-                    "mailer": MAILER,
-                    "rid": failure.registration_id,
-                    "uid": user_id_for(failure.registration_id),
-                },
+            # Only its last open failure completes it (the mailer's are not the
+            # registration's): until then it stays as given_failures made it.
+            completed = await apply_change(
+                conn,
+                failure.registration_id,
+                retried(failure.registration_id),
+                unless="EXISTS (SELECT 1 FROM projection_failures"
+                " WHERE registration_id = :rid AND projection <> :mailer)",
+                params={"mailer": MAILER},
+                returning=("registration_id", "requested_at"),
             )
             # Completed here rather than by the status projection: its verification too, in
             # this transaction.
             if self.issuer is not None:
-                await self.issuer.issue(conn, [(row[0], row[1]) for row in completed.all()])
+                await self.issuer.issue(
+                    conn, [(row["registration_id"], row["requested_at"]) for row in completed]
+                )
 
     async def attempt_failed(self, failure: Failure, error: str) -> Failure:
         attempts = failure.attempts + 1
@@ -245,18 +240,6 @@ class FailureLog:
 
 
 async def mark_failed(conn: AsyncConnection, registration_id: uuid.UUID) -> None:
-    """A dead letter fails its registration, if the status projector has seen it already
-    (otherwise that projector will find the dead letter itself); never one with a verdict."""
-    await conn.execute(
-        text(
-            "UPDATE registration_status SET status = :failed, reason = :reason, updated_at = now()"
-            " WHERE registration_id = :rid AND status IN (:pending, :completed)"
-        ),
-        {
-            "failed": FAILED,
-            "pending": PENDING,
-            "completed": COMPLETED,
-            "reason": FAILED_REASON,
-            "rid": registration_id,
-        },
-    )
+    """A dead letter fails its registration (``DEAD_LETTERED``), if the status projector has
+    seen it already: otherwise that projector will find the dead letter itself."""
+    await apply_change(conn, registration_id, DEAD_LETTERED)

@@ -53,6 +53,8 @@ from infrastructure.projector import sleep_unless_stopped
 from infrastructure.read_store import reading
 from infrastructure.verifications import OWNER_NOTICE, VERIFICATION_MAIL
 from projections.model import RequestedRegistration
+from projections.registration_status import FAILED, PENDING
+from projections.registration_status import VIEW as STATUS_VIEW
 
 log = structlog.get_logger(__name__)
 
@@ -400,7 +402,7 @@ class Mailer:
             ).first()
             status = (
                 await conn.execute(
-                    text("SELECT status FROM registration_status WHERE registration_id = :id"),
+                    text(f"SELECT status FROM {STATUS_VIEW} WHERE registration_id = :id"),
                     {"id": row.registration_id},
                 )
             ).scalar()
@@ -412,7 +414,7 @@ class Mailer:
                 # soon: the sweep is deciding it (its expiry drops what is unsent by then).
                 now = datetime.now(UTC)
                 later = found.expires_at if found.expires_at > now else now + timedelta(seconds=5)
-            elif found is None and status in (None, "pending", "failed"):
+            elif found is None and status in (None, PENDING, FAILED):
                 later = datetime.now(UTC) + timedelta(minutes=5)
             if later is not None:
                 await self._defer(row, later, conn)

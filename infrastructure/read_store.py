@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,15 +29,14 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    null,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeEngine
 
-from projections.model import Projection, Row
-from projections.registration_status import EXPIRED, VERIFIED
+from projections.model import Kind, Layout, Projection, Row
 
 catalog = MetaData()
 
@@ -78,9 +77,6 @@ expired_registrations = Table(
     Column("expired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# The read model whose rows change after they are written: a verdict follows completed.
-_STATUS = "registration_status"
-
 # Events a projection failed on: retried with backoff while ``retrying``, kept as dead
 # letters once ``dead``. Lives in the main read database, beside the status read model.
 main_catalog = MetaData()
@@ -107,65 +103,41 @@ RETRYING = "retrying"
 DEAD = "dead"
 
 
-def email_lookup_table(name: str) -> Table:
-    return Table(
-        name,
-        MetaData(),
-        Column("email", Text, primary_key=True),
-        Column("registration_id", UUID(as_uuid=True), nullable=False),
-        Column("shard", Integer, nullable=False),
-        Column("registered_at", DateTime(timezone=True), nullable=False),
-    )
-
-
-def users_table(name: str) -> Table:
-    return Table(
-        name,
-        MetaData(),
-        Column("user_id", UUID(as_uuid=True), primary_key=True),
-        Column("registration_id", UUID(as_uuid=True), nullable=False, unique=True),
-        Column("logical_shard", Integer, nullable=False, index=True),
-        Column("person_type", String(2), nullable=False),
-        Column("cpf", String(11), nullable=False),
-        Column("cnpj", String(14)),
-        Column("name", Text, nullable=False),
-        Column("mobile_phone", String(20), nullable=False),
-        Column("phone", String(20)),
-        Column("email", Text, nullable=False),
-        Column("address", JSONB, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-    )
-
-
-def status_table(name: str) -> Table:
-    return Table(
-        name,
-        MetaData(),
-        Column("registration_id", UUID(as_uuid=True), primary_key=True),
-        Column("status", String(10), nullable=False),
-        Column("user_id", UUID(as_uuid=True)),
-        Column("reason", Text),
-        Column("requested_at", DateTime(timezone=True), nullable=False),
-        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    )
-
-
-_TABLE_SHAPES = {
-    "email_lookup": email_lookup_table,
-    "registration_status": status_table,
+# PostgreSQL's type for each kind of column a projection declares (projections/model.py).
+_TYPES: dict[Kind, Callable[[int | None], TypeEngine[Any]]] = {
+    "uuid": lambda _: UUID(as_uuid=True),
+    "text": lambda _: Text(),
+    "string": String,
+    "integer": lambda _: Integer(),
+    "timestamp": lambda _: DateTime(timezone=True),
+    "json": lambda _: JSONB(),
 }
 
 
 def table_for(projection: Projection, name: str) -> Table:
-    return _table(projection.name, name)
+    return _table(projection.layout, name)
 
 
 @functools.cache
-def _table(projection: str, name: str) -> Table:
+def _table(layout: Layout, name: str) -> Table:
     # One Table object per name: SQLAlchemy caches compiled statements per table object, and
     # compiling every batch's INSERT again was a fifth of a projector's CPU.
-    shape = _TABLE_SHAPES.get(projection, users_table)
-    return shape(name)
+    return Table(
+        name,
+        MetaData(),
+        *(
+            Column(
+                column.name,
+                _TYPES[column.kind](column.length),
+                primary_key=column.primary_key,
+                nullable=column.nullable,
+                unique=column.unique,
+                index=column.index,
+                server_default=func.now() if column.written_at else None,
+            )
+            for column in layout.columns
+        ),
+    )
 
 
 async def active_positions(engine: AsyncEngine) -> dict[str, int]:
@@ -178,14 +150,14 @@ async def active_positions(engine: AsyncEngine) -> dict[str, int]:
 
 
 @functools.cache
-def _insert(projection: str, name: str, columns: tuple[str, ...]) -> Any:
-    """``INSERT ... SELECT`` of one row, unless its registration was erased (one statement
-    per row, as the plain insert was: the check costs no round trip). Cached per shape, so
-    SQLAlchemy compiles it once."""
-    table = _table(projection, name)
+def _insert(layout: Layout, name: str, columns: tuple[str, ...]) -> Any:
+    """``INSERT ... SELECT`` of one row, unless its registration was erased (or, in a table
+    of personal data, expired): one statement per row, as the plain insert was, the check
+    costing no round trip. Cached per shape, so SQLAlchemy compiles it once."""
+    table = _table(layout, name)
     registration_id = bindparam("registration_id", type_=UUID(as_uuid=True))
     kept_out = ~exists().where(erased_registrations.c.registration_id == registration_id)
-    if projection != _STATUS:
+    if layout.personal:
         kept_out = kept_out & ~exists().where(
             expired_registrations.c.registration_id == registration_id
         )
@@ -193,26 +165,23 @@ def _insert(projection: str, name: str, columns: tuple[str, ...]) -> Any:
         kept_out
     )
     statement = insert(table).from_select(list(columns), row)
-    if projection != _STATUS:
+    replacement = layout.replaced_by
+    if replacement is None:
         return statement.on_conflict_do_nothing()
-    # A verdict (verified, expired) replaces the row its registration completed with; any
-    # other row is written once, as everywhere else.
+    replaced: dict[str, Any] = {c: statement.excluded[c] for c in replacement.columns}
+    replaced.update({c.name: func.now() for c in layout.columns if c.written_at})
+    # Literals: an expanding IN parameter cannot be used with executemany.
+    values = ", ".join(f"'{value}'" for value in replacement.values)
     return statement.on_conflict_do_update(
-        index_elements=["registration_id"],
-        set_={
-            "status": statement.excluded.status,
-            "user_id": statement.excluded.user_id,
-            "reason": null(),
-            "updated_at": func.now(),
-        },
-        # Literals: an expanding IN parameter cannot be used with executemany.
-        where=text(f"excluded.status IN ('{VERIFIED}', '{EXPIRED}')"),
+        index_elements=[c.name for c in layout.columns if c.primary_key],
+        set_=replaced,
+        where=text(f"excluded.{replacement.column} IN ({values})"),
     )
 
 
 def view_name(projection: Projection) -> str:
     """Queries read this name; it is a view of the active table."""
-    return "users" if projection.name.startswith("users_shard") else projection.name
+    return projection.layout.view
 
 
 def async_url(url: str) -> str:
@@ -333,7 +302,7 @@ class ProjectionStore:
         """Rows (but none of an erased registration) and, when given, the new position, in
         the caller's transaction, which holds the table's tracking row (``lock``)."""
         if rows:
-            statement = _insert(self.projection.name, table, tuple(rows[0]))
+            statement = _insert(self.projection.layout, table, tuple(rows[0]))
             await conn.execute(statement, [dict(row) for row in rows])
         if position is not None:
             await conn.execute(

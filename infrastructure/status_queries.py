@@ -27,6 +27,7 @@ from domain.registration import SignupAttempted, UserRegistrationRequested
 from infrastructure.owner_notifications import TABLE as ATTEMPTS_TABLE
 from infrastructure.postgres_outages import UNAVAILABLE
 from projections.registration_status import COMPLETED, EXPIRED, PENDING, VERIFIED
+from projections.registration_status import VIEW as STATUS_VIEW
 from projections.shards import user_id_for
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,7 @@ async def cache_status(
 
 _FROM_READ_MODEL = (
     "SELECT registration_id, status, requested_at, updated_at, user_id, reason"
-    " FROM registration_status WHERE registration_id = $1"
+    f" FROM {STATUS_VIEW} WHERE registration_id = $1"
 )
 
 
@@ -97,12 +98,12 @@ class StatusQueries:
         self._from_either = (
             "SELECT registration_id, status, requested_at, updated_at, user_id, reason,"
             " NULL::text AS topic, NULL::bytea AS state, false AS erased"
-            " FROM registration_status WHERE registration_id = $1"
+            f" FROM {STATUS_VIEW} WHERE registration_id = $1"
             " UNION ALL SELECT e.originator_id, NULL, NULL, NULL, NULL, NULL, e.topic, e.state,"
             f' k.key IS NULL FROM "{self.events_table}" e LEFT JOIN "{self.keys_table}" k'
             " ON k.registration_id = e.originator_id"
             " WHERE e.originator_id = $1 AND e.originator_version = 1"
-            " AND NOT EXISTS (SELECT 1 FROM registration_status WHERE registration_id = $1)"
+            f" AND NOT EXISTS (SELECT 1 FROM {STATUS_VIEW} WHERE registration_id = $1)"
         )
 
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None:

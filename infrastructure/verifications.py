@@ -45,9 +45,10 @@ from domain.verification import NONCE_BYTES, Challenge, VerificationPolicy
 from infrastructure.event_store import SignupEvents
 from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE
 from infrastructure.read_store import main_catalog, reading
+from infrastructure.status_changes import apply_change
 from infrastructure.status_queries import StatusQueries, cache_status
 from projections.model import EMAIL_VERIFIED
-from projections.registration_status import COMPLETED, EXPIRED, VERIFIED
+from projections.registration_status import EXPIRED, VERIFIED, settled
 
 log = structlog.get_logger(__name__)
 
@@ -357,34 +358,30 @@ class VerdictStatuses:
 
     async def settle(self, registration_id: uuid.UUID, status: str) -> RegistrationStatus | None:
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "UPDATE registration_status SET status = :status, updated_at = now(),"
-                        " user_id = CASE WHEN :status = :expired THEN NULL ELSE user_id END"
-                        " WHERE registration_id = :id AND status IN (:completed, :status)"
-                        " RETURNING registration_id, status, requested_at, updated_at,"
-                        " user_id, reason"
-                    ),
-                    {
-                        "id": registration_id,
-                        "status": status,
-                        "expired": EXPIRED,
-                        "completed": COMPLETED,
-                    },
-                )
-            ).first()
-        if row is None:
+            rows = await apply_change(
+                conn,
+                registration_id,
+                settled(status),
+                returning=(
+                    "registration_id",
+                    "status",
+                    "requested_at",
+                    "updated_at",
+                    "user_id",
+                    "reason",
+                ),
+            )
+        if not rows:
             return None
-        settled = RegistrationStatus(**dict(row._mapping))
+        verdict = RegistrationStatus(**rows[0])
         if self.redis is not None:
             try:
                 # Unconditionally: a poll that read ``completed`` just before may have cached
                 # it; polls cache only where nothing is (see StatusQueries._cache).
-                await cache_status(self.redis, settled, self.cache_seconds, overwrite=True)
+                await cache_status(self.redis, verdict, self.cache_seconds, overwrite=True)
             except RedisError as error:
                 log.warning("status_cache_unavailable", error=type(error).__name__)
-        return settled
+        return verdict
 
 
 @dataclass

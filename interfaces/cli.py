@@ -22,11 +22,13 @@ import uvicorn
 import uvloop
 
 from application.erasure import UnknownSubject
-from infrastructure.container import erase, migrate, run_worker
+from infrastructure.container import erase, migrate, open_read_side, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.logging import configure_logging
 from infrastructure.mail_sink import MailSink, stored_messages
-from infrastructure.read_side import ReadSide, RebuildInProgress
+from infrastructure.projection_gauges import lag
+from infrastructure.read_side import ReadSide
+from infrastructure.rebuild import RebuildInProgress, rebuild
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
 from interfaces.http.app import build_app
 from interfaces.http.server import OneWriteProtocol
@@ -264,7 +266,7 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        read_side = ReadSide.open(settings)
+        read_side = open_read_side(settings)
         read_side.mailer.shard = args.shard
         log.info("mailer_started", shard=args.shard, shards=settings.mail_shards)
         try:
@@ -286,7 +288,7 @@ def _with_read_side(
     with _servers(settings, Path(args.data_dir), redis=False) as running:
 
         async def main() -> int:
-            read_side = ReadSide.open(running)
+            read_side = open_read_side(running)
             try:
                 return await use(read_side)
             finally:
@@ -299,9 +301,9 @@ def _with_read_side(
 
 def projections_status(args: argparse.Namespace, settings: Settings) -> None:
     async def show(read_side: ReadSide) -> int:
-        lag = await read_side.lag()
+        lags = await lag(read_side)
         print(f"{'projection':<24} {'position':>12} {'lag':>10}")
-        for name, (position, behind) in lag.items():
+        for name, (position, behind) in lags.items():
             print(f"{name:<24} {position:>12} {behind:>10}")
         return 0
 
@@ -309,20 +311,20 @@ def projections_status(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def projections_rebuild(args: argparse.Namespace, settings: Settings) -> None:
-    async def rebuild(read_side: ReadSide) -> int:
+    async def rebuild_one(read_side: ReadSide) -> int:
         names = [p.name for p in read_side.all_projectors]
         if args.name not in names:
             print(f"unknown projection {args.name!r}; one of: {', '.join(names)}", file=sys.stderr)
             return 2
         try:
-            old, new = await read_side.rebuild(args.name, _progress_bar())
+            old, new = await rebuild(read_side.projector(args.name), _progress_bar())
         except RebuildInProgress:
             print(f"{args.name} is being rebuilt by another process", file=sys.stderr)
             return 1
         print(f"\n{args.name}: now reading {new} (was {old})")
         return 0
 
-    _with_read_side(args, settings, rebuild)
+    _with_read_side(args, settings, rebuild_one)
 
 
 def _progress_bar() -> Callable[[int, int], None]:

@@ -4,8 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from projections.model import REGISTRATION_REQUESTED, Projection, RequestedRegistration, Row
+from projections.model import (
+    REGISTRATION_REQUESTED,
+    Column,
+    Layout,
+    Projection,
+    RequestedRegistration,
+    Row,
+)
 from projections.shards import logical_shard, user_id_for
+
+# What the command side's fast path reads (infrastructure/email_index.py).
+VIEW = "email_lookup"
+
+LAYOUT = Layout(
+    VIEW,
+    (
+        Column("email", "text", primary_key=True),
+        Column("registration_id", "uuid"),
+        Column("shard", "integer"),
+        Column("registered_at", "timestamp"),
+    ),
+)
 
 
 def email_lookup(logical_shards: int) -> Projection:
@@ -22,4 +42,4 @@ def email_lookup(logical_shards: int) -> Projection:
             }
         ]
 
-    return Projection("email_lookup", 1, [REGISTRATION_REQUESTED], reduce)
+    return Projection("email_lookup", 1, [REGISTRATION_REQUESTED], reduce, LAYOUT)

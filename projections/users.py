@@ -4,8 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from projections.model import REGISTRATION_REQUESTED, Projection, RequestedRegistration, Row
+from projections.model import (
+    REGISTRATION_REQUESTED,
+    Column,
+    Layout,
+    Projection,
+    RequestedRegistration,
+    Row,
+)
 from projections.shards import ShardMap
+
+# One name in every shard's database: a query asks the shard, not the table, for a user.
+VIEW = "users"
+
+LAYOUT = Layout(
+    VIEW,
+    (
+        Column("user_id", "uuid", primary_key=True),
+        Column("registration_id", "uuid", unique=True),
+        Column("logical_shard", "integer", index=True),
+        Column("person_type", "string", length=2),
+        Column("cpf", "string", length=11),
+        Column("cnpj", "string", length=14, nullable=True),
+        Column("name", "text"),
+        Column("mobile_phone", "string", length=20),
+        Column("phone", "string", length=20, nullable=True),
+        Column("email", "text"),
+        Column("address", "json"),
+        Column("created_at", "timestamp"),
+    ),
+)
 
 
 def users(shard_map: ShardMap, physical_index: int) -> Projection:
@@ -33,4 +61,4 @@ def users(shard_map: ShardMap, physical_index: int) -> Projection:
             }
         ]
 
-    return Projection(f"users_shard{physical_index}", 1, [REGISTRATION_REQUESTED], reduce)
+    return Projection(f"users_shard{physical_index}", 1, [REGISTRATION_REQUESTED], reduce, LAYOUT)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import text
 
-from infrastructure.container import expiry_sweep
+from infrastructure.container import expiry_sweep, open_read_side, run_projections
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from projections.model import Projection, RequestedRegistration, Row
@@ -66,11 +67,13 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0
 async def running_worker(
     settings: Settings, customise: Callable[[Projection], Projection] | None = None
 ) -> AsyncIterator[ReadSide]:
-    read_side = ReadSide.open(settings, customise)
+    read_side = open_read_side(settings, customise)
     # The worker's expiry sweep too, as `signup worker` runs it.
     sweep = await expiry_sweep(settings, read_side)
     stop = asyncio.Event()
-    task = asyncio.create_task(read_side.run(stop, retry_every=0.05, beside_status=[sweep.run]))
+    task = asyncio.create_task(
+        run_projections(settings, read_side, stop, retry_every=0.05, beside_status=[sweep.run])
+    )
     try:
         yield read_side
     finally:
@@ -111,4 +114,4 @@ class Poison:
                 raise RuntimeError("poisoned by the test")
             return rows
 
-        return Projection(projection.name, projection.version, projection.topics, reduce)
+        return dataclasses.replace(projection, reduce=reduce)

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from infrastructure.container import migrate
+from infrastructure.container import migrate, open_read_side
 from infrastructure.embedded import ensure_database
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
@@ -181,7 +181,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
                 if told_.status == 202 and told_.registration_id
             }
             ids = sorted(rid for rid in accepted if rid)
-            read_side = ReadSide.open(settings)
+            read_side = open_read_side(settings)
             try:
                 stored = await _events_stored(read_side, ids)
                 started_waiting = time.monotonic()

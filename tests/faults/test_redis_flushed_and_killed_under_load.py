@@ -23,7 +23,7 @@ import httpx
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from infrastructure.read_side import ReadSide
+from infrastructure.container import open_read_side
 from infrastructure.settings import Settings
 from tests.faults.harness import Processes, Told, Valkey, person, server_env, told
 from tests.read_models import eventually
@@ -135,7 +135,7 @@ async def test_a_redis_flush_and_crash_under_retrying_clients_creates_no_duplica
                 t.registration_id for told_list in answers.values() for t in told_list
             } | {r.json().get("registration_id") for r in [*replays, *probes]}
             registration_ids -= {None}
-            read_side = ReadSide.open(settings)
+            read_side = open_read_side(settings)
             try:
 
                 async def all_completed() -> bool:

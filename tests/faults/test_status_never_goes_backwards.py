@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
+from infrastructure.container import open_read_side
+from infrastructure.projection_gauges import lag
 from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from tests.faults.harness import Processes, person, server_env
@@ -83,7 +85,7 @@ async def test_no_status_goes_back_from_completed_to_pending_across_worker_kills
     with Processes(tmp_path / "logs", env) as processes:
         url, _ = processes.api(SIGNUP_STATUS_CACHE_SECONDS="1")
         worker = processes.worker()
-        read_side = ReadSide.open(settings)
+        read_side = open_read_side(settings)
         limits = httpx.Limits(max_connections=SUBMITTERS + POLLERS)
         try:
             async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
@@ -133,7 +135,7 @@ async def test_no_status_goes_back_from_completed_to_pending_across_worker_kills
 
                 async def projected() -> int:
                     # The projections no rebuild here switches: they move with the worker only.
-                    lags = await read_side.lag()
+                    lags = await lag(read_side)
                     return sum(p for name, (p, _) in lags.items() if name != REBUILD[-1])
 
                 async def chaos() -> None:

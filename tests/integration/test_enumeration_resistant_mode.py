@@ -18,6 +18,7 @@ from application.outages import StoreUnavailable
 from application.registering import DuplicateAttempt
 from infrastructure.event_store import open_event_store
 from infrastructure.owner_notifications import OwnerNotifications
+from infrastructure.rebuild import rebuild
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
@@ -108,7 +109,7 @@ async def test_a_duplicate_attempt_goes_pending_then_completed_as_a_real_registr
         assert decoy["user_id"] != real["user_id"]
 
         # The attempt is an event: a rebuild of the status read model brings it back.
-        await read_side.rebuild("registration_status")
+        await rebuild(read_side.projector("registration_status"))
     assert _status_rows(resistant, attempt["registration_id"]) == ["completed"]
     # Still nothing of the duplicate's personal data: one registration event for two signups.
     assert _registrations_stored(resistant) == 1

@@ -21,10 +21,10 @@ from eventsourcing.cryptography import AESCipher
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from infrastructure.container import migrate
+from infrastructure.container import migrate, open_read_side
 from infrastructure.failures import FailureLog
-from infrastructure.read_side import ReadSide
 from infrastructure.read_store import ProjectionStore
+from infrastructure.rebuild import rebuild
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from projections.model import REGISTRATION_REQUESTED, Row
@@ -100,7 +100,7 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
     before = _everything_readable(encrypted)
     # What is searched for afterwards was there to be found.
     assert "apagar@example.com" in before and erased_form["cpf"] in before and company in before
-    read_side = ReadSide.open(encrypted)
+    read_side = open_read_side(encrypted)
     # Read (and so decoded and remembered) once before the erasure, by the reader used after.
     notes, _ = await read_side.source.read(0, 100, [REGISTRATION_REQUESTED])
     assert len([n for n in notes if n.registration.details is not None]) == 4
@@ -127,7 +127,7 @@ async def test_an_erased_person_leaves_every_read_model_and_a_rebuild_does_not_b
         assert all(opened[rid] is not None for rid in kept)
 
         for projector in read_side.all_projectors:
-            await read_side.rebuild(projector.name)
+            await rebuild(projector)
         assert await table_rows(read_side) == await replayed_rows(read_side)
     finally:
         await read_side.close()
@@ -268,7 +268,7 @@ async def test_erasing_a_person_with_a_dead_letter_removes_it_and_leaves_no_trac
     async with running_worker(encrypted, Poison("morta@example.com")):
         await eventually(lambda: all_have_status(api, [erased], "failed"))
         await eventually(lambda: all_have_status(api, [kept], "completed"))
-    read_side = ReadSide.open(encrypted)
+    read_side = open_read_side(encrypted)
     try:
         dead = await read_side.failures.list(state=None)
         assert [str(f.registration_id) for f in dead] == [erased]
@@ -374,10 +374,10 @@ async def test_a_person_erased_during_a_rebuild_is_in_neither_the_old_nor_the_re
             await _erasure_done_or_waiting(encrypted, erasures[0])
 
     monkeypatch.setattr(ProjectionStore, "write", rebuild_slow_to_commit)
-    read_side = ReadSide.open(encrypted)
+    read_side = open_read_side(encrypted)
     try:
         for projector in read_side.all_projectors:
-            await read_side.rebuild(projector.name)
+            await rebuild(projector)
         [erasure] = erasures
         result = await erasure
         assert result.returncode == 0, result.stderr

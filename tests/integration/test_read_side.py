@@ -12,10 +12,11 @@ from sqlalchemy import text
 
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
+from infrastructure.container import open_read_side
 from infrastructure.email_index import EmailIndex
 from infrastructure.projector import run_forever
-from infrastructure.read_side import ReadSide, RebuildInProgress
 from infrastructure.read_store import ProjectionStore
+from infrastructure.rebuild import RebuildInProgress, rebuild
 from infrastructure.settings import Settings
 from infrastructure.status_queries import STATUS_CACHE_PREFIX
 from infrastructure.subject_keys import SubjectVault
@@ -130,17 +131,17 @@ async def test_rebuilding_each_projection_gives_the_same_rows_while_status_queri
             before = await projector.store.active_table()
             # As an operator runs it, in a process of its own: the test client blocks this
             # loop while it waits for an answer, so a rebuild here could not go on meanwhile.
-            rebuild = asyncio.create_task(
+            rebuilding = asyncio.create_task(
                 run_signup(settings, "projections", "rebuild", projector.name)
             )
-            while not rebuild.done():
+            while not rebuilding.done():
                 for rid in ids[:5]:
                     # Uncached, so that the answer comes from the read model being rebuilt.
                     await cache.delete(f"{STATUS_CACHE_PREFIX}{rid}")
                     answer = await client.get(f"/registrations/{rid}")
                     answers.append((answer.status_code, answer.json().get("status", "")))
                 await asyncio.sleep(0.01)
-            assert (await rebuild).returncode == 0, rebuild.result().stderr
+            assert (await rebuilding).returncode == 0, rebuilding.result().stderr
             tables[projector.name] = await projector.store.active_table()
             assert tables[projector.name] != before
         await cache.aclose()
@@ -182,13 +183,13 @@ async def test_a_rebuild_first_drops_the_table_a_killed_rebuild_left_behind(
     client: Client, settings: Settings
 ) -> None:
     ids = await _register(client, 3, start=800)
-    read_side = ReadSide.open(settings)
+    read_side = open_read_side(settings)
     try:
         store = read_side.projector("email_lookup").store
         async with store.engine.begin() as conn:
             await store.create_table(conn, "email_lookup_v1_r1")  # as a killed rebuild would
 
-        _, new_table = await read_side.rebuild("email_lookup")
+        _, new_table = await rebuild(read_side.projector("email_lookup"))
 
         async with store.engine.connect() as conn:
             assert await store.tables(conn) == [new_table]
@@ -200,7 +201,7 @@ async def test_a_rebuild_first_drops_the_table_a_killed_rebuild_left_behind(
 
 
 async def test_a_projection_is_rebuilt_by_one_process_at_a_time(settings: Settings) -> None:
-    read_side = ReadSide.open(settings)
+    read_side = open_read_side(settings)
     try:
         store = read_side.projector("users_shard0").store
         # Another process's rebuild holds the projection's rebuild lock.
@@ -208,11 +209,11 @@ async def test_a_projection_is_rebuilt_by_one_process_at_a_time(settings: Settin
             key = {"key": "signup_rebuild:users_shard0"}
             await other.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), key)
             with pytest.raises(RebuildInProgress):
-                await read_side.rebuild("users_shard0")
+                await rebuild(read_side.projector("users_shard0"))
             before = await store.active_table()
             await other.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
 
-        _, new_table = await read_side.rebuild("users_shard0")
+        _, new_table = await rebuild(read_side.projector("users_shard0"))
         assert new_table != before == "users_shard0_v1"
     finally:
         await read_side.close()
@@ -222,7 +223,7 @@ async def test_an_idle_projector_is_woken_by_an_append_instead_of_its_next_poll(
     client: Client, settings: Settings
 ) -> None:
     assert settings.database_url
-    read_side = ReadSide.open(settings)
+    read_side = open_read_side(settings)
     projector = read_side.projector("email_lookup")
     wakeups = Wakeups(settings.database_url)
     stop = asyncio.Event()
@@ -253,7 +254,7 @@ async def test_a_rebuild_switches_only_with_every_event_the_live_table_had(
     first = await _register(client, 3, start=300)
     async with running_worker(settings):
         await eventually(lambda: all_have_status(client, first, "completed"))
-    read_side = ReadSide.open(settings)
+    read_side = open_read_side(settings)
     late: list[str] = []
     lock_catalog = ProjectionStore.lock_catalog
 
@@ -269,7 +270,7 @@ async def test_a_rebuild_switches_only_with_every_event_the_live_table_had(
 
     monkeypatch.setattr(ProjectionStore, "lock_catalog", more_arrive_first)
     try:
-        await read_side.rebuild("registration_status")
+        await rebuild(read_side.projector("registration_status"))
         async with read_side.read_engine.connect() as conn:
             rows = await conn.execute(
                 text("SELECT registration_id, status FROM registration_status")

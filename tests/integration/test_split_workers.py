@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 from litestar.testing import AsyncTestClient
 
-from infrastructure.read_side import ReadSide
+from infrastructure.container import open_read_side
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.read_models import all_have_status, eventually, replayed_rows, table_rows
@@ -57,7 +57,7 @@ async def test_two_workers_with_disjoint_projections_complete_every_registration
         for worker in workers:
             assert worker.wait(30) == 0
 
-    read_side = ReadSide.open(settings)
+    read_side = open_read_side(settings)
     try:
         assert await table_rows(read_side) == await replayed_rows(read_side)
     finally:

@@ -17,9 +17,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from domain.registration import expired, verified
+from infrastructure.container import open_read_side
 from infrastructure.event_store import open_event_store
 from infrastructure.mail_sink import MailSink
-from infrastructure.read_side import ReadSide
+from infrastructure.rebuild import rebuild
 from infrastructure.settings import Settings
 from infrastructure.verifications import EventStoreVerdicts
 from interfaces.http.app import build_app
@@ -207,7 +208,7 @@ async def test_an_expired_registration_leaves_no_personal_data_and_a_rebuild_kee
             ]
 
             for projector in read_side.all_projectors:
-                await read_side.rebuild(projector.name)
+                await rebuild(projector)
             assert await table_rows(read_side) == await replayed_rows(read_side)
             assert (await status_of(api, expired))["status"] == "expired"
     assert form["email"] not in str(_query(settings.read_url, "SELECT * FROM email_lookup"))
@@ -280,7 +281,7 @@ async def test_two_mailers_share_the_outbox_and_every_message_goes_once(
         ids = [await _signed_up(api, _person(20 + n)) for n in range(6)]
     async with running_worker(sharded):  # it sends shard 0, the even outbox ids
         await eventually(lambda: _sent_by_parity(sharded, {0: 3, 1: 0}))
-        other = ReadSide.open(sharded)
+        other = open_read_side(sharded)
         other.mailer.shard = 1
         stop = asyncio.Event()
         sending = asyncio.create_task(other.mailer.run(stop))

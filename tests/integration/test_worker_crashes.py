@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-from infrastructure.read_side import ReadSide
+from infrastructure.container import open_read_side
+from infrastructure.projection_gauges import lag
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.read_models import eventually, replayed_rows, table_rows
@@ -51,7 +52,7 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
         sending = True
 
         async def projected() -> int:
-            return sum(position for position, _ in (await read_side.lag()).values())
+            return sum(position for position, _ in (await lag(read_side)).values())
 
         async def chaos() -> None:
             # Killed on progress, not on a timer: a worker still starting up when a timer
@@ -100,7 +101,7 @@ async def test_a_worker_killed_repeatedly_under_load_loses_and_duplicates_nothin
                 await asyncio.gather(*(one_client() for _ in range(32)))
                 return accepted
 
-        read_side = ReadSide.open(settings)
+        read_side = open_read_side(settings)
         chaos_task = asyncio.create_task(chaos())
         try:
             try:

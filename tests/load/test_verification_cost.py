@@ -16,8 +16,8 @@ from pathlib import Path
 
 from litestar.testing import AsyncTestClient
 
+from infrastructure.container import open_read_side
 from infrastructure.mail_sink import MailSink, stored_messages
-from infrastructure.read_side import ReadSide
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
@@ -30,7 +30,7 @@ ROUNDS = 3
 async def _project(settings: Settings, *, verification: bool) -> float:
     """CPU seconds to project every registration, the status last, with or without the
     verification's challenges and outbox rows."""
-    read_side = ReadSide.open(settings)
+    read_side = open_read_side(settings)
     if not verification:
         read_side.status.issuer = None
         read_side.failures.issuer = None
@@ -67,7 +67,7 @@ async def test_the_workers_added_cost_per_registration(
     with MailSink(tmp_path / "mail") as sink:
         mailing = dataclasses.replace(copy(), smtp_url=sink.url)
         await _project(mailing, verification=True)
-        read_side = ReadSide.open(mailing)
+        read_side = open_read_side(mailing)
         try:
             started, wall = time.process_time(), time.monotonic()
             while await read_side.mailer.send_due() > 0:

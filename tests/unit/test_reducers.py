@@ -152,3 +152,37 @@ def test_a_duplicate_attempt_completes_like_a_registration_and_is_no_one_elses_b
 
 def _all_projections() -> list[Projection]:
     return [users(TWO_SHARDS, 0), users(TWO_SHARDS, 1), email_lookup(64), registration_status()]
+
+
+def test_each_read_model_declares_the_columns_its_rows_fill_and_a_registration_id() -> None:
+    decoy = RequestedRegistration(OTHER, AT, None, attempt=True)
+    for projection, registration in (
+        (users(TWO_SHARDS, 1), _requested(FIRST)),
+        (email_lookup(64), _requested(FIRST)),
+        (registration_status(), _requested(FIRST)),
+        (registration_status(), decoy),
+    ):
+        (row,) = projection.reduce(registration)
+        columns = projection.layout.columns
+        # The time a row is written is the database's, never the reducer's.
+        assert set(row) == {c.name for c in columns if not c.written_at}, projection.name
+        assert "registration_id" in row, projection.name
+
+
+def test_the_read_models_are_read_through_these_views() -> None:
+    assert [p.layout.view for p in (users(TWO_SHARDS, 0), users(TWO_SHARDS, 1))] == [
+        "users",
+        "users",
+    ]
+    assert email_lookup(64).layout.view == "email_lookup"
+    assert registration_status().layout.view == "registration_status"
+
+
+def test_only_the_status_read_model_keeps_expired_registrations_and_replaces_rows() -> None:
+    status = registration_status().layout
+    assert (status.personal, users(TWO_SHARDS, 0).layout.personal) == (False, True)
+    assert email_lookup(64).layout.personal
+    assert status.replaced_by is not None
+    assert status.replaced_by.values == ("verified", "expired")
+    assert users(TWO_SHARDS, 0).layout.replaced_by is None
+    assert email_lookup(64).layout.replaced_by is None
