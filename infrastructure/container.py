@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -39,7 +39,7 @@ from infrastructure.idempotency import RedisIdempotencyStore
 from infrastructure.mailer import Mailer, SmtpRelay
 from infrastructure.metrics import serve_worker_metrics
 from infrastructure.owner_notifications import OwnerNotifications
-from infrastructure.postgres_outages import open_pool
+from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE, open_pool
 from infrastructure.projection_gauges import publish_gauges
 from infrastructure.projector import Projector, StatusProjector, sleep_unless_stopped
 from infrastructure.rate_limits import RedisRateLimiter
@@ -432,7 +432,12 @@ async def run_worker(
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
     names = [p.name for p in read_side.all_projectors if only is None or p.name in only]
     # The expiry sweep runs beside the status projector, as the mailer does.
-    expiry = await expiry_sweep(settings, read_side) if read_side.status.name in names else None
+    expiry = None
+    if read_side.status.name in names:
+        expiry = await _once_reachable(lambda: expiry_sweep(settings, read_side), stop)
+        if expiry is None:  # stopped before PostgreSQL answered
+            await read_side.close()
+            return
     try:
         heap.settle()
         log.info("worker_started", projections=names, mail=mail and bool(settings.smtp_url))
@@ -448,6 +453,24 @@ async def run_worker(
         if expiry is not None:
             await expiry.close()
         await read_side.close()
+
+
+async def _once_reachable(
+    open_: Callable[[], Awaitable[ExpirySweep]], stop: asyncio.Event, longest: float = 10.0
+) -> ExpirySweep | None:
+    """``open_()`` once PostgreSQL answers (None if ``stop`` comes first). The event store
+    connects as it is opened, and a worker that died of a slow or absent server at its start
+    (as one did on a loaded machine: no connection within the pool's 2 s) projected nothing
+    until somebody started it again; once running, a worker waits outages out."""
+    wait = 0.5
+    while not stop.is_set():
+        try:
+            return await open_()
+        except EVENT_STORE_UNAVAILABLE as error:
+            log.warning("worker_waiting_for_postgres", error=describe(error), retry_in=wait)
+            await sleep_unless_stopped(stop, wait)
+            wait = min(longest, wait * 2)
+    return None
 
 
 @dataclass
