@@ -191,6 +191,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
                     # what it was, rather than wait out the timeout.
                     failed = await read_side.failures.list(state=None)
                     assert not failed, f"the outage was counted as failures: {failed[:5]}"
+                    assert worker.poll() is None, processes.log_tail("worker")
                     return await _completed(read_side, ids) == len(ids)
 
                 try:
