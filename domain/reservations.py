@@ -8,7 +8,7 @@ itself, and nobody without the key can test a guess.
 
 ``Reservation`` is how claims were recorded before they became rows (an aggregate per value,
 its events in the store): stores written then still hold those events, which are read once to
-turn them into rows (``infrastructure/claims.py``), and never written any more.
+turn them into rows (``infrastructure/event_store/claims.py``), and never written any more.
 """
 
 from __future__ import annotations

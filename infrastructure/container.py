@@ -27,36 +27,43 @@ from application.services import Services, trusted_networks
 from application.status import STATUS_CLIENT_LIMIT, GetRegistrationStatus
 from application.verification import ExpireRegistrations, ResendVerification, VerifyEmail
 from domain.verification import verification_key
-from infrastructure import claims, heap, metrics, projection_runner
-from infrastructure.batch_append import BatchAppender
-from infrastructure.email_index import EmailIndex
+from infrastructure import heap, metrics
 from infrastructure.erasure import EventStoreSubjects, ExpiredCopies, ReadModelsAndCache
-from infrastructure.event_source import EventSource, event_mapper
-from infrastructure.event_store import SignupEvents, open_event_store
-from infrastructure.failures import FailureLog
-from infrastructure.group_commit import GroupCommit
-from infrastructure.idempotency import RedisIdempotencyStore
-from infrastructure.mailer import Mailer, SmtpRelay
+from infrastructure.event_store import claims
+from infrastructure.event_store.batch_append import BatchAppender
+from infrastructure.event_store.group_commit import GroupCommit
+from infrastructure.event_store.owner_notifications import OwnerNotifications
+from infrastructure.event_store.store import SignupEvents, open_event_store
+from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.metrics import serve_worker_metrics
-from infrastructure.owner_notifications import OwnerNotifications
 from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE, open_pool
-from infrastructure.projection_gauges import publish_gauges
-from infrastructure.projector import Projector, StatusProjector, sleep_unless_stopped
-from infrastructure.rate_limits import RedisRateLimiter
-from infrastructure.read_side import ReadSide
-from infrastructure.read_store import ProjectionStore, asyncpg_dsn, main_catalog, make_engine
-from infrastructure.replay import Replays
+from infrastructure.read_side import runner as projection_runner
+from infrastructure.read_side.email_index import EmailIndex
+from infrastructure.read_side.event_source import EventSource, event_mapper
+from infrastructure.read_side.failures import FailureLog
+from infrastructure.read_side.gauges import publish_gauges
+from infrastructure.read_side.parts import ReadSide
+from infrastructure.read_side.projector import Projector, StatusProjector, sleep_unless_stopped
+from infrastructure.read_side.read_store import (
+    ProjectionStore,
+    asyncpg_dsn,
+    main_catalog,
+    make_engine,
+)
+from infrastructure.read_side.replay import Replays
+from infrastructure.read_side.status_queries import StatusQueries
+from infrastructure.read_side.wakeups import Wakeups
+from infrastructure.redis_store.idempotency import RedisIdempotencyStore
+from infrastructure.redis_store.rate_limits import RedisRateLimiter
 from infrastructure.settings import Settings
-from infrastructure.status_queries import StatusQueries
-from infrastructure.subject_keys import SubjectVault
-from infrastructure.verifications import (
+from infrastructure.verification.challenges import (
     ChallengeIssuer,
     EventStoreVerdicts,
     VerdictStatuses,
     Verifications,
     start_epoch,
 )
-from infrastructure.wakeups import Wakeups
+from infrastructure.verification.mailer import Mailer, SmtpRelay
 from projections.email_lookup import email_lookup
 from projections.model import Projection
 from projections.registration_status import registration_status

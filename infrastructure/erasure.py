@@ -12,12 +12,12 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from domain.reservations import Claim
-from infrastructure.event_store import SignupEvents
-from infrastructure.idempotency import RedisIdempotencyStore
-from infrastructure.owner_notifications import OwnerNotifications
-from infrastructure.read_side import ReadSide
-from infrastructure.status_queries import STATUS_CACHE_PREFIX
-from infrastructure.subject_keys import SignupRecorder
+from infrastructure.event_store.owner_notifications import OwnerNotifications
+from infrastructure.event_store.store import SignupEvents
+from infrastructure.event_store.subject_keys import SignupRecorder
+from infrastructure.read_side.parts import ReadSide
+from infrastructure.read_side.status_queries import STATUS_CACHE_PREFIX
+from infrastructure.redis_store.idempotency import RedisIdempotencyStore
 from projections import users
 from projections.model import REGISTRATION_REQUESTED
 from projections.shards import logical_shard

@@ -70,8 +70,8 @@ class Settings:
     batch_max_wait_ms: float = 2.0
     append_concurrency: int = 2
     # The longest a signup waits for its batch's commit before it is told 503: a batch is
-    # tried up to five times through an outage (infrastructure/batch_append.py); should it
-    # commit after all, the Idempotency-Key retry is given its 202.
+    # tried up to five times through an outage (infrastructure/event_store/batch_append.py);
+    # should it commit after all, the Idempotency-Key retry is given its 202.
     append_timeout_seconds: float = 7.0
     db_pool_size: int = 8
     idempotency_ttl_seconds: int = 25 * 3600

@@ -25,11 +25,11 @@ from application.erasure import UnknownSubject
 from infrastructure.container import erase, migrate, open_read_side, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.logging import configure_logging
-from infrastructure.mail_sink import MailSink, stored_messages
-from infrastructure.projection_gauges import lag
-from infrastructure.read_side import ReadSide
-from infrastructure.rebuild import RebuildInProgress, rebuild
+from infrastructure.read_side.gauges import lag
+from infrastructure.read_side.parts import ReadSide
+from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
+from infrastructure.verification.mail_sink import MailSink, stored_messages
 from interfaces.http.app import build_app
 from interfaces.http.server import OneWriteProtocol
 from interfaces.supervisor import Supervised

@@ -14,7 +14,7 @@ from projections.model import (
 )
 from projections.shards import logical_shard, user_id_for
 
-# What the command side's fast path reads (infrastructure/email_index.py).
+# What the command side's fast path reads (infrastructure/read_side/email_index.py).
 VIEW = "email_lookup"
 
 LAYOUT = Layout(

@@ -47,7 +47,7 @@ class RequestedRegistration:
     outcome: str | None = None
 
 
-# What a column holds, named without a database library (infrastructure/read_store.py maps
+# What a column holds, named without a database library (infrastructure/read_side/read_store.py maps
 # each to PostgreSQL's type): ``string`` is text of at most ``length`` characters.
 Kind = Literal["uuid", "text", "string", "integer", "timestamp", "json"]
 

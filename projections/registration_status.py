@@ -42,7 +42,7 @@ STATUSES = (PENDING, COMPLETED, FAILED, VERIFIED, EXPIRED)
 # What a failed registration tells its client: what happened, never the internals.
 FAILED_REASON = "The registration could not be completed; an operator has been notified."
 
-# What status queries read (infrastructure/status_queries.py), and what a registration's
+# What status queries read (infrastructure/read_side/status_queries.py), and what a registration's
 # later changes (below) are written to.
 VIEW = "registration_status"
 
@@ -118,8 +118,8 @@ class Change:
     """A change to a status row already written: a row in one of ``from_statuses`` takes
     ``values``; a row in any other status stays as it is.
 
-    Infrastructure runs it as one conditional UPDATE (infrastructure/status_changes.py), so
-    the status is read and changed in one step whoever else writes the row meanwhile.
+    Infrastructure runs it as one conditional UPDATE (infrastructure/read_side/status_changes.py),
+    so the status is read and changed in one step whoever else writes the row meanwhile.
     """
 
     from_statuses: tuple[str, ...]

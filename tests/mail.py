@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infrastructure.mail_sink import StoredMessage, stored_messages
+from infrastructure.verification.mail_sink import StoredMessage, stored_messages
 
 _CODE = re.compile(r"^\s+(\d{6})\s*$", re.MULTILINE)
 _LINK = re.compile(r"(https?://\S+#verificar=(\S+?)\.(\S+))")

@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from application.idempotency import StoredAnswer
-from infrastructure.idempotency import RedisIdempotencyStore
+from infrastructure.redis_store.idempotency import RedisIdempotencyStore
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.e2e.api_client import post_registration, problem

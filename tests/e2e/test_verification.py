@@ -14,8 +14,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from domain.verification import code_for, verification_key
-from infrastructure.mail_sink import MailSink
 from infrastructure.settings import Settings
+from infrastructure.verification.mail_sink import MailSink
 from interfaces.http.app import build_app
 from tests.e2e.api_client import problem
 from tests.factories import make_cpf, valid_form

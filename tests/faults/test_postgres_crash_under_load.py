@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from infrastructure.container import migrate, open_read_side
 from infrastructure.embedded import ensure_database
-from infrastructure.read_side import ReadSide
+from infrastructure.read_side.parts import ReadSide
 from infrastructure.settings import Settings
 from tests.faults.harness import (
     Processes,

@@ -25,8 +25,8 @@ import httpx
 from sqlalchemy import text
 
 from infrastructure.container import open_read_side
-from infrastructure.projection_gauges import lag
-from infrastructure.read_side import ReadSide
+from infrastructure.read_side.gauges import lag
+from infrastructure.read_side.parts import ReadSide
 from infrastructure.settings import Settings
 from tests.faults.harness import Processes, person, server_env
 from tests.read_models import eventually, replayed_rows, table_rows

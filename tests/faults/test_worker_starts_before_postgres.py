@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from infrastructure.container import migrate
 from infrastructure.embedded import ensure_database
-from infrastructure.read_store import async_url
+from infrastructure.read_side.read_store import async_url
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form

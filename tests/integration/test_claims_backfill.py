@@ -9,7 +9,7 @@ from litestar.testing import AsyncTestClient
 
 from domain.reservations import Claim, Reservation
 from infrastructure.container import migrate
-from infrastructure.event_store import open_event_store
+from infrastructure.event_store.store import open_event_store
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.e2e.api_client import problem

@@ -16,9 +16,9 @@ from litestar.testing import AsyncTestClient
 
 from application.outages import StoreUnavailable
 from application.registering import DuplicateAttempt
-from infrastructure.event_store import open_event_store
-from infrastructure.owner_notifications import OwnerNotifications
-from infrastructure.rebuild import rebuild
+from infrastructure.event_store.owner_notifications import OwnerNotifications
+from infrastructure.event_store.store import open_event_store
+from infrastructure.read_side.rebuild import rebuild
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form

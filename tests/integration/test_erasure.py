@@ -22,9 +22,9 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from infrastructure.container import migrate, open_read_side
-from infrastructure.failures import FailureLog
-from infrastructure.read_store import ProjectionStore
-from infrastructure.rebuild import rebuild
+from infrastructure.read_side.failures import FailureLog
+from infrastructure.read_side.read_store import ProjectionStore
+from infrastructure.read_side.rebuild import rebuild
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from projections.model import REGISTRATION_REQUESTED, Row

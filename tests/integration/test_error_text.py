@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from application.error_text import describe
-from infrastructure.read_store import asyncpg_dsn
+from infrastructure.read_side.read_store import asyncpg_dsn
 from tests.servers import create_database
 
 

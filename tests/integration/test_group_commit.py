@@ -14,11 +14,11 @@ from structlog.testing import capture_logs
 from application.outages import StoreUnavailable
 from application.registering import RegisterUser, Submission
 from domain.errors import AlreadyRegistered, CpfAlreadyRegistered, EmailAlreadyRegistered
-from infrastructure.batch_append import BatchAppender
-from infrastructure.event_store import SignupEvents, open_event_store
-from infrastructure.group_commit import GroupCommit
+from infrastructure.event_store.batch_append import BatchAppender
+from infrastructure.event_store.group_commit import GroupCommit
+from infrastructure.event_store.store import SignupEvents, open_event_store
+from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.settings import Settings
-from infrastructure.subject_keys import SubjectVault
 from tests.factories import make_cpf, valid_form
 
 KEY = b"test-key"

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from infrastructure.mail_sink import MailSink
-from infrastructure.mailer import (
+from infrastructure.verification.mail_sink import MailSink
+from infrastructure.verification.mailer import (
     Mailer,
     SmtpRelay,
     _Row,

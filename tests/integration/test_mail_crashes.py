@@ -22,8 +22,8 @@ from pathlib import Path
 import psycopg
 from litestar.testing import AsyncTestClient
 
-from infrastructure.mail_sink import MailSink
 from infrastructure.settings import Settings
+from infrastructure.verification.mail_sink import MailSink
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 from tests.mail import received

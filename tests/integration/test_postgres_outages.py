@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from infrastructure.postgres_outages import is_unavailable
-from infrastructure.read_store import async_url
+from infrastructure.read_side.read_store import async_url
 
 _SSL_REQUEST = 80877103
 

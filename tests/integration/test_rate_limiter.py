@@ -16,7 +16,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
 
 from application.rate_limits import Refused
-from infrastructure.rate_limits import KEY_PREFIX, RedisRateLimiter, library_batch
+from infrastructure.redis_store.rate_limits import KEY_PREFIX, RedisRateLimiter, library_batch
 
 
 @pytest.fixture

@@ -13,14 +13,14 @@ from sqlalchemy import text
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
 from infrastructure.container import open_read_side
-from infrastructure.email_index import EmailIndex
-from infrastructure.projector import run_forever
-from infrastructure.read_store import ProjectionStore
-from infrastructure.rebuild import RebuildInProgress, rebuild
+from infrastructure.event_store.subject_keys import SubjectVault
+from infrastructure.read_side.email_index import EmailIndex
+from infrastructure.read_side.projector import run_forever
+from infrastructure.read_side.read_store import ProjectionStore
+from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
+from infrastructure.read_side.status_queries import STATUS_CACHE_PREFIX
+from infrastructure.read_side.wakeups import Wakeups
 from infrastructure.settings import Settings
-from infrastructure.status_queries import STATUS_CACHE_PREFIX
-from infrastructure.subject_keys import SubjectVault
-from infrastructure.wakeups import Wakeups
 from tests.factories import make_cpf, valid_form
 from tests.read_models import (
     Poison,

@@ -11,10 +11,10 @@ import asyncpg
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from infrastructure.event_store import open_event_store
-from infrastructure.read_store import asyncpg_dsn
+from infrastructure.event_store.store import open_event_store
+from infrastructure.read_side.read_store import asyncpg_dsn
+from infrastructure.read_side.status_queries import StatusQueries
 from infrastructure.settings import Settings
-from infrastructure.status_queries import StatusQueries
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 

@@ -18,11 +18,11 @@ from litestar.testing import AsyncTestClient
 
 from domain.registration import expired, verified
 from infrastructure.container import open_read_side
-from infrastructure.event_store import open_event_store
-from infrastructure.mail_sink import MailSink
-from infrastructure.rebuild import rebuild
+from infrastructure.event_store.store import open_event_store
+from infrastructure.read_side.rebuild import rebuild
 from infrastructure.settings import Settings
-from infrastructure.verifications import EventStoreVerdicts
+from infrastructure.verification.challenges import EventStoreVerdicts
+from infrastructure.verification.mail_sink import MailSink
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 from tests.mail import messages_for, received, wait_for_messages

@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import text
 
 from infrastructure.container import open_read_side
-from infrastructure.projection_gauges import lag
+from infrastructure.read_side.gauges import lag
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.read_models import eventually, replayed_rows, table_rows

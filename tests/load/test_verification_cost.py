@@ -17,8 +17,8 @@ from pathlib import Path
 from litestar.testing import AsyncTestClient
 
 from infrastructure.container import open_read_side
-from infrastructure.mail_sink import MailSink, stored_messages
 from infrastructure.settings import Settings
+from infrastructure.verification.mail_sink import MailSink, stored_messages
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 from tests.servers import create_database

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 
-from infrastructure.mailer import (
+from infrastructure.verification.mailer import (
     Mailer,
     SmtpRelay,
     _Row,

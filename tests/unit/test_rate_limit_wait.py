@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from limits import parse
 
-from infrastructure.rate_limits import reset_in
+from infrastructure.redis_store.rate_limits import reset_in
 
 MINUTE = parse("2/minute")
 

@@ -9,7 +9,7 @@ from cryptography.exceptions import InvalidTag
 from eventsourcing.cryptography import AESCipher
 
 from domain.form import parse_registration_form
-from infrastructure.subject_keys import SubjectVault
+from infrastructure.event_store.subject_keys import SubjectVault
 from tests.factories import valid_address, valid_form, valid_pj_form
 
 DETAILS = parse_registration_form(valid_form(name="Maria Sigilosa"))

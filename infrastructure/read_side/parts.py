@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.process_manager import ProcessManager
-from infrastructure.event_source import EventSource
-from infrastructure.failures import Failure, FailureLog
-from infrastructure.mailer import Mailer
-from infrastructure.projector import Projector, StatusProjector
-from infrastructure.verifications import Verifications
+from infrastructure.read_side.event_source import EventSource
+from infrastructure.read_side.failures import Failure, FailureLog
+from infrastructure.read_side.projector import Projector, StatusProjector
+from infrastructure.verification.challenges import Verifications
+from infrastructure.verification.mailer import Mailer
 from projections.shards import ShardMap
 
 

@@ -19,9 +19,9 @@ from domain.registration import (
     SignupAttempted,
     UserRegistrationRequested,
 )
-from infrastructure.event_store import SignupEvents, cipher_env
-from infrastructure.read_store import reading
-from infrastructure.subject_keys import subject_keys_table
+from infrastructure.event_store.store import SignupEvents, cipher_env
+from infrastructure.event_store.subject_keys import subject_keys_table
+from infrastructure.read_side.read_store import reading
 from projections.model import RequestedRegistration
 
 

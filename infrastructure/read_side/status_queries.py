@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from application.outages import StoreUnavailable
 from application.status import RegistrationStatus
 from domain.registration import SignupAttempted, UserRegistrationRequested
-from infrastructure.owner_notifications import TABLE as ATTEMPTS_TABLE
+from infrastructure.event_store.owner_notifications import TABLE as ATTEMPTS_TABLE
 from infrastructure.postgres_outages import UNAVAILABLE
 from projections.registration_status import COMPLETED, EXPIRED, PENDING, VERIFIED
 from projections.registration_status import VIEW as STATUS_VIEW

@@ -11,10 +11,10 @@ import structlog
 
 from application.error_text import describe
 from application.process_manager import ProcessManager
-from infrastructure.failures import Failure
-from infrastructure.projector import Projector, run_forever, sleep_unless_stopped
-from infrastructure.read_side import ReadSide
-from infrastructure.wakeups import Wakeups
+from infrastructure.read_side.failures import Failure
+from infrastructure.read_side.parts import ReadSide
+from infrastructure.read_side.projector import Projector, run_forever, sleep_unless_stopped
+from infrastructure.read_side.wakeups import Wakeups
 
 log = structlog.get_logger(__name__)
 

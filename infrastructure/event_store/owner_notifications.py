@@ -19,7 +19,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application.outages import StoreUnavailable
 from application.registering import DuplicateAttempt
-from infrastructure.event_store import SignupEvents
+from infrastructure.event_store.store import SignupEvents
 from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE
 
 TABLE = "signup_owner_notifications"
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 CREATE_INDEX = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_unsent ON {TABLE} (created_at) WHERE sent_at IS NULL"
 )
-# When the mailer took the notice into its outbox (``infrastructure/mailer.py``), which
+# When the mailer took the notice into its outbox (``infrastructure/verification/mailer.py``), which
 # sends it once its holder is verified (or drops it: the holder will never be).
 ADD_QUEUED = f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS queued_at timestamptz"
 CREATE_QUEUE_INDEX = (

@@ -7,8 +7,8 @@ is the way there: asyncpg on the event loop, with COPY, instead of psycopg on a 
 dumping a composite array in Python under the GIL the event loop needs.
 
 A batch is one round trip: a call of the store's append function
-(``infrastructure.append_function``), which takes the table lock every writer of the events
-table takes (as eventsourcing's recorder does), claims the values where free, refuses the
+(``infrastructure.event_store.append_function``), which takes the table lock every writer of
+the events table takes (as eventsourcing's recorder does), claims the values where free, refuses the
 registrations that did not get all of theirs, writes the others' keys and events, and commits.
 Its innocent neighbours are written with it, whatever a batch holds.
 """
@@ -29,11 +29,11 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from application.outages import StoreUnavailable
 from application.registering import Submission
 from domain.errors import AlreadyRegistered
-from infrastructure import append_function
-from infrastructure.event_store import SignupEvents
+from infrastructure.event_store import append_function
+from infrastructure.event_store.store import SignupEvents
+from infrastructure.event_store.subject_keys import subject_keys_table
 from infrastructure.postgres_outages import UNAVAILABLE, open_pool
-from infrastructure.read_store import asyncpg_dsn
-from infrastructure.subject_keys import subject_keys_table
+from infrastructure.read_side.read_store import asyncpg_dsn
 
 log = structlog.get_logger(__name__)
 
@@ -167,7 +167,7 @@ class BatchAppender:
         ]
         events = [row for index in group for row in rows[index]]
         # One statement outside a transaction: its own transaction, committed before it
-        # answers (see ``infrastructure.append_function``).
+        # answers (see ``infrastructure.event_store.append_function``).
         async with self.pool.acquire() as conn:
             answer = await conn.fetch(
                 self._append_batch,

@@ -19,13 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.retry_policy import RetryPolicy
 from infrastructure import metrics
-from infrastructure.event_source import Notification
-from infrastructure.read_store import DEAD, RETRYING, projection_failures, reading, row_dict
-from infrastructure.status_changes import apply_change
+from infrastructure.read_side.event_source import Notification
+from infrastructure.read_side.read_store import (
+    DEAD,
+    RETRYING,
+    projection_failures,
+    reading,
+    row_dict,
+)
+from infrastructure.read_side.status_changes import apply_change
 from projections.registration_status import DEAD_LETTERED, retried
 
 if TYPE_CHECKING:
-    from infrastructure.verifications import ChallengeIssuer
+    from infrastructure.verification.challenges import ChallengeIssuer
 
 # A later event of a registration whose earlier event is parked waits behind it.
 WAITING = "waiting behind an earlier failed event of this registration"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import structlog
 from sqlalchemy import text
 
-from infrastructure.projector import Projector
+from infrastructure.read_side.projector import Projector
 
 log = structlog.get_logger(__name__)
 

@@ -19,16 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.error_text import describe
 from infrastructure import metrics
-from infrastructure.event_source import EventSource, Notification
-from infrastructure.failures import MAILER, WAITING, FailureLog
 from infrastructure.postgres_outages import is_unavailable
-from infrastructure.read_store import DEAD, ProjectionStore
-from infrastructure.wakeups import wait_for_wake
+from infrastructure.read_side.event_source import EventSource, Notification
+from infrastructure.read_side.failures import MAILER, WAITING, FailureLog
+from infrastructure.read_side.read_store import DEAD, ProjectionStore
+from infrastructure.read_side.wakeups import wait_for_wake
 from projections.model import Projection
 from projections.registration_status import COMPLETED, given_failures
 
 if TYPE_CHECKING:
-    from infrastructure.verifications import ChallengeIssuer
+    from infrastructure.verification.challenges import ChallengeIssuer
 
 log = structlog.get_logger(__name__)
 

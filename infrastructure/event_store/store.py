@@ -1,7 +1,7 @@
 """The event store: eventsourcing's application and recorder on PostgreSQL.
 
-Registrations are appended in batches by ``infrastructure.batch_append``, in this store's
-format (its mapper makes the rows); everything else (status queries, erasure, replay) goes
+Registrations are appended in batches by ``infrastructure.event_store.batch_append``, in this
+store's format (its mapper makes the rows); everything else (status queries, erasure, replay) goes
 through eventsourcing itself.
 """
 
@@ -109,12 +109,12 @@ class SignupEvents(Application[uuid.UUID]):
         transcoder.register(BytesAsBase64())
 
     def holder_of(self, claim_id: uuid.UUID) -> uuid.UUID | None:
-        """The registration holding a claimed value (``infrastructure.claims``), if any."""
+        """The registration holding a claimed value (``event_store.claims``), if any."""
         holder: uuid.UUID | None = self.recorder.holder_of(claim_id)  # type: ignore[attr-defined]
         return holder
 
 
-CIPHER_TOPIC = "infrastructure.event_store:ReusedAESCipher"
+CIPHER_TOPIC = "infrastructure.event_store.store:ReusedAESCipher"
 
 
 def cipher_env(cipher_key: str | None) -> dict[str, str]:
@@ -147,7 +147,7 @@ def postgres_env(
         "POSTGRES_CONNECT_TIMEOUT": "2",
         "CREATE_TABLE": "y" if create_table else "n",
         # Writes each registration's subject key in the transaction of its events.
-        "APPLICATION_RECORDER_TOPIC": "infrastructure.subject_keys:SignupRecorder",
+        "APPLICATION_RECORDER_TOPIC": "infrastructure.event_store.subject_keys:SignupRecorder",
         **cipher_env(cipher_key),
     }
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from infrastructure.event_source import EventSource
-from infrastructure.failures import MAILER
-from infrastructure.mailer import Mailer
 from infrastructure.postgres_outages import is_unavailable
-from infrastructure.projector import Projector
+from infrastructure.read_side.event_source import EventSource
+from infrastructure.read_side.failures import MAILER
+from infrastructure.read_side.projector import Projector
+from infrastructure.verification.mailer import Mailer
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The mailer: sends what the mail outbox holds over SMTP, once, from the worker.
 
-Each message is a row of ``mail_outbox`` (``infrastructure/verifications.py``) written before
-anything is sent: a verification by the transaction that completes its registration, a new
-code by the resend's, an owner notice imported from the enumeration-resistant mode's table.
+Each message is a row of ``mail_outbox`` (``infrastructure/verification/challenges.py``)
+written before anything is sent: a verification by the transaction that completes its
+registration, a new code by the resend's, an owner notice imported from the
+enumeration-resistant mode's table.
 A row is sent, then marked sent. So a worker killed between the write and the send sends it
 after its restart (nothing is lost), and one killed between the relay's acceptance and the
 mark sends it again: the one duplicate SMTP leaves no way to avoid (the relay cannot be asked
@@ -45,13 +46,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from application.error_text import describe
 from domain.verification import code_for, token_for
 from infrastructure import metrics
-from infrastructure.event_source import EventSource
-from infrastructure.failures import MAILER, FailureLog
-from infrastructure.owner_notifications import TABLE as NOTICES
+from infrastructure.event_store.owner_notifications import TABLE as NOTICES
 from infrastructure.postgres_outages import is_unavailable
-from infrastructure.projector import sleep_unless_stopped
-from infrastructure.read_store import reading
-from infrastructure.verifications import OWNER_NOTICE, VERIFICATION_MAIL
+from infrastructure.read_side.event_source import EventSource
+from infrastructure.read_side.failures import MAILER, FailureLog
+from infrastructure.read_side.projector import sleep_unless_stopped
+from infrastructure.read_side.read_store import reading
+from infrastructure.verification.challenges import OWNER_NOTICE, VERIFICATION_MAIL
 from projections.model import RequestedRegistration
 from projections.registration_status import FAILED, PENDING
 from projections.registration_status import VIEW as STATUS_VIEW

@@ -215,7 +215,7 @@ def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
         max_overflow=pool_size,
         # No ping before every use (a round trip each, a tenth of the worker's time): a
         # connection a restart broke fails its batch, which is retried on a fresh one, as
-        # any outage is (infrastructure/projector.py).
+        # any outage is (infrastructure/read_side/projector.py).
         pool_pre_ping=False,
         # A server that does not answer costs seconds, not asyncpg's default minute.
         connect_args={"timeout": 2},

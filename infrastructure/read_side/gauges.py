@@ -11,9 +11,9 @@ import structlog
 from application.error_text import describe
 from application.projection_progress import ProjectionProgress
 from infrastructure import metrics
-from infrastructure.projector import Projector, sleep_unless_stopped
-from infrastructure.read_side import ReadSide
-from infrastructure.read_store import DEAD, RETRYING, active_positions
+from infrastructure.read_side.parts import ReadSide
+from infrastructure.read_side.projector import Projector, sleep_unless_stopped
+from infrastructure.read_side.read_store import DEAD, RETRYING, active_positions
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from application.error_text import describe
-from infrastructure.read_store import asyncpg_dsn
+from infrastructure.read_side.read_store import asyncpg_dsn
 
 log = structlog.get_logger(__name__)
 

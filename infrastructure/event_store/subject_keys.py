@@ -25,8 +25,8 @@ from psycopg.sql import SQL, Identifier
 
 from application.personal_data import Sealed
 from domain.form import RegistrationDetails
-from infrastructure import append_function
-from infrastructure.claims import claims_table, create_statements
+from infrastructure.event_store import append_function
+from infrastructure.event_store.claims import claims_table, create_statements
 
 _NONCE = 12
 _encode = msgspec.json.Encoder().encode
@@ -74,7 +74,7 @@ def subject_keys_table(events_table: str) -> str:
 class SignupRecorder(PostgresApplicationRecorder):
     """eventsourcing's recorder, also writing the subject keys given to ``save(subject_keys=)``
     in the events' own transaction: an event is never stored without the key that opens it.
-    It creates the uniqueness claims' table too (``infrastructure.claims``) and reads it."""
+    It creates the uniqueness claims' table too (``event_store/claims.py``) and reads it."""
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -93,7 +93,7 @@ class SignupRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.extend(
             create_statements(self.datastore.schema, self.events_table_name)
         )
-        # How the API appends (``infrastructure.batch_append``).
+        # How the API appends (``infrastructure.event_store.batch_append``).
         self.sql_create_statements.append(
             append_function.create_statement(
                 self.datastore.schema,

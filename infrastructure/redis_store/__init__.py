@@ -1,0 +1,1 @@
+"""What lives in Redis: the rate limiter and the Idempotency-Key records."""

@@ -1,0 +1,2 @@
+"""Email verification's storage (challenges, verdicts, the mail outbox), the mailer and the
+SMTP sink."""
