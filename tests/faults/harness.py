@@ -3,6 +3,7 @@ break, the people they sign up, and a record of what each client was told."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -17,9 +18,31 @@ from typing import Any
 import httpx
 import psutil
 
+from infrastructure.container import migrate
+from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, mask_cpf, valid_form
-from tests.servers import LOAD_FROM_ONE_ADDRESS, ROOT, free_port, wait_until_ready
+from tests.servers import (
+    LOAD_FROM_ONE_ADDRESS,
+    ROOT,
+    TEST_RESERVATION_KEY,
+    free_port,
+    wait_until_ready,
+)
+
+
+async def migrated_settings(server: Any, redis_url: str) -> Settings:
+    """Settings for an event store and two shards on ``server`` (a PostgreSQL server of the
+    test's own, which it may stop), migrated."""
+    uri = server.get_uri()
+    settings = Settings(
+        reservation_key=TEST_RESERVATION_KEY,
+        database_url=ensure_database(uri, "signup"),
+        redis_url=redis_url,
+        shard_database_urls=(ensure_database(uri, "shard_a"), ensure_database(uri, "shard_b")),
+    )
+    await asyncio.to_thread(migrate, settings)
+    return settings
 
 
 def server_env(settings: Settings) -> dict[str, str]:

@@ -21,13 +21,12 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from infrastructure.container import migrate, open_read_side
-from infrastructure.embedded import ensure_database
+from infrastructure.container import open_read_side
 from infrastructure.read_side.parts import ReadSide
-from infrastructure.settings import Settings
 from tests.faults.harness import (
     Processes,
     Told,
+    migrated_settings,
     person,
     server_env,
     start_postgres,
@@ -35,7 +34,6 @@ from tests.faults.harness import (
     told,
 )
 from tests.read_models import eventually, replayed_rows, table_rows
-from tests.servers import TEST_RESERVATION_KEY
 
 CLIENTS = 16
 # Longer than a request waits for a connection (2 s per step of a batch), so some answers
@@ -97,17 +95,7 @@ async def _users_by_email(read_side: ReadSide) -> Counter[str]:
 async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_and_the_outage_gets_503s(  # noqa: E501
     breakable_postgres: Any, redis_url: str, tmp_path: Path, scale: int
 ) -> None:
-    server = breakable_postgres.get_uri()
-    settings = Settings(
-        reservation_key=TEST_RESERVATION_KEY,
-        database_url=ensure_database(server, "signup"),
-        redis_url=redis_url,
-        shard_database_urls=(
-            ensure_database(server, "shard_a"),
-            ensure_database(server, "shard_b"),
-        ),
-    )
-    await asyncio.to_thread(migrate, settings)
+    settings = await migrated_settings(breakable_postgres, redis_url)
     target = 400 * scale  # registrations accepted before the crash, and again after it
     tag = f"pgcrash{random.randrange(1 << 30)}"
     rng = random.Random(tag)

@@ -16,20 +16,17 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from infrastructure.container import migrate
-from infrastructure.embedded import ensure_database
 from infrastructure.read_side.read_store import async_url
-from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 from tests.faults.harness import (
     Processes,
+    migrated_settings,
     server_env,
     start_postgres,
     stop_postgres_immediately,
 )
 from tests.read_models import eventually
-from tests.servers import TEST_RESERVATION_KEY
 
 
 def _waited(log: Path) -> bool:
@@ -43,17 +40,7 @@ def _waited(log: Path) -> bool:
 async def test_a_worker_started_while_postgres_is_down_waits_for_it_and_then_projects(
     breakable_postgres: Any, redis_url: str, tmp_path: Path
 ) -> None:
-    server = breakable_postgres.get_uri()
-    settings = Settings(
-        reservation_key=TEST_RESERVATION_KEY,
-        database_url=ensure_database(server, "signup"),
-        redis_url=redis_url,
-        shard_database_urls=(
-            ensure_database(server, "shard_a"),
-            ensure_database(server, "shard_b"),
-        ),
-    )
-    await asyncio.to_thread(migrate, settings)
+    settings = await migrated_settings(breakable_postgres, redis_url)
     email = "espera@example.com"
     form = valid_form(cpf=make_cpf(77_001), email=email, email_confirmation=email)
     async with AsyncTestClient(app=build_app(settings)) as api:
