@@ -117,7 +117,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
     times: dict[str, float] = {}
 
     with Processes(tmp_path / "logs", server_env(settings)) as processes:
-        apis = [processes.api("api-a"), processes.api("api-b")]
+        apis = processes.apis("api-a", "api-b")
         urls = [url for url, _ in apis]
         # One attempt per event: an outage must not spend any (the worker waits it out), so
         # a worker that counted the outage as failures would dead-letter at once.
