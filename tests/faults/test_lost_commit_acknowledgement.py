@@ -13,6 +13,7 @@ told ``409 email_already_registered`` although nobody but themselves holds the e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import struct
 import tempfile
@@ -25,11 +26,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import migrate
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.faults.harness import person
-from tests.servers import TEST_RESERVATION_KEY, create_database
 
 _SSL_OR_GSS_REQUEST = {80877103, 80877104}
 
@@ -158,38 +157,25 @@ def _server_socket(database_url: str) -> str:
 
 @asynccontextmanager
 async def _api_behind(
-    proxy: CommitReplyDropper, postgres_url: str, redis_url: str
+    proxy: CommitReplyDropper, settings: Settings
 ) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
-    real = Settings(
-        reservation_key=TEST_RESERVATION_KEY,
-        database_url=create_database(postgres_url),
-        redis_url=redis_url,
-        rate_limit_per_client="",
-        rate_limit_per_email="",
-        rate_limit_per_cpf="",
-    )
-    await asyncio.to_thread(migrate, real)
-    assert real.database_url is not None
+    assert settings.database_url is not None
     # The event store through the proxy; the read models straight to the server.
-    proxied = Settings(
-        reservation_key=TEST_RESERVATION_KEY,
-        database_url=proxy.url(real.database_url),
-        read_database_url=real.database_url,
-        redis_url=redis_url,
-        rate_limit_per_client="",
-        rate_limit_per_email="",
-        rate_limit_per_cpf="",
+    proxied = dataclasses.replace(
+        settings,
+        database_url=proxy.url(settings.database_url),
+        read_database_url=settings.database_url,
     )
     async with AsyncTestClient(app=build_app(proxied), timeout=60) as client:
         yield client
 
 
 async def test_a_registration_whose_commit_reply_is_lost_is_answered_202_not_409(
-    postgres_url: str, redis_url: str
+    postgres_url: str, settings: Settings
 ) -> None:
     tag = uuid.uuid4().hex
     with CommitReplyDropper(_server_socket(postgres_url)) as proxy:
-        async with _api_behind(proxy, postgres_url, redis_url) as client:
+        async with _api_behind(proxy, settings) as client:
             warm_up = await client.post("/registrations", json=person(1, tag))
             proxy.armed = True
             answer = await client.post("/registrations", json=person(2, tag))

@@ -105,7 +105,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
     times: dict[str, float] = {}
 
     with Processes(tmp_path / "logs", server_env(settings)) as processes:
-        apis = [processes.api("api-a"), processes.api("api-b")]
+        apis = processes.apis("api-a", "api-b")
         urls = [url for url, _ in apis]
         # One attempt per event: an outage must not spend any (the worker waits it out), so
         # a worker that counted the outage as failures would dead-letter at once.
@@ -202,9 +202,14 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
         assert all(api.poll() is None for _, api in apis), "an API process died"
 
     codes = Counter(told_.status for told_ in everything)
-    # Answered while no PostgreSQL was running: nothing can have been recorded.
+    # Sent and answered while no PostgreSQL was running: nothing can have been recorded.
+    # Sent after the kill, not only read after it: a test process short of CPU can read a
+    # 202 the API sent before the kill only once the kill is over (seen on a loaded VM);
+    # whether every 202 was stored is asserted below, whenever it was read.
     answered_while_down = [
-        told_ for told_ in everything if times["down"] <= told_.answered <= times["starting"]
+        told_
+        for told_ in everything
+        if times["down"] <= told_.sent and told_.answered <= times["starting"]
     ]
     sent_while_down = Counter(
         told_.status for told_ in everything if times["down"] <= told_.sent < times["starting"]

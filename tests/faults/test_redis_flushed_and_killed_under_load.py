@@ -63,7 +63,7 @@ async def test_a_redis_flush_and_crash_under_retrying_clients_creates_no_duplica
     moments: dict[str, float] = {}
 
     with Processes(tmp_path / "logs", env) as processes:
-        urls = [processes.api("api-a")[0], processes.api("api-b")[0]]
+        urls = [url for url, _ in processes.apis("api-a", "api-b")]
         processes.worker()
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:

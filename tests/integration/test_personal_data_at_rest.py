@@ -1,18 +1,19 @@
-"""Personal data at rest: the event store's raw rows hold no email, CPF, CNPJ or name."""
+"""Personal data at rest: the event store's raw rows hold no email, CPF, CNPJ or name, and
+Redis (rate-limit counters, stored answers, cached statuses) no email or CPF."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+from typing import Any
 
 import psycopg
 from eventsourcing.cryptography import AESCipher
 from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
 
-from infrastructure.container import migrate
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
-from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_pj_form
+from tests.factories import make_cnpj, make_cpf, mask_cnpj, mask_cpf, valid_form, valid_pj_form
 from tests.read_models import all_have_status, eventually, running_worker
 
 
@@ -29,8 +30,8 @@ def _raw_event_store(settings: Settings) -> bytes:
 async def test_a_signup_leaves_no_personal_data_readable_in_the_event_store(
     settings: Settings,
 ) -> None:
+    # The databases are already migrated: the key changes how events are stored, not a table.
     encrypted = dataclasses.replace(settings, event_cipher_key=AESCipher.create_key(32))
-    await asyncio.to_thread(migrate, encrypted)
     cpf, cnpj = make_cpf(88_001), make_cnpj(88_002)
     email = "segredo.pessoal@example.com"
     form = valid_pj_form(
@@ -48,3 +49,69 @@ async def test_a_signup_leaves_no_personal_data_readable_in_the_event_store(
     assert registration_id.encode() in raw  # the row is there...
     for secret in (email, cpf, cnpj, "Empresa Sigilo", "segredo"):
         assert secret.encode() not in raw, f"{secret!r} is readable at rest"
+
+
+async def _everything_in_redis(redis: Redis) -> bytes:
+    """Every key of the tests' Redis and every value under it, whatever its type."""
+    found = []
+    async for key in redis.scan_iter(count=1000):
+        kind = (await redis.type(key)).decode()
+        value: Any = {
+            "string": redis.get,
+            "hash": redis.hgetall,
+            "list": lambda k: redis.lrange(k, 0, -1),
+            "set": redis.smembers,
+            "zset": lambda k: redis.zrange(k, 0, -1, withscores=True),
+        }[kind](key)
+        found.append(b"%s %r" % (key, await value))
+    return b"\n".join(found)
+
+
+async def test_a_signup_leaves_no_email_or_cpf_in_redis_counters_stored_answers_or_cache(
+    settings: Settings,
+) -> None:
+    """The README promises that Redis never holds an email or CPF: the limits are keyed by
+    the claims' HMACs, the stored answers and the cached status name only ids and codes."""
+    limited = dataclasses.replace(
+        settings,
+        rate_limit_per_client="1000/minute",
+        rate_limit_per_email="1000/minute",
+        rate_limit_per_cpf="1000/minute",
+        rate_limit_status_per_client="1000/minute",
+    )
+    cpf = make_cpf(88_101)
+    email = "Reservado.Pessoal@Example.com"
+    form = valid_form(cpf=mask_cpf(cpf), email=email, email_confirmation=email)
+    same_cpf = valid_form(
+        cpf=mask_cpf(cpf),
+        email="outra.pessoa@example.com",
+        email_confirmation="outra.pessoa@example.com",
+    )
+    wrong = {**form, "address": {**form["address"], "cep": "1"}}
+    async with AsyncTestClient(app=build_app(limited)) as client:
+        accepted = await client.post(
+            "/registrations", json=form, headers={"Idempotency-Key": "em-redis-1"}
+        )
+        assert accepted.status_code == 202, accepted.text
+        registration_id = accepted.json()["registration_id"]
+        # Answers kept for a retry: a refusal naming the email and CPF, and one naming a field.
+        taken = await client.post(
+            "/registrations", json=same_cpf, headers={"Idempotency-Key": "em-redis-2"}
+        )
+        assert taken.status_code == 409, taken.text
+        invalid = await client.post(
+            "/registrations", json=wrong, headers={"Idempotency-Key": "em-redis-3"}
+        )
+        assert invalid.status_code == 422, invalid.text
+        async with running_worker(limited):
+            await eventually(lambda: all_have_status(client, [registration_id], "completed"))
+        await client.get(f"/registrations/{registration_id}")  # and now cached
+
+    assert limited.redis_url
+    async with Redis.from_url(limited.redis_url) as redis:
+        keys = await redis.keys(f"*{registration_id}*")
+        stored = await _everything_in_redis(redis)
+    assert keys, "the completed status is not cached: the test would prove nothing"
+    assert b"em-redis-1" in stored and b"em-redis-3" in stored  # the answers were kept
+    for secret in (email, email.lower(), cpf, mask_cpf(cpf), "reservado.pessoal"):
+        assert secret.encode() not in stored, f"{secret!r} is in Redis"

@@ -220,11 +220,19 @@ async def test_a_projection_is_rebuilt_by_one_process_at_a_time(settings: Settin
 
 
 async def test_an_idle_projector_is_woken_by_an_append_instead_of_its_next_poll(
-    client: Client, settings: Settings
+    client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert settings.database_url
     read_side = open_read_side(settings)
     projector = read_side.projector("email_lookup")
+    steps: list[int] = []
+    step = projector.step
+
+    async def counted_step() -> int:
+        steps.append(await step())
+        return steps[-1]
+
+    monkeypatch.setattr(projector, "step", counted_step)
     wakeups = Wakeups(settings.database_url)
     stop = asyncio.Event()
     # Polls only every 5 minutes: only the append's NOTIFY can wake it within the test.
@@ -235,7 +243,12 @@ async def test_an_idle_projector_is_woken_by_an_append_instead_of_its_next_poll(
         ),
     ]
     try:
-        await asyncio.sleep(0.5)  # caught up (nothing to project) and asleep
+        # Asleep for 300 s with the listener connected: its connection woke the projector
+        # once (a second empty step, before or after the first), and nothing else can.
+        async def asleep() -> bool:
+            return steps == [0, 0]
+
+        await eventually(asleep, timeout=20)
         await _register(client, 1, start=900)
 
         async def projected() -> bool:

@@ -302,3 +302,34 @@ async def _sent_by_parity(settings: Settings, expected: dict[int, int]) -> bool:
     for outbox_id, at in rows:
         sent[outbox_id % 2] += at is not None
     return sent == expected
+
+
+async def test_a_registration_requested_before_verification_began_is_never_mailed_nor_expired(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    """The README: registrations requested before the first migration that knew verification
+    are not asked to verify and never expire, and a rebuild of the status read model does not
+    mail (and then expire) them. Verification "began" here just after the older signup."""
+    hurried = dataclasses.replace(settings, smtp_url=mailbox.url, verification_ttl_seconds=0)
+    assert settings.read_url
+    async with AsyncTestClient(app=build_app(hurried)) as api:
+        older = await _signed_up(api, _person(20))
+        with psycopg.connect(settings.read_url) as conn:
+            conn.execute("UPDATE verification_epoch SET since = now()")
+        newer = await _signed_up(api, _person(21))
+        async with running_worker(hurried) as read_side:
+            # The sweep has passed both (TTL 0): the newer one, asked to verify, expired.
+            await eventually(lambda: _status_is(api, newer, "expired"))
+            assert (await status_of(api, older))["status"] == "completed"
+
+            await read_side.rebuild("registration_status")
+            await eventually(lambda: _status_is(api, newer, "expired"))
+            assert (await status_of(api, older))["status"] == "completed"
+    for table in ("email_verifications", "mail_outbox"):
+        rows = _query(
+            settings.read_url,
+            f"SELECT registration_id::text FROM {table}",
+        )
+        assert (older,) not in rows, f"{table} holds the older registration"
+        assert (newer,) in rows, f"{table} does not hold the newer one: the test proves nothing"
+    assert messages_for(mailbox.directory, older) == []
