@@ -322,7 +322,7 @@ async def test_a_registration_requested_before_verification_began_is_never_maile
             await eventually(lambda: _status_is(api, newer, "expired"))
             assert (await status_of(api, older))["status"] == "completed"
 
-            await read_side.rebuild("registration_status")
+            await rebuild(read_side.projector("registration_status"))
             await eventually(lambda: _status_is(api, newer, "expired"))
             assert (await status_of(api, older))["status"] == "completed"
     for table in ("email_verifications", "mail_outbox"):
