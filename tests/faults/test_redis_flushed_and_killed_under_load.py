@@ -89,8 +89,12 @@ async def test_a_redis_flush_and_crash_under_retrying_clients_creates_no_duplica
                 await asyncio.sleep(max(0.0, start + KILL_AT - time.monotonic()))
                 await asyncio.to_thread(breakable_valkey.kill)
                 moments["killed"] = time.monotonic()
-                await asyncio.sleep(1.0)
+                # Until readiness says so (asserted below), at most until the restart: it was
+                # read once after sleeping a second.
                 readiness = await http.get(f"{urls[0]}/health/ready")
+                while readiness.status_code == 200 and time.monotonic() < start + RESTART_AT:
+                    await asyncio.sleep(0.1)
+                    readiness = await http.get(f"{urls[0]}/health/ready")
                 await asyncio.sleep(max(0.0, start + RESTART_AT - time.monotonic()))
                 moments["restarting"] = time.monotonic()
                 await asyncio.to_thread(breakable_valkey.start)
