@@ -126,27 +126,31 @@ def _require_secrets(settings: Settings) -> None:
         sys.exit(f"signup: refusing to start: {problem}")
 
 
+def _server_options(host: str, port: int) -> dict[str, Any]:
+    """How uvicorn serves the app, whether in one process or several."""
+    from interfaces.http.server import OneWriteProtocol
+
+    return {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        # The app alone decides whom to believe about the client (SIGNUP_TRUSTED_PROXIES);
+        # uvicorn would trust X-Forwarded-For from loopback on its own.
+        "proxy_headers": False,
+        "http": OneWriteProtocol,
+        "timeout_graceful_shutdown": 10,
+    }
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     # Imported by the commands that serve HTTP only: every other process (the worker, each
     # restart of it, an operator's command) would pay for Litestar and uvicorn at start-up.
     import uvicorn
 
     from interfaces.http.app import build_app
-    from interfaces.http.server import OneWriteProtocol
 
-    config = uvicorn.Config(
-        build_app(settings),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        # The app alone decides whom to believe about the client (SIGNUP_TRUSTED_PROXIES);
-        # uvicorn would trust X-Forwarded-For from loopback on its own.
-        proxy_headers=False,
-        http=OneWriteProtocol,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn.Config(build_app(settings), lifespan="on", **_server_options(host, port))
     uvicorn.Server(config).run()
 
 
@@ -166,8 +170,6 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
         return
     import uvicorn  # as in _serve: only the commands that serve HTTP import it
 
-    from interfaces.http.server import OneWriteProtocol
-
     # The processes read their settings from the environment, as `signup api` does.
     os.environ.update(settings.server_env())
     # Each process keeps its own counters; Prometheus' multiprocess mode adds them up on
@@ -181,14 +183,8 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
         uvicorn.run(
             "interfaces.http.app:build_app_from_env",
             factory=True,
-            host=host,
-            port=port,
             workers=workers,
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            http=OneWriteProtocol,
-            timeout_graceful_shutdown=10,
+            **_server_options(host, port),
         )
     finally:
         if metrics_dir is not None:

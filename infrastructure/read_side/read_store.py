@@ -326,28 +326,21 @@ class ProjectionStore:
     async def erase(self, conn: AsyncConnection, registration_id: uuid.UUID) -> bool:
         """Delete a registration's rows from every table of this projection and keep it out
         of them from now on; whether it had any."""
-        tables = await self.tables(conn, lock=True)
-        await conn.execute(
-            insert(erased_registrations)
-            .values(registration_id=registration_id)
-            .on_conflict_do_nothing()
-        )
-        deleted = 0
-        for table in tables:
-            result = await conn.execute(
-                text(f'DELETE FROM "{table}" WHERE registration_id = :id'), {"id": registration_id}
-            )
-            deleted += result.rowcount
-        return deleted > 0
+        return await self._keep_out(conn, registration_id, erased_registrations)
 
     async def expire(self, conn: AsyncConnection, registration_id: uuid.UUID) -> bool:
         """An expired registration: its rows deleted from every table of this projection (one
         that holds personal data) and kept out of them from now on; whether it had any."""
+        return await self._keep_out(conn, registration_id, expired_registrations)
+
+    async def _keep_out(
+        self, conn: AsyncConnection, registration_id: uuid.UUID, kept_out: Table
+    ) -> bool:
+        """Delete the registration's rows from every table of this projection and list it in
+        ``kept_out``, which every later write of this projection skips; whether it had rows."""
         tables = await self.tables(conn, lock=True)
         await conn.execute(
-            insert(expired_registrations)
-            .values(registration_id=registration_id)
-            .on_conflict_do_nothing()
+            insert(kept_out).values(registration_id=registration_id).on_conflict_do_nothing()
         )
         deleted = 0
         for table in tables:
