@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from application.outages import StoreUnavailable
 from application.personal_data import PersonalDataVault
 from application.rate_limits import RateLimiter, enforce
+from application.status import PENDING, PendingStatuses, RegistrationStatus
 from domain.errors import AlreadyRegistered, EmailAlreadyRegistered, InvalidRegistration
 from domain.form import RegistrationDetails, parse_registration_form
 from domain.registration import attempted, claims, requested
@@ -78,6 +79,8 @@ class RegisterUser:
     # the answer never tells whether an email or document is registered, and its holder is
     # notified instead. Unset, a duplicate gets 409 naming the field, as the contract says.
     owners: OwnerNotifications | None = None
+    # Told of each registration once it is durable: its first polls are answered from there.
+    pending: PendingStatuses | None = None
 
     async def __call__(self, form: object, client: str = "") -> Accepted:
         try:
@@ -107,9 +110,9 @@ class RegisterUser:
                     details.email
                 ):
                     raise EmailAlreadyRegistered()
-                await self.log.append(
-                    self._submission(registration_id, details, held, reservation_ids)
-                )
+                submission = self._submission(registration_id, details, held, reservation_ids)
+                await self.log.append(submission)
+                self._note_pending(submission)
             except AlreadyRegistered as taken:
                 if self.owners is None:
                     raise
@@ -127,7 +130,15 @@ class RegisterUser:
         so that it goes pending -> completed as a real one does."""
         assert self.owners is not None
         await self.owners.notify(DuplicateAttempt(attempt_id, reservation_id, taken.field))
-        await self.log.append(Submission(attempt_id, [attempted(attempt_id)], {}, None))
+        submission = Submission(attempt_id, [attempted(attempt_id)], {}, None)
+        await self.log.append(submission)
+        self._note_pending(submission)
+
+    def _note_pending(self, submission: Submission) -> None:
+        if self.pending is not None:
+            # As the event store would answer it: requested (and last changed) when recorded.
+            at = submission.events[0].timestamp
+            self.pending.note(RegistrationStatus(submission.registration_id, PENDING, at, at))
 
     def _submission(
         self,

@@ -24,6 +24,22 @@ class StatusQueries(Protocol):
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None: ...
 
 
+# A registration's status from its 202 until the projections have it.
+PENDING = "pending"
+
+
+class PendingStatuses(Protocol):
+    """Where a registration just recorded is noted as pending, so that status queries answer
+    it without the databases until the projections have it (a pending poll was two round
+    trips, to the cache and to the event store, and a person polls a few times a signup).
+
+    Best effort: ``note`` never waits, and a note lost only sends those polls to the
+    databases, as before. Whoever writes the registration's status row afterwards (the
+    status projection, the process manager) settles the note, so it never hides that row."""
+
+    def note(self, status: RegistrationStatus) -> None: ...
+
+
 # The limit on status queries per client address (its rate: a setting).
 STATUS_CLIENT_LIMIT = "status_client"
 

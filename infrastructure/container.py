@@ -51,6 +51,7 @@ from infrastructure.read_side.read_store import (
     make_engine,
 )
 from infrastructure.read_side.replay import Replays
+from infrastructure.read_side.status_cache import PendingNotes, Settlements
 from infrastructure.read_side.status_queries import StatusQueries
 from infrastructure.read_side.wakeups import Wakeups
 from infrastructure.redis_store.idempotency import RedisIdempotencyStore
@@ -96,7 +97,18 @@ def open_read_side(
     )
     verification = settings.verification_policy()
     issuer = ChallengeIssuer(verification)
-    failures = FailureLog(read_engine, policy, issuer)
+    # The worker's settlements of the status cache (see status_cache); the client connects
+    # only when one is written, so the commands that write none never do.
+    settlements = (
+        Settlements.to(
+            Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+            settings.status_pending_seconds,
+        )
+        if settings.redis_url
+        else None
+    )
+    settle = settlements.settle if settlements is not None else None
+    failures = FailureLog(read_engine, policy, issuer, settle)
     shard_map = ShardMap(settings.logical_shards, settings.shard_urls)
     batch = settings.projection_batch_size
 
@@ -123,6 +135,7 @@ def open_read_side(
         failures,
         batch,
         gate=projection_runner.slowest_position(list(projectors.values())),
+        settle=settle,
         issuer=issuer,
     )
     mailer = Mailer(
@@ -151,6 +164,7 @@ def open_read_side(
         verifications=Verifications(read_engine),
         mailer=mailer,
         process_manager=ProcessManager(failures, replays),
+        settlements=settlements,
     )
 
 
@@ -229,9 +243,12 @@ class Container:
     gauges: asyncio.Task[None] | None = None
     # Fed by the gauges: whether the projections move, for /health/ready.
     progress: ProjectionProgress = field(init=False)
+    # Each registration recorded here, noted pending in the status cache for its first polls.
+    pending: PendingNotes = field(init=False)
 
     def __post_init__(self) -> None:
         self.progress = ProjectionProgress(self.settings.projection_stall_seconds)
+        self.pending = PendingNotes.to(self.redis, self.settings.status_pending_seconds)
 
     @classmethod
     async def start(cls, settings: Settings) -> Container:
@@ -320,6 +337,7 @@ class Container:
                 self.email_index,
                 limiter,
                 owners=OwnerNotifications(self.events) if settings.enumeration_resistant else None,
+                pending=self.pending,
             ),
             idempotency=RedisIdempotencyStore(
                 self.redis,
@@ -346,6 +364,7 @@ class Container:
             await self.gauges
         await self.read_side.close()
         await self.group_commit.stop()
+        await self.pending.writes.flush()
         await self.appender.close()
         if self.email_index is not None:
             await self.email_index.close()

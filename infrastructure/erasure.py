@@ -16,7 +16,7 @@ from infrastructure.event_store.owner_notifications import OwnerNotifications
 from infrastructure.event_store.store import SignupEvents
 from infrastructure.event_store.subject_keys import SignupRecorder
 from infrastructure.read_side.parts import ReadSide
-from infrastructure.read_side.status_queries import STATUS_CACHE_PREFIX
+from infrastructure.read_side.status_cache import settle_now
 from infrastructure.redis_store.idempotency import RedisIdempotencyStore
 from projections import users
 from projections.model import REGISTRATION_REQUESTED
@@ -93,9 +93,9 @@ class ReadModelsAndCache:
             removed.append("email_verifications")
         if await asyncio.to_thread(self.notifications.forget, registration_id):
             removed.append("owner_notifications")
-        if self.redis is not None and await self.redis.delete(
-            STATUS_CACHE_PREFIX + str(registration_id)
-        ):
+        # Settled rather than deleted: a pending note still on its way from the API that
+        # accepted the registration is then dropped (status_cache).
+        if self.redis is not None and await settle_now(self.redis, registration_id):
             removed.append("status_cache")
         if self.idempotency is not None and await self.idempotency.forget(str(registration_id)):
             removed.append("idempotency_record")

@@ -38,6 +38,9 @@ class Settings:
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     status_cache_seconds: int = 3600
+    # How long a just-recorded registration's pending note answers its polls (see
+    # infrastructure/read_side/status_cache.py); its row's writers settle it before.
+    status_pending_seconds: int = 10
     # /health/ready fails (and signup_projection_stalled says which) once a projection has had
     # events waiting without moving for this long: its worker is dead, hung or cut off.
     projection_stall_seconds: float = 30.0
@@ -131,6 +134,9 @@ class Settings:
             ),
             status_cache_seconds=int(
                 env.get("SIGNUP_STATUS_CACHE_SECONDS", defaults.status_cache_seconds)
+            ),
+            status_pending_seconds=int(
+                env.get("SIGNUP_STATUS_PENDING_SECONDS", defaults.status_pending_seconds)
             ),
             projection_stall_seconds=float(
                 env.get("SIGNUP_PROJECTION_STALL_SECONDS", defaults.projection_stall_seconds)

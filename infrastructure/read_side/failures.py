@@ -7,7 +7,7 @@ its failures change in one transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,9 @@ class FailureLog:
     policy: RetryPolicy
     # Issues a registration's verification when a retry completes it.
     issuer: ChallengeIssuer | None = None
+    # Told whose status row a retry or a dead letter changed, once committed (see
+    # status_cache: a poll must then read the row, not what the cache held).
+    settle: Callable[[Iterable[uuid.UUID]], None] | None = None
 
     async def held(self, projection: str, registration_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these registrations have an open failure in this projection."""
@@ -202,6 +205,8 @@ class FailureLog:
                 await self.issuer.issue(
                     conn, [(row["registration_id"], row["requested_at"]) for row in completed]
                 )
+        if completed and self.settle is not None:
+            self.settle([failure.registration_id])
 
     async def attempt_failed(self, failure: Failure, error: str) -> Failure:
         attempts = failure.attempts + 1
@@ -223,7 +228,9 @@ class FailureLog:
             metrics.RETRIES.labels("dead_lettered" if dead else "failed").inc()
             if dead and failure.projection != MAILER:
                 await mark_failed(conn, failure.registration_id)
-            return updated
+        if dead and failure.projection != MAILER and self.settle is not None:
+            self.settle([failure.registration_id])
+        return updated
 
     async def discard(self, failure_id: int) -> bool:
         async with self.engine.begin() as conn:

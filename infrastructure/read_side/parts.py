@@ -17,6 +17,7 @@ from application.process_manager import ProcessManager
 from infrastructure.read_side.event_source import EventSource
 from infrastructure.read_side.failures import Failure, FailureLog
 from infrastructure.read_side.projector import Projector, StatusProjector
+from infrastructure.read_side.status_cache import Settlements
 from infrastructure.verification.challenges import Verifications
 from infrastructure.verification.mailer import Mailer
 from projections.shards import ShardMap
@@ -37,6 +38,8 @@ class ReadSide:
     verifications: Verifications
     mailer: Mailer
     process_manager: ProcessManager[Failure]
+    # The status projection's and the process manager's settlements of the status cache.
+    settlements: Settlements | None = None
 
     @property
     def all_projectors(self) -> list[Projector]:
@@ -49,5 +52,7 @@ class ReadSide:
         raise KeyError(name)
 
     async def close(self) -> None:
+        if self.settlements is not None:
+            await self.settlements.close()
         for engine in {self.events_engine, self.read_engine, *self.shard_engines}:
             await engine.dispose()

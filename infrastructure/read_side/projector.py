@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,9 @@ class Projector:
     batch_size: int = 1000
     # The status projector may not pass the slowest of the others.
     gate: Callable[[], Awaitable[int]] | None = None
+    # Told, once a live batch has committed, whose rows it wrote (the status projector's
+    # settlements of the status cache: see status_cache).
+    settle: Callable[[Iterable[uuid.UUID]], None] | None = None
     projected: int = field(default=0, init=False)
     # A running projector is its table's only writer, so it remembers where it is instead of
     # asking the database before every batch; a rebuild's switch or an error clears this.
@@ -156,6 +160,8 @@ class Projector:
             await self._one_by_one(target, notes, reached, held, live=live)
         if live:
             self._live_position = reached
+            if self.settle is not None:
+                self.settle(n.registration_id for n in notes)
         self.projected += len(notes)
         metrics.PROJECTED.labels(self.name).inc(len(notes))
         return reached - position

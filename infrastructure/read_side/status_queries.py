@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
-import msgspec
 import structlog
 from eventsourcing.persistence import Mapper, StoredEvent
 from redis.asyncio import Redis
@@ -26,37 +25,23 @@ from application.status import RegistrationStatus
 from domain.registration import SignupAttempted, UserRegistrationRequested
 from infrastructure.event_store.owner_notifications import TABLE as ATTEMPTS_TABLE
 from infrastructure.postgres_outages import UNAVAILABLE
+from infrastructure.read_side.status_cache import (
+    STATUS_CACHE_PREFIX,
+    cache_status,
+    cache_status_over,
+    decode_cached,
+)
 from projections.registration_status import COMPLETED, EXPIRED, PENDING, VERIFIED
 from projections.registration_status import VIEW as STATUS_VIEW
 from projections.shards import user_id_for
 
 log = structlog.get_logger(__name__)
 
-STATUS_CACHE_PREFIX = "signup:status:"
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(RegistrationStatus).decode
-
 # What a poll may cache: completed, and the verdicts after it (a failed registration can
 # still be retried to completed). Completed is not final any more: a verdict overwrites it
 # (``cache_status``), and a poll caches only where nothing is, so a poll that read
 # ``completed`` just before a verdict cannot put it back.
 _CACHED = frozenset({COMPLETED, VERIFIED, EXPIRED})
-
-
-async def cache_status(
-    redis: Redis,
-    status: RegistrationStatus,
-    seconds: int,
-    *,
-    overwrite: bool,
-    prefix: str = STATUS_CACHE_PREFIX,
-) -> None:
-    await redis.set(
-        prefix + str(status.registration_id),
-        _encode(status),
-        ex=seconds,
-        nx=not overwrite,
-    )
 
 
 _FROM_READ_MODEL = (
@@ -109,8 +94,8 @@ class StatusQueries:
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
         if self._missed_lately(registration_id):
             return None
-        cached = await self._cached(registration_id)
-        if cached is not None:
+        raw = await self._cached(registration_id)
+        if raw is not None and (cached := decode_cached(raw)) is not None:
             return cached
         try:
             found, projected = await self._lookup(registration_id)
@@ -120,7 +105,7 @@ class StatusQueries:
         if found is None:
             self._remember_miss(registration_id)
         elif projected and found.status in _CACHED:
-            await self._cache(found)
+            await self._cache(found, raw)
         return found
 
     async def _lookup(self, registration_id: uuid.UUID) -> tuple[RegistrationStatus | None, bool]:
@@ -151,19 +136,27 @@ class StatusQueries:
         while len(self._misses) > self.most_misses:
             self._misses.popitem(last=False)
 
-    async def _cached(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
+    async def _cached(self, registration_id: uuid.UUID) -> bytes | None:
+        """What the cache holds for it: a status (a pending note included), a settlement,
+        or nothing."""
         try:
             raw = await self.redis.get(self.prefix + str(registration_id))
         except RedisError as error:
             log.warning("status_cache_unavailable", error=type(error).__name__)
             return None
-        return _decode(raw) if raw else None
+        return raw if isinstance(raw, bytes) and raw else None
 
-    async def _cache(self, status: RegistrationStatus) -> None:
+    async def _cache(self, status: RegistrationStatus, read: bytes | None) -> None:
+        """Where the key was empty, or still holds the settlement ``read`` (status_cache)."""
         try:
-            await cache_status(
-                self.redis, status, self.cache_seconds, overwrite=False, prefix=self.prefix
-            )
+            if read is not None:
+                await cache_status_over(
+                    self.redis, status, self.cache_seconds, read, prefix=self.prefix
+                )
+            else:
+                await cache_status(
+                    self.redis, status, self.cache_seconds, overwrite=False, prefix=self.prefix
+                )
         except RedisError as error:
             log.warning("status_cache_unavailable", error=type(error).__name__)
 

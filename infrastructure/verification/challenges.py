@@ -45,8 +45,9 @@ from domain.verification import NONCE_BYTES, Challenge, VerificationPolicy
 from infrastructure.event_store.store import SignupEvents
 from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE
 from infrastructure.read_side.read_store import main_catalog, reading
+from infrastructure.read_side.status_cache import cache_status
 from infrastructure.read_side.status_changes import apply_change
-from infrastructure.read_side.status_queries import StatusQueries, cache_status
+from infrastructure.read_side.status_queries import StatusQueries
 from projections.model import EMAIL_VERIFIED
 from projections.registration_status import EXPIRED, VERIFIED, settled
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -16,11 +18,12 @@ from infrastructure.container import open_read_side
 from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.read_side.email_index import EmailIndex
 from infrastructure.read_side.projector import run_forever
-from infrastructure.read_side.read_store import ProjectionStore
+from infrastructure.read_side.read_store import ProjectionStore, make_engine
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
-from infrastructure.read_side.status_queries import STATUS_CACHE_PREFIX
+from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX
 from infrastructure.read_side.wakeups import Wakeups
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
 from tests.read_models import (
     Poison,
@@ -65,6 +68,47 @@ async def test_a_registration_is_pending_until_the_read_models_have_the_user(
     after = await status_of(client, registration_id)
     assert after["user_id"] and after["requested_at"] == before["requested_at"]
     assert "reader0@example.com" not in str(after)
+
+
+async def test_a_pending_note_answers_until_the_status_row_is_written_and_not_a_moment_longer(
+    settings: Settings,
+) -> None:
+    # A note that would answer for five minutes: only its settlement can end it in time.
+    lasting = dataclasses.replace(settings, status_pending_seconds=300)
+    async with AsyncTestClient(app=build_app(lasting)) as client:
+        [registration_id] = await _register(client, 1, start=60)
+        key = STATUS_CACHE_PREFIX + registration_id
+        async with Redis.from_url(settings.redis_url or "") as redis:
+
+            async def noted() -> bool:
+                raw = await redis.get(key)
+                return raw is not None and json.loads(raw)["status"] == "pending"
+
+            await eventually(noted, timeout=10)
+            assert (await status_of(client, registration_id))["status"] == "pending"
+
+            async with running_worker(lasting):
+                await eventually(lambda: _row_says(lasting, registration_id, "completed"))
+                # The settlement follows the commit by a write to Redis: a moment, not 300 s.
+                await eventually(
+                    lambda: all_have_status(client, [registration_id], "completed"), timeout=5
+                )
+            # The poll that read the row cached it over the settlement it found.
+            cached = await redis.get(key)
+            assert cached is not None and json.loads(cached)["status"] == "completed"
+
+
+async def _row_says(settings: Settings, registration_id: str, status: str) -> bool:
+    engine = make_engine(settings.read_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT status FROM registration_status WHERE registration_id = :id"),
+                {"id": registration_id},
+            )
+        return found == status
+    finally:
+        await engine.dispose()
 
 
 async def test_every_user_lands_in_exactly_one_shard_and_the_read_models_equal_a_replay(

@@ -6,8 +6,10 @@ import uuid
 
 import pytest
 
+from application.outages import StoreUnavailable
 from application.personal_data import Sealed
 from application.registering import DuplicateAttempt, RegisterUser, Submission
+from application.status import RegistrationStatus
 from domain.errors import EmailAlreadyRegistered
 from domain.form import RegistrationDetails
 from domain.registration import SignupAttempted, UserRegistrationRequested
@@ -92,3 +94,50 @@ async def test_a_duplicate_in_the_resistant_mode_notifies_the_holder_and_records
     assert recorded.registration_id == attempt.registration_id
     assert [type(event) for event in recorded.events] == [SignupAttempted]
     assert (recorded.claims, recorded.subject_key) == ({}, None)
+
+
+class Pending:
+    def __init__(self) -> None:
+        self.noted: list[RegistrationStatus] = []
+
+    def note(self, status: RegistrationStatus) -> None:
+        self.noted.append(status)
+
+
+class Unavailable(Log):
+    async def append(self, submission: Submission) -> None:
+        raise StoreUnavailable("down")
+
+
+async def test_a_recorded_signup_is_noted_pending_as_the_event_store_would_answer_it() -> None:
+    log, pending = Log(), Pending()
+    accepted = await RegisterUser(log, KEY, Vault(), pending=pending)(valid_form())
+
+    [event] = log.recorded[0].events
+    assert pending.noted == [
+        RegistrationStatus(accepted.registration_id, "pending", event.timestamp, event.timestamp)
+    ]
+
+
+async def test_nothing_is_noted_pending_for_a_refused_or_unconfirmed_signup() -> None:
+    pending = Pending()
+    register = RegisterUser(Log(), KEY, Vault(), pending=pending)
+    await register(valid_form())
+
+    with pytest.raises(EmailAlreadyRegistered):
+        await register(_second_signup_with_the_same_email())
+    with pytest.raises(StoreUnavailable):
+        await RegisterUser(Unavailable(), KEY, Vault(), pending=pending)(valid_form())
+    assert len(pending.noted) == 1
+
+
+async def test_a_duplicate_attempt_in_the_resistant_mode_is_noted_pending_like_a_signup() -> None:
+    log, pending = Log(), Pending()
+    register = RegisterUser(log, KEY, Vault(), owners=Outbox(), pending=pending)
+    await register(valid_form())
+
+    attempt = await register(_second_signup_with_the_same_email())
+
+    assert [status.registration_id for status in pending.noted][-1] == attempt.registration_id
+    assert pending.noted[-1].status == "pending"
+    assert pending.noted[-1].requested_at == log.recorded[-1].events[0].timestamp

@@ -1,0 +1,204 @@
+"""The status cache in Redis: one key a registration, read by every status query first.
+
+A key holds one of three things:
+- a status a poll may repeat without asking the databases: a just-recorded registration's
+  ``pending`` (noted by the API after its commit, for ``PENDING_SECONDS``), then
+  ``completed`` or a verdict (cached by a poll or written by the verdict, for the configured
+  cache time);
+- a settlement: "ask the status read model", written by whoever has just written the
+  registration's row (the status projection, the process manager) or erased it, so that a
+  pending note can never hide a newer row, nor an erasure.
+
+The writers are ordered by what they may overwrite: a pending note only an empty key (``NX``:
+a note that arrives after the key was settled is dropped); a poll's cache an empty key, or
+the very settlement it read before asking the read model (each settlement is unique, so a
+poll that read a row just before the process manager changed it again, a dead letter after
+``completed``, cannot cache the old row over the newer settlement); a settlement and a
+verdict anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+
+from application.status import RegistrationStatus
+
+log = structlog.get_logger(__name__)
+
+STATUS_CACHE_PREFIX = "signup:status:"
+_SETTLED = b"settled:"
+# How long a pending note answers: longer than a registration takes to complete when the
+# worker keeps up (p99 well under a second), short enough that a settlement lost while Redis
+# blinked leaves a completed registration reading pending only briefly.
+PENDING_SECONDS = 10
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(RegistrationStatus).decode
+
+
+def settlement() -> bytes:
+    """A new settlement: unique, so that a poll replaces only the one it read."""
+    return _SETTLED + secrets.token_hex(8).encode()
+
+
+def is_settlement(raw: bytes | str) -> bool:
+    return isinstance(raw, bytes) and raw.startswith(_SETTLED)
+
+
+def decode_cached(raw: bytes | str) -> RegistrationStatus | None:
+    """A cached status, or None for a settlement (ask the read model)."""
+    return None if is_settlement(raw) else _decode(raw)
+
+
+async def cache_status(
+    redis: Redis,
+    status: RegistrationStatus,
+    seconds: int,
+    *,
+    overwrite: bool,
+    prefix: str = STATUS_CACHE_PREFIX,
+) -> None:
+    await redis.set(
+        prefix + str(status.registration_id),
+        _encode(status),
+        ex=seconds,
+        nx=not overwrite,
+    )
+
+
+_REPLACE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return 0
+"""
+
+
+async def cache_status_over(
+    redis: Redis,
+    status: RegistrationStatus,
+    seconds: int,
+    read: bytes,
+    prefix: str = STATUS_CACHE_PREFIX,
+) -> None:
+    """Cache ``status`` (read from the read model) if its key still holds the settlement
+    ``read`` that sent the poll there."""
+    await redis.eval(
+        _REPLACE, 1, prefix + str(status.registration_id), read, _encode(status), seconds
+    )
+
+
+async def settle_now(
+    redis: Redis, registration_id: uuid.UUID, prefix: str = STATUS_CACHE_PREFIX
+) -> bool:
+    """Settle the key at once (an erasure: a pending note in flight must not answer for the
+    registration after it); whether it held anything before."""
+    before = await redis.set(
+        prefix + str(registration_id), settlement(), ex=PENDING_SECONDS, get=True
+    )
+    return before is not None
+
+
+# Every key of a call in one script, named in its arguments (as the limiter's script names its
+# keys: a single Redis or Valkey allows it, a cluster would not). ARGV: NX or "" (overwrite),
+# the lifetime in seconds, then key and value pairs.
+_WRITE = """
+local nx, seconds = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 2 do
+  if nx == 'NX' then
+    redis.call('set', ARGV[i], ARGV[i + 1], 'EX', seconds, 'NX')
+  else
+    redis.call('set', ARGV[i], ARGV[i + 1], 'EX', seconds)
+  end
+end
+return 0
+"""
+
+
+@dataclass
+class CacheWrites:
+    """Writes to the status cache that nobody waits for: whatever is written during one
+    turn of the event loop goes in one script call, with one call in flight at a time (as
+    the limiter counts). Bounded: while Redis does not answer, at most ``most_waiting``
+    writes wait, and the oldest are dropped (a dropped write only sends polls to the
+    databases, or leaves a pending note to its short lifetime)."""
+
+    redis: Redis
+    seconds: int
+    only_if_absent: bool
+    prefix: str = STATUS_CACHE_PREFIX
+    most_waiting: int = 50_000
+    _waiting: list[str | bytes] = field(init=False, default_factory=list)
+    _sender: asyncio.Task[None] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._script = self.redis.register_script(_WRITE)
+
+    def write(self, registration_id: uuid.UUID, value: bytes) -> None:
+        self._waiting += (self.prefix + str(registration_id), value)
+        if len(self._waiting) > 2 * self.most_waiting:
+            del self._waiting[: len(self._waiting) - 2 * self.most_waiting]
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(0)  # the rest of this turn's writes join the call
+                pairs, self._waiting = self._waiting, []
+                try:
+                    await self._script(
+                        keys=[],
+                        args=["NX" if self.only_if_absent else "", self.seconds, *pairs],
+                    )
+                except Exception as error:
+                    log.warning("status_cache_unavailable", error=type(error).__name__)
+        finally:
+            self._sender = None
+
+    async def flush(self) -> None:
+        """Wait for what was written so far (at a stop, and in tests)."""
+        while self._sender is not None:
+            await asyncio.shield(self._sender)
+
+
+@dataclass
+class PendingNotes:
+    """``PendingStatuses`` in the status cache (the API's side)."""
+
+    writes: CacheWrites
+
+    @classmethod
+    def to(cls, redis: Redis, seconds: int = PENDING_SECONDS) -> PendingNotes:
+        return cls(CacheWrites(redis, seconds, only_if_absent=True))
+
+    def note(self, status: RegistrationStatus) -> None:
+        self.writes.write(status.registration_id, _encode(status))
+
+
+@dataclass
+class Settlements:
+    """``SETTLED`` for registrations whose status row was just written (the worker's side),
+    after the transaction that wrote it has committed."""
+
+    writes: CacheWrites
+
+    @classmethod
+    def to(cls, redis: Redis, seconds: int = PENDING_SECONDS) -> Settlements:
+        return cls(CacheWrites(redis, seconds, only_if_absent=False))
+
+    def settle(self, registration_ids: Iterable[uuid.UUID]) -> None:
+        for registration_id in registration_ids:
+            self.writes.write(registration_id, settlement())
+
+    async def close(self) -> None:
+        await self.writes.flush()
+        await self.writes.redis.aclose()
