@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from sqlalchemy import text
 
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
-from infrastructure.container import open_read_side
+from infrastructure.container import open_read_side, run_projections
 from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.read_side.email_index import EmailIndex
 from infrastructure.read_side.projector import run_forever
@@ -138,6 +139,7 @@ async def test_a_poison_event_is_retried_then_dead_lettered_and_a_retry_after_th
     client: Client, settings: Settings
 ) -> None:
     poison = Poison("poison@example.com")
+    retried_into_place = _retries_that_projected()
     async with running_worker(settings, poison) as read_side:
         before = await _register(client, 5)
         response = await client.post("/registrations", json=_person(99, "poison@example.com"))
@@ -151,13 +153,64 @@ async def test_a_poison_event_is_retried_then_dead_lettered_and_a_retry_after_th
         [dead] = await read_side.failures.list()
         assert dead.attempts == settings.retry_max_attempts
         assert str(dead.registration_id) == poisoned
+        # Its batch's other events went straight in: none was parked behind it, and then
+        # completed by a retry (their status would have said pending meanwhile).
+        assert _retries_that_projected() == retried_into_place
 
         poison.active = False
         assert await read_side.process_manager.retry(dead)
         await eventually(lambda: all_have_status(client, [poisoned], "completed"))
+        assert _retries_that_projected() == retried_into_place + 1
         assert await read_side.failures.list(state=None) == []
         rows = await table_rows(read_side)
         assert rows == await replayed_rows(read_side)
+
+
+def _retries_that_projected() -> float:
+    """Parked events that a retry put into their projection, in this process so far."""
+    sample = REGISTRY.get_sample_value("signup_projection_retries_total", {"outcome": "projected"})
+    return sample or 0.0
+
+
+async def test_completed_is_said_only_once_the_user_is_in_its_shard_and_the_email_lookup(
+    client: Client, settings: Settings
+) -> None:
+    [registration_id] = await _register(client, 1, start=70)
+    # A worker without the users projectors: the email lookup takes the registration in, the
+    # status projector may not pass the users shards, which have not moved.
+    read_side = open_read_side(settings)
+    stop = asyncio.Event()
+    partial = asyncio.create_task(
+        run_projections(settings, read_side, stop, only=["email_lookup", "registration_status"])
+    )
+    try:
+        await eventually(lambda: _count(settings.read_url, "email_lookup", registration_id))
+        # Long enough for an ungated status projector to have written the row.
+        await asyncio.sleep(1)
+        assert (await status_of(client, registration_id))["status"] == "pending"
+        assert not await _row_says(settings, registration_id, "completed")
+    finally:
+        stop.set()
+        await partial
+        await read_side.close()
+
+    async with running_worker(settings):
+        await eventually(lambda: all_have_status(client, [registration_id], "completed"))
+    in_shards = [await _count(url, "users", registration_id) for url in settings.shard_urls]
+    assert sorted(in_shards) == [0, 1]
+
+
+async def _count(url: str, view: str, registration_id: str) -> int:
+    engine = make_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                text(f"SELECT count(*) FROM {view} WHERE registration_id = :id"),
+                {"id": registration_id},
+            )
+        return int(found or 0)
+    finally:
+        await engine.dispose()
 
 
 async def test_rebuilding_each_projection_gives_the_same_rows_while_status_queries_keep_answering(

@@ -4,6 +4,7 @@ with a clock the tests set."""
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from domain.verification import (
     VerificationCodeInvalid,
     VerificationPolicy,
     code_for,
+    matches,
     normalise_offer,
     token_for,
 )
@@ -217,6 +219,30 @@ def test_a_code_is_six_digits_made_from_its_nonce_and_a_token_is_43_characters()
     assert code == code_for(KEY, RID, b"n" * 16)  # written again after a crash: the same
     assert len({code_for(KEY, RID, bytes([n]) * 16) for n in range(50)}) > 40
     assert len(token_for(KEY, RID, b"n" * 16)) == 43
+
+
+@pytest.mark.parametrize("offered", ["wrong", "code", "token"])
+def test_an_offer_is_compared_in_constant_time_with_both_the_code_and_the_token(
+    offered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's promise: no comparison that stops at the first differing character (its
+    # time would tell how much of a guess was right), and no early exit that would tell a code
+    # from a token. Timing itself cannot be asserted on a shared machine; the mechanism can.
+    nonce = b"n" * 16
+    code, token = code_for(KEY, RID, nonce), token_for(KEY, RID, nonce)
+    offer = {"wrong": f"{(int(code) + 1) % 1_000_000:06d}", "code": code, "token": token}[offered]
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr("domain.verification.hmac.compare_digest", recording)
+
+    assert matches(KEY, RID, nonce, offer) is (offered != "wrong")
+    assert sorted(expected for _, expected in compared) == sorted([code.encode(), token.encode()])
+    assert all(given == offer.encode() for given, _ in compared)
 
 
 @pytest.mark.parametrize(
