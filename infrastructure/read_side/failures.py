@@ -115,6 +115,8 @@ class FailureLog:
             )
             if dead and projection != MAILER:
                 await mark_failed(conn, notification.registration_id)
+        if dead and projection != MAILER and self.settle is not None:
+            self.settle([notification.registration_id])
 
     async def park_send(
         self, outbox_id: int, registration_id: uuid.UUID, kind: str, error: str

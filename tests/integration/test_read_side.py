@@ -25,6 +25,7 @@ from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX
 from infrastructure.read_side.wakeups import Wakeups
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
+from projections.model import REGISTRATION_REQUESTED
 from tests.factories import make_cpf, valid_form
 from tests.read_models import (
     Poison,
@@ -392,3 +393,27 @@ async def test_a_rebuild_switches_only_with_every_event_the_live_table_had(
     assert {rid: statuses.get(rid) for rid in [*first, *late]} == dict.fromkeys(
         [*first, *late], "completed"
     )
+
+
+async def test_a_dead_letter_after_completed_is_answered_failed_though_completed_was_cached(
+    client: Client, settings: Settings
+) -> None:
+    # One attempt: the failure below is a dead letter at once.
+    once = dataclasses.replace(settings, retry_max_attempts=1)
+    [registration_id] = await _register(client, 1, start=80)
+    async with running_worker(once) as read_side:
+        await eventually(lambda: all_have_status(client, [registration_id], "completed"))
+        await status_of(client, registration_id)  # read from the row, and cached for an hour
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            cached = await redis.get(STATUS_CACHE_PREFIX + registration_id)
+        assert cached is not None and json.loads(cached)["status"] == "completed"
+
+        # A projection fails on its event afterwards (a replay, a later fix gone wrong).
+        [note] = [
+            n
+            for n in (await read_side.source.read(0, 100, [REGISTRATION_REQUESTED]))[0]
+            if str(n.registration_id) == registration_id
+        ]
+        await read_side.failures.park("users_shard0", note, "broken", first_attempt=True)
+
+        await eventually(lambda: all_have_status(client, [registration_id], "failed"), timeout=5)
