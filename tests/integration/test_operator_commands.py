@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from litestar.testing import AsyncTestClient
@@ -84,3 +85,22 @@ async def test_projection_status_shows_position_and_lag_and_rebuild_switches_tab
 
     unknown = await signup(settings, "projections", "rebuild", "nothing")
     assert unknown.returncode == 2
+
+
+async def test_erasing_without_redis_says_the_cache_and_idempotency_record_were_not_reached(
+    client: Client, settings: Settings
+) -> None:
+    response = await client.post("/registrations", json=_person(7))
+    registration_id = response.json()["registration_id"]
+    # A production event store, no Redis configured for the command: nothing can clear a
+    # cached status or a stored answer, and the operator must be told for how long they last.
+    without_redis = dataclasses.replace(settings, redis_url=None)
+
+    erased = await signup(without_redis, "erase", registration_id)
+
+    assert erased.returncode == 0, erased.stderr
+    assert "key shredded" in erased.stdout and "status_cache" not in erased.stdout
+    assert "REDIS_URL is unset" in erased.stderr
+    assert "were not reached" in erased.stderr
+    assert "SIGNUP_STATUS_CACHE_SECONDS" in erased.stderr
+    assert "SIGNUP_IDEMPOTENCY_TTL_SECONDS" in erased.stderr
