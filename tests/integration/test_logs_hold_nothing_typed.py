@@ -1,4 +1,5 @@
-"""The README's promise: nothing a person typed, and no verification code, is ever logged.
+"""The README's promise: nothing a person typed, and no verification code or link token, is
+ever logged.
 
 Every process of ``signup up`` (the API processes, the worker, the mailer, the SMTP sink)
 writes its log into one file here, through a signup, a duplicate, a rejection, a wrong code,
@@ -91,6 +92,8 @@ def test_no_value_a_person_typed_and_no_code_reaches_any_process_log(
         verification = f"/registrations/{registration_id}/verification"
         assert client.post(verification, json={"code": wrong}).status_code == 422
         assert client.post(verification, json={"code": message.code}).status_code == 200
+        # The link's token too, as a second tab would offer it: the same verdict again.
+        assert client.post(verification, json={"code": message.token}).status_code == 200
         assert client.get(f"/registrations/{registration_id}").json()["status"] == "verified"
     # Stopped: every process has written out what it buffered.
 
@@ -103,6 +106,7 @@ def test_no_value_a_person_typed_and_no_code_reaches_any_process_log(
 
     found = {what: value for what, value in _typed().items() if value.lower() in text.lower()}
     assert not found, f"typed values in the log: {sorted(found)}"
+    assert message.token not in text, "the link's token was logged"
     for code in (message.code, wrong):
         # As a whole number: a duration's or an id's digits may happen to contain it.
         assert not re.search(rf"(?<![\d.]){code}(?![\d.])", text), f"a code ({code}) was logged"
