@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from domain.verification import code_for, verification_key
+from infrastructure.read_side.read_store import asyncpg_dsn
 from infrastructure.settings import Settings
 from infrastructure.verification.mail_sink import MailSink
 from interfaces.http.app import build_app
@@ -141,6 +143,42 @@ async def test_an_expired_code_gets_410_and_a_resent_code_verifies(
         # Nothing more to send to a verified registration.
         done = problem(await api.post(f"{url}/resend"), 409)
         assert done["code"] == "registration_already_verified"
+
+
+async def test_no_code_outlives_its_registrations_deadline_not_even_a_resent_one(
+    mailing: Settings, mailbox: MailSink
+) -> None:
+    # An hour to verify, codes of a day, a new message whenever asked.
+    short = dataclasses.replace(
+        mailing, verification_ttl_seconds=3600, verification_resend_seconds=0
+    )
+    async with AsyncTestClient(app=build_app(short)) as api:
+        registration_id = await _signed_up(api, 12)
+        async with running_worker(short):
+            await wait_for_messages(mailbox.directory, registration_id)
+            first = await _code_and_registration_ends(short, registration_id)
+            resent = await api.post(f"/registrations/{registration_id}/verification/resend")
+            assert resent.status_code == 202, resent.text
+            await wait_for_messages(mailbox.directory, registration_id, 2)
+            second = await _code_and_registration_ends(short, registration_id)
+    for code_ends, registration_ends in (first, second):
+        assert code_ends == registration_ends  # not now + 24 h
+
+
+async def _code_and_registration_ends(
+    settings: Settings, registration_id: str
+) -> tuple[datetime, datetime]:
+    conn = await asyncpg.connect(asyncpg_dsn(settings.read_url))
+    try:
+        row = await conn.fetchrow(
+            "SELECT code_expires_at, expires_at FROM email_verifications"
+            " WHERE registration_id = $1",
+            uuid.UUID(registration_id),
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return row["code_expires_at"], row["expires_at"]
 
 
 async def test_a_new_code_is_refused_too_soon_after_the_last_and_once_every_message_is_spent(
