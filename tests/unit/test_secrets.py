@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from infrastructure.embedded import local_reservation_key
 from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
 from tests.servers import ROOT
@@ -17,14 +19,31 @@ def test_a_long_secret_key_is_accepted() -> None:
     assert Settings(reservation_key="k" * 32).secrets_problem() is None
 
 
-def test_signup_api_refuses_to_start_with_the_default_key_and_names_the_variable() -> None:
+# Every command the README names as refusing: the API, `signup up` against a configured
+# database, and the operator's commands (a worker or mailer is started beside an API, which
+# refuses first).
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["api", "--port", "1"],
+        ["up", "--port", "1"],
+        ["migrate"],
+        ["erase", "someone@example.com"],
+        ["dead-letters", "list"],
+        ["projections", "status"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_the_api_and_the_operators_commands_refuse_to_start_with_the_default_key(
+    command: list[str],
+) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
         "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
         "REDIS_URL": "redis://127.0.0.1:1",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "interfaces.cli", "api", "--port", "1"],
+        [sys.executable, "-m", "interfaces.cli", *command],
         cwd=ROOT,
         env=env,
         capture_output=True,
