@@ -70,6 +70,27 @@ async def test_one_email_is_limited_whatever_the_address(settings: Settings) -> 
     assert answers[2].json()["limit"] == "email"
 
 
+async def test_one_cpf_is_limited_whatever_the_email(settings: Settings) -> None:
+    # Only the per-CPF limit is tight: a refusal can come from nothing else.
+    async with client_with(
+        settings,
+        rate_limit_per_cpf="2/minute",
+        rate_limit_per_email="100/minute",
+        rate_limit_per_client="100/minute",
+    ) as client:
+        answers = []
+        for n in range(3):
+            email = f"same.cpf.{n}@example.com"
+            form = valid_form(cpf=make_cpf(90_100), email=email, email_confirmation=email)
+            answers.append(await client.post("/registrations", json=form))
+
+    # The second is a duplicate CPF, still counted; the third is refused before any lookup.
+    assert [a.status_code for a in answers[:2]] == [202, 409]
+    body = problem(answers[2], 429)
+    assert (body["code"], body["limit"]) == ("rate_limited", "cpf")
+    assert 1 <= int(answers[2].headers["retry-after"]) <= 60
+
+
 async def test_an_untrusted_forwarded_for_header_does_not_dodge_the_limit(
     settings: Settings,
 ) -> None:
