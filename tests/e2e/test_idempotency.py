@@ -162,3 +162,20 @@ async def test_a_signup_told_503_whose_batch_commits_after_all_is_replayed_to_it
     assert retry.status_code == 202, retry.text
     assert retry.headers["idempotent-replayed"] == "true"
     assert status.status_code == 200 and status.json()["status"] == "pending"
+
+
+async def test_by_default_a_keyed_answer_is_kept_in_redis_for_25_hours(
+    client: Client, settings: Settings
+) -> None:
+    # The `client` fixture leaves SIGNUP_IDEMPOTENCY_TTL_SECONDS at its default, which the
+    # README and docs/api.md promise is 25 h (90,000 s).
+    response = await post_registration(client, _person(30), key="default-ttl-1")
+    assert response.status_code == 202, response.text
+
+    assert settings.redis_url
+    redis = Redis.from_url(settings.redis_url)
+    ttl = await redis.ttl("signup:idempotency:default-ttl-1")
+    await redis.aclose()
+    # Not the 30 s of an in-flight claim: the completed answer's own expiry, read moments
+    # after it was set (the margin is for a slow machine, not a timing claim).
+    assert 89_000 < ttl <= 90_000, ttl

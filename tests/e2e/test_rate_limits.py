@@ -14,6 +14,7 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
@@ -70,6 +71,27 @@ async def test_one_email_is_limited_whatever_the_address(settings: Settings) -> 
     assert answers[2].json()["limit"] == "email"
 
 
+async def test_one_cpf_is_limited_whatever_the_email(settings: Settings) -> None:
+    # Only the per-CPF limit is tight: a refusal can come from nothing else.
+    async with client_with(
+        settings,
+        rate_limit_per_cpf="2/minute",
+        rate_limit_per_email="100/minute",
+        rate_limit_per_client="100/minute",
+    ) as client:
+        answers = []
+        for n in range(3):
+            email = f"same.cpf.{n}@example.com"
+            form = valid_form(cpf=make_cpf(90_100), email=email, email_confirmation=email)
+            answers.append(await client.post("/registrations", json=form))
+
+    # The second is a duplicate CPF, still counted; the third is refused before any lookup.
+    assert [a.status_code for a in answers[:2]] == [202, 409]
+    body = problem(answers[2], 429)
+    assert (body["code"], body["limit"]) == ("rate_limited", "cpf")
+    assert 1 <= int(answers[2].headers["retry-after"]) <= 60
+
+
 async def test_an_untrusted_forwarded_for_header_does_not_dodge_the_limit(
     settings: Settings,
 ) -> None:
@@ -101,6 +123,24 @@ async def test_with_redis_down_signups_are_still_accepted_and_readiness_says_so(
     assert (first.status_code, second.status_code) == (202, 202)
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"postgres": True, "redis": False, "projections": True}
+
+
+async def test_with_redis_down_the_api_logs_that_the_rate_limiter_is_unavailable(
+    settings: Settings,
+) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    async with client_with(
+        settings, redis_url=dead_redis, rate_limit_per_client="1/minute"
+    ) as client:
+        # Captured after the app has configured its logging, which would replace the capture.
+        with capture_logs() as logged:
+            answers = [await client.post("/registrations", json=_person(32 + n)) for n in range(2)]
+
+    # Over the 1/minute limit and still accepted: the operator's only sign is the log line.
+    assert [a.status_code for a in answers] == [202, 202]
+    events = [entry for entry in logged if entry["event"] == "rate_limiter_unavailable"]
+    assert events, [entry["event"] for entry in logged]
+    assert events[0]["log_level"] == "warning"
 
 
 async def test_the_client_limit_holds_across_two_api_processes(

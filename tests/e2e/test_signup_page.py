@@ -1,4 +1,5 @@
-"""The signup page in headless Chromium, against a real `signup up` (API, worker, servers)."""
+"""The signup page in headless Chromium, against a real `signup up` (API, worker, servers);
+the terms page it links to, from an operator's file, against a real `signup api`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from playwright.sync_api import Browser, Page, Request, Route, expect, sync_play
 from domain.contact import normalise_landline, normalise_mobile_phone
 from domain.documents import normalise_cnpj, normalise_cpf
 from domain.values import InvalidValue
+from infrastructure.settings import Settings
 from interfaces.http.page import error_codes, form_rules
 from tests.e2e.browser import (
     CHROMIUM,
@@ -465,3 +467,50 @@ def test_the_terms_checkbox_links_to_the_terms_served_by_the_app(page: Page) -> 
     assert link.get_attribute("href") == "/termos"
     page.goto("/termos")
     expect(page.get_by_role("heading", name="Política de privacidade", exact=True)).to_be_visible()
+
+
+def _terms_served(settings: Settings, terms_file: Path, log: Path) -> httpx.Response:
+    """GET /termos from a `signup api` started with SIGNUP_TERMS_FILE, as an operator sets it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**settings.server_env(), "SIGNUP_TERMS_FILE": str(terms_file)}
+    with signup_process(["api", "--port", str(port)], env, url, log):
+        return httpx.get(f"{url}/termos", timeout=30)
+
+
+def test_an_operators_html_terms_file_is_served_as_html_in_the_terms_page(
+    settings: Settings, tmp_path: Path
+) -> None:
+    fragment = "<h2>Regras da casa</h2>\n<p>Seja <b>gentil</b> &amp; breve.</p>"
+    terms_file = tmp_path / "termos.html"
+    terms_file.write_text(fragment, encoding="utf-8")
+
+    response = _terms_served(settings, terms_file, tmp_path / "api.log")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    # The fragment as written, inside the page's own layout, in place of the model text.
+    assert f'<div class="terms-text">\n{fragment}\n</div>' in response.text
+    assert "Política de privacidade" not in response.text
+
+
+def test_an_operators_plain_text_terms_file_is_served_escaped_one_paragraph_per_block(
+    settings: Settings, tmp_path: Path
+) -> None:
+    terms_file = tmp_path / "termos.txt"
+    terms_file.write_text(
+        "Seja <b>gentil</b> & breve.\n\n\nSegundo parágrafo,\nem duas linhas.\n", encoding="utf-8"
+    )
+
+    response = _terms_served(settings, terms_file, tmp_path / "api.log")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    # Markup in a text file is shown as typed, never run as HTML; blank lines part paragraphs.
+    assert (
+        '<div class="terms-text">\n'
+        "<p>Seja &lt;b&gt;gentil&lt;/b&gt; &amp; breve.</p>\n"
+        "<p>Segundo parágrafo,\nem duas linhas.</p>\n"
+        "</div>"
+    ) in response.text
+    assert "<b>" not in response.text

@@ -105,6 +105,38 @@ def test_a_stalled_worker_fails_readiness_and_a_killed_one_is_restarted_to_finis
     assert any(e.get("event") == "worker_restarted" and e["restarts"] == 1 for e in events)
 
 
+def test_while_readiness_says_projections_are_stalled_signups_are_still_accepted(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"DATABASE_URL": "", "REDIS_URL": "", "SIGNUP_PROJECTION_STALL_SECONDS": "2"}
+    # One API process: the readiness answers and the signup come from the same watcher.
+    args = ["up", "--port", str(port), "--data-dir", str(data_dir), "--workers", "1"]
+    with signup_process(args, env, url, tmp_path / "up.log") as process:
+        worker = _worker(psutil.Process(process.pid))
+        assert worker is not None, "signup up runs a worker"
+        # Hung, with an event waiting: the projections stall.
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            first = httpx.post(f"{url}/registrations", json=_person(21), timeout=30)
+            assert first.status_code == 202, first.text
+            _until(lambda: httpx.get(f"{url}/health/ready").status_code == 503, "unready")
+
+            during = httpx.post(f"{url}/registrations", json=_person(22), timeout=30)
+            after = httpx.get(f"{url}/health/ready")
+        finally:
+            # A stopped worker would not hear `signup up` stop it.
+            worker.send_signal(signal.SIGCONT)
+
+    # Readiness takes the process out of a load balancer, but one that still sends it a
+    # signup (or a client that calls it directly) has it recorded.
+    assert during.status_code == 202, during.text
+    assert during.json()["status"] == "pending"
+    assert after.status_code == 503
+    assert after.json()["checks"] == {"postgres": True, "redis": True, "projections": False}
+
+
 def test_signup_up_sends_mail_from_a_process_of_its_own_at_a_low_cpu_priority(
     data_dir: Path, tmp_path: Path
 ) -> None:
