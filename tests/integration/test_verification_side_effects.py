@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from tests.read_models import (
     status_of,
     table_rows,
 )
-from tests.servers import run_signup
+from tests.servers import free_port, run_signup
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -333,3 +334,43 @@ async def test_a_registration_requested_before_verification_began_is_never_maile
         assert (older,) not in rows, f"{table} holds the older registration"
         assert (newer,) in rows, f"{table} does not hold the newer one: the test proves nothing"
     assert messages_for(mailbox.directory, older) == []
+
+
+async def test_expiry_drops_the_unsent_mail_and_leaves_a_status_row_of_ids_and_times_only(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A relay nobody answers on yet: the verification message waits in the outbox, unsent,
+    # when the registration expires (TTL 0).
+    port = free_port()
+    hurried = dataclasses.replace(
+        settings, smtp_url=f"smtp://127.0.0.1:{port}", verification_ttl_seconds=0
+    )
+    form = _person(30)
+    async with AsyncTestClient(app=build_app(hurried)) as api:
+        expired = await _signed_up(api, form)
+        async with running_worker(hurried) as read_side:
+            await eventually(lambda: _status_is(api, expired, "expired"))
+            outbox = _query(
+                settings.read_url,
+                "SELECT kind, sent_at, dropped FROM mail_outbox WHERE registration_id = %s",
+                expired,
+            )
+            assert outbox == [("verification", None, "recipient_expired")]
+
+            # The relay answers now: nothing of theirs is left to send, and nothing goes.
+            with MailSink(tmp_path / "mail", port=port) as sink:
+                assert await read_side.mailer.send_due() == 0
+            assert received(sink.directory) == []
+
+    with psycopg.connect(settings.read_url) as conn:
+        cursor = conn.execute(
+            "SELECT * FROM registration_status WHERE registration_id = %s", (expired,)
+        )
+        [row] = cursor.fetchall()
+        columns = [column.name for column in cursor.description or ()]
+    kept = dict(zip(columns, row, strict=True))
+    assert kept.pop("status") == "expired"
+    assert kept.pop("user_id") is None and kept.pop("reason") is None  # the user is gone
+    assert str(kept.pop("registration_id")) == expired
+    assert sorted(kept) == ["requested_at", "updated_at"]
+    assert all(isinstance(at, datetime) for at in kept.values())
