@@ -5,8 +5,10 @@ its personal data nowhere and a rebuild does not bring it back."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import functools
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -374,3 +376,91 @@ async def test_expiry_drops_the_unsent_mail_and_leaves_a_status_row_of_ids_and_t
     assert str(kept.pop("registration_id")) == expired
     assert sorted(kept) == ["requested_at", "updated_at"]
     assert all(isinstance(at, datetime) for at in kept.values())
+
+
+async def _sent(settings: Settings, registration_id: str) -> bool:
+    rows = _query(
+        settings.read_url,
+        "SELECT sent_at FROM mail_outbox WHERE registration_id = %s",
+        registration_id,
+    )
+    return rows != [] and all(at is not None for (at,) in rows)
+
+
+def _where_stored(settings: Settings, pattern: str, raw: bytes = b"") -> set[str]:
+    """Every column (table.column) of every table, in the event store's database,
+    the read database and the shards, whose text matches ``pattern`` or whose bytes match
+    it or contain ``raw``. Bytes are searched as they are, not as hex: a hex rendering would
+    hold chance runs of digits."""
+    in_text = re.compile(pattern)
+    in_bytes = re.compile(pattern.encode() + (b"|" + re.escape(raw) if raw else b""))
+    found = set()
+    urls = {settings.database_url or settings.read_url, settings.read_url, *settings.shard_urls}
+    for url in sorted(urls):
+        with psycopg.connect(url) as conn:
+            columns = conn.execute(
+                "SELECT c.table_schema, c.table_name, c.column_name, c.data_type"
+                " FROM information_schema.columns c JOIN information_schema.tables t"
+                " USING (table_schema, table_name)"
+                " WHERE t.table_type = 'BASE TABLE'"
+                " AND c.table_schema NOT IN ('pg_catalog', 'information_schema')"
+                " AND c.data_type IN ('text', 'character varying', 'character', 'json',"
+                "  'jsonb', 'bytea', 'ARRAY')"
+            ).fetchall()
+            for schema, table, column, kind in columns:
+                cast = "" if kind == "bytea" else "::text"
+                values = conn.execute(
+                    f'SELECT "{column}"{cast} FROM "{schema}"."{table}"'
+                    f' WHERE "{column}" IS NOT NULL'
+                ).fetchall()
+                for (value,) in values:
+                    hit = (
+                        in_bytes.search(bytes(value))
+                        if kind == "bytea"
+                        else in_text.search(str(value))
+                    )
+                    if hit:
+                        found.add(f"{table}.{column}")
+    return found
+
+
+async def test_neither_the_code_nor_the_token_of_a_verification_message_is_stored(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    mailing = dataclasses.replace(settings, smtp_url=mailbox.url)
+    form = _person(31)
+    async with AsyncTestClient(app=build_app(mailing)) as api:
+        registration_id = await _signed_up(api, form)
+        async with running_worker(mailing):
+            [message] = await wait_for_messages(mailbox.directory, registration_id)
+            code, token = message.code, message.token
+            # Searched once the send is recorded: whatever the mailer writes after it, too.
+            await eventually(lambda: _sent(mailing, registration_id))
+            # A code is six digits: only a whole number counts (not digits inside others).
+            code_pattern = rf"(?<!\d){code}(?!\d)"
+            # The token's 32 bytes too, raw or in hex, besides its base64url text.
+            token_bytes = base64.urlsafe_b64decode(token + "=")
+            token_pattern = rf"{re.escape(token)}|{token_bytes.hex()}"
+            # What is searched is searched where it could be: the email's text in the email
+            # lookup, the challenge's nonce bytes in its row.
+            [(nonce,)] = _query(
+                settings.read_url,
+                "SELECT nonce FROM email_verifications WHERE registration_id = %s",
+                registration_id,
+            )
+            found = _where_stored(mailing, re.escape(form["email"]))
+            assert any(place.startswith("email_lookup") for place in found), found
+            assert _where_stored(mailing, "(?!)", bytes(nonce)) == {  # (?!): no text matches
+                "email_verifications.nonce",
+                "mail_outbox.nonce",
+            }
+            assert _where_stored(mailing, code_pattern) == set()
+            assert _where_stored(mailing, token_pattern, token_bytes) == set()
+
+            # Verifying with the code stores it nowhere either.
+            answer = await api.post(
+                f"/registrations/{registration_id}/verification", json={"code": code}
+            )
+            assert answer.status_code == 200, answer.text
+            assert _where_stored(mailing, code_pattern) == set()
+            assert _where_stored(mailing, token_pattern, token_bytes) == set()
