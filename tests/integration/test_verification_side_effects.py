@@ -119,6 +119,37 @@ async def test_a_notice_to_a_holder_that_expired_is_dropped_unsent(
     assert all(m.kind == "verification" for m in received(mailbox.directory))
 
 
+async def test_a_notice_to_a_holder_from_before_verification_is_dropped_unsent(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    """A holder who registered before verification existed is never asked to verify, so
+    never becomes a verified holder: their notice would wait forever, or go to an address
+    nobody proved."""
+    resistant = dataclasses.replace(settings, enumeration_resistant=True, smtp_url=mailbox.url)
+    async with AsyncTestClient(app=build_app(resistant)) as api:
+        holder = await _signed_up(api, _person(11, "antigo@example.com"))
+        # Verification "began" just after the holder signed up (as the epoch test does).
+        with psycopg.connect(settings.read_url) as conn:
+            conn.execute("UPDATE verification_epoch SET since = now()")
+        newer = await _signed_up(api, _person(12))
+        async with running_worker(resistant):
+            # The relay takes messages: the newer registration's verification goes.
+            await wait_for_messages(mailbox.directory, newer)
+            await eventually(lambda: _status_is(api, holder, "completed"))
+            # Someone else tries the holder's email: the same 202, a notice for the holder.
+            await _signed_up(api, _person(13, "antigo@example.com"))
+            await eventually(lambda: _dropped(resistant, holder))
+        notices = _query(
+            settings.read_url,
+            "SELECT dropped, sent_at FROM mail_outbox"
+            " WHERE registration_id = %s AND kind = 'owner_notice'",
+            holder,
+        )
+        assert notices == [("holder_not_verified", None)]
+    assert messages_for(mailbox.directory, holder) == []
+    assert {m.to for m in received(mailbox.directory)} == {"efeito12@example.com"}
+
+
 async def _status_is(api: Client, registration_id: str, status: str) -> bool:
     return bool((await status_of(api, registration_id))["status"] == status)
 
