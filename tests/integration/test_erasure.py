@@ -27,9 +27,11 @@ from infrastructure.read_side.read_store import ProjectionStore
 from infrastructure.read_side.rebuild import rebuild
 from infrastructure.read_side.status_cache import PENDING_SECONDS, is_settlement
 from infrastructure.settings import Settings
+from infrastructure.verification.mail_sink import MailSink
 from interfaces.http.app import build_app
 from projections.model import REGISTRATION_REQUESTED, Row
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
+from tests.mail import wait_for_messages
 from tests.read_models import (
     Poison,
     all_have_status,
@@ -398,3 +400,51 @@ async def test_a_person_erased_during_a_rebuild_is_in_neither_the_old_nor_the_re
     assert "titular34@example.com" not in readable
     assert victim not in readable
     assert "titular35@example.com" in readable
+
+
+def _verification_and_mail(settings: Settings, registration_id: str) -> tuple[int, int, int]:
+    """A registration's challenges, sent messages and unsent ones."""
+    with psycopg.connect(settings.read_url) as conn:
+        challenges = conn.execute(
+            "SELECT count(*) FROM email_verifications WHERE registration_id = %s",
+            (registration_id,),
+        ).fetchone()
+        mail = conn.execute(
+            "SELECT count(*) FILTER (WHERE sent_at IS NOT NULL),"
+            " count(*) FILTER (WHERE sent_at IS NULL) FROM mail_outbox WHERE registration_id = %s",
+            (registration_id,),
+        ).fetchone()
+    assert challenges is not None and mail is not None
+    return challenges[0], mail[0], mail[1]
+
+
+async def _all_have_mail(
+    settings: Settings, ids: Sequence[str], expected: tuple[int, int, int]
+) -> bool:
+    return all(_verification_and_mail(settings, rid) == expected for rid in ids)
+
+
+async def test_erasing_a_person_removes_their_verification_and_the_messages_to_them(
+    encrypted: Settings, tmp_path: Path
+) -> None:
+    with MailSink(tmp_path / "mail") as sink:
+        mailing = dataclasses.replace(encrypted, smtp_url=sink.url, verification_resend_seconds=0)
+        async with AsyncTestClient(app=build_app(mailing)) as api:
+            erased = await _register(api, _person(50))
+            kept = await _register(api, _person(51))
+            async with running_worker(mailing):
+                await wait_for_messages(sink.directory, erased)
+                # Marked sent only after the relay took it: waited for, so that a row is sent.
+                await eventually(lambda: _all_have_mail(mailing, [erased, kept], (1, 1, 0)))
+            # A new code asked for while no worker runs: a second message, still queued.
+            resent = await api.post(f"/registrations/{erased}/verification/resend")
+            assert resent.status_code == 202, resent.text
+            assert _verification_and_mail(mailing, erased) == (1, 1, 1)
+
+            result = await run_signup(mailing, "erase", erased)
+
+            assert result.returncode == 0, result.stderr
+            assert "email_verifications" in result.stdout, result.stdout
+            assert _verification_and_mail(mailing, erased) == (0, 0, 0)
+            # Only theirs: the other person's challenge and message stay.
+            assert _verification_and_mail(mailing, kept) == (1, 1, 0)

@@ -5,10 +5,13 @@ its personal data nowhere and a rebuild does not bring it back."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import functools
+import re
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,7 @@ from tests.read_models import (
     status_of,
     table_rows,
 )
-from tests.servers import run_signup
+from tests.servers import free_port, run_signup
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -114,6 +117,37 @@ async def test_a_notice_to_a_holder_that_expired_is_dropped_unsent(
             await eventually(lambda: _status_is(api, holder, "expired"))
             await eventually(lambda: _dropped(resistant, holder))
     assert all(m.kind == "verification" for m in received(mailbox.directory))
+
+
+async def test_a_notice_to_a_holder_from_before_verification_is_dropped_unsent(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    """A holder who registered before verification existed is never asked to verify, so
+    never becomes a verified holder: their notice would wait forever, or go to an address
+    nobody proved."""
+    resistant = dataclasses.replace(settings, enumeration_resistant=True, smtp_url=mailbox.url)
+    async with AsyncTestClient(app=build_app(resistant)) as api:
+        holder = await _signed_up(api, _person(11, "antigo@example.com"))
+        # Verification "began" just after the holder signed up (as the epoch test does).
+        with psycopg.connect(settings.read_url) as conn:
+            conn.execute("UPDATE verification_epoch SET since = now()")
+        newer = await _signed_up(api, _person(12))
+        async with running_worker(resistant):
+            # The relay takes messages: the newer registration's verification goes.
+            await wait_for_messages(mailbox.directory, newer)
+            await eventually(lambda: _status_is(api, holder, "completed"))
+            # Someone else tries the holder's email: the same 202, a notice for the holder.
+            await _signed_up(api, _person(13, "antigo@example.com"))
+            await eventually(lambda: _dropped(resistant, holder))
+        notices = _query(
+            settings.read_url,
+            "SELECT dropped, sent_at FROM mail_outbox"
+            " WHERE registration_id = %s AND kind = 'owner_notice'",
+            holder,
+        )
+        assert notices == [("holder_not_verified", None)]
+    assert messages_for(mailbox.directory, holder) == []
+    assert {m.to for m in received(mailbox.directory)} == {"efeito12@example.com"}
 
 
 async def _status_is(api: Client, registration_id: str, status: str) -> bool:
@@ -333,3 +367,131 @@ async def test_a_registration_requested_before_verification_began_is_never_maile
         assert (older,) not in rows, f"{table} holds the older registration"
         assert (newer,) in rows, f"{table} does not hold the newer one: the test proves nothing"
     assert messages_for(mailbox.directory, older) == []
+
+
+async def test_expiry_drops_the_unsent_mail_and_leaves_a_status_row_of_ids_and_times_only(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A relay nobody answers on yet: the verification message waits in the outbox, unsent,
+    # when the registration expires (TTL 0).
+    port = free_port()
+    hurried = dataclasses.replace(
+        settings, smtp_url=f"smtp://127.0.0.1:{port}", verification_ttl_seconds=0
+    )
+    form = _person(30)
+    async with AsyncTestClient(app=build_app(hurried)) as api:
+        expired = await _signed_up(api, form)
+        async with running_worker(hurried) as read_side:
+            await eventually(lambda: _status_is(api, expired, "expired"))
+            outbox = _query(
+                settings.read_url,
+                "SELECT kind, sent_at, dropped FROM mail_outbox WHERE registration_id = %s",
+                expired,
+            )
+            assert outbox == [("verification", None, "recipient_expired")]
+
+            # The relay answers now: nothing of theirs is left to send, and nothing goes.
+            with MailSink(tmp_path / "mail", port=port) as sink:
+                assert await read_side.mailer.send_due() == 0
+            assert received(sink.directory) == []
+
+    with psycopg.connect(settings.read_url) as conn:
+        cursor = conn.execute(
+            "SELECT * FROM registration_status WHERE registration_id = %s", (expired,)
+        )
+        [row] = cursor.fetchall()
+        columns = [column.name for column in cursor.description or ()]
+    kept = dict(zip(columns, row, strict=True))
+    assert kept.pop("status") == "expired"
+    assert kept.pop("user_id") is None and kept.pop("reason") is None  # the user is gone
+    assert str(kept.pop("registration_id")) == expired
+    assert sorted(kept) == ["requested_at", "updated_at"]
+    assert all(isinstance(at, datetime) for at in kept.values())
+
+
+async def _sent(settings: Settings, registration_id: str) -> bool:
+    rows = _query(
+        settings.read_url,
+        "SELECT sent_at FROM mail_outbox WHERE registration_id = %s",
+        registration_id,
+    )
+    return rows != [] and all(at is not None for (at,) in rows)
+
+
+def _where_stored(settings: Settings, pattern: str, raw: bytes = b"") -> set[str]:
+    """Every column (table.column) of every table, in the event store's database,
+    the read database and the shards, whose text matches ``pattern`` or whose bytes match
+    it or contain ``raw``. Bytes are searched as they are, not as hex: a hex rendering would
+    hold chance runs of digits."""
+    in_text = re.compile(pattern)
+    in_bytes = re.compile(pattern.encode() + (b"|" + re.escape(raw) if raw else b""))
+    found = set()
+    urls = {settings.database_url or settings.read_url, settings.read_url, *settings.shard_urls}
+    for url in sorted(urls):
+        with psycopg.connect(url) as conn:
+            columns = conn.execute(
+                "SELECT c.table_schema, c.table_name, c.column_name, c.data_type"
+                " FROM information_schema.columns c JOIN information_schema.tables t"
+                " USING (table_schema, table_name)"
+                " WHERE t.table_type = 'BASE TABLE'"
+                " AND c.table_schema NOT IN ('pg_catalog', 'information_schema')"
+                " AND c.data_type IN ('text', 'character varying', 'character', 'json',"
+                "  'jsonb', 'bytea', 'ARRAY')"
+            ).fetchall()
+            for schema, table, column, kind in columns:
+                cast = "" if kind == "bytea" else "::text"
+                values = conn.execute(
+                    f'SELECT "{column}"{cast} FROM "{schema}"."{table}"'
+                    f' WHERE "{column}" IS NOT NULL'
+                ).fetchall()
+                for (value,) in values:
+                    hit = (
+                        in_bytes.search(bytes(value))
+                        if kind == "bytea"
+                        else in_text.search(str(value))
+                    )
+                    if hit:
+                        found.add(f"{table}.{column}")
+    return found
+
+
+async def test_neither_the_code_nor_the_token_of_a_verification_message_is_stored(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    mailing = dataclasses.replace(settings, smtp_url=mailbox.url)
+    form = _person(31)
+    async with AsyncTestClient(app=build_app(mailing)) as api:
+        registration_id = await _signed_up(api, form)
+        async with running_worker(mailing):
+            [message] = await wait_for_messages(mailbox.directory, registration_id)
+            code, token = message.code, message.token
+            # Searched once the send is recorded: whatever the mailer writes after it, too.
+            await eventually(lambda: _sent(mailing, registration_id))
+            # A code is six digits: only a whole number counts (not digits inside others).
+            code_pattern = rf"(?<!\d){code}(?!\d)"
+            # The token's 32 bytes too, raw or in hex, besides its base64url text.
+            token_bytes = base64.urlsafe_b64decode(token + "=")
+            token_pattern = rf"{re.escape(token)}|{token_bytes.hex()}"
+            # What is searched is searched where it could be: the email's text in the email
+            # lookup, the challenge's nonce bytes in its row.
+            [(nonce,)] = _query(
+                settings.read_url,
+                "SELECT nonce FROM email_verifications WHERE registration_id = %s",
+                registration_id,
+            )
+            found = _where_stored(mailing, re.escape(form["email"]))
+            assert any(place.startswith("email_lookup") for place in found), found
+            assert _where_stored(mailing, "(?!)", bytes(nonce)) == {  # (?!): no text matches
+                "email_verifications.nonce",
+                "mail_outbox.nonce",
+            }
+            assert _where_stored(mailing, code_pattern) == set()
+            assert _where_stored(mailing, token_pattern, token_bytes) == set()
+
+            # Verifying with the code stores it nowhere either.
+            answer = await api.post(
+                f"/registrations/{registration_id}/verification", json={"code": code}
+            )
+            assert answer.status_code == 200, answer.text
+            assert _where_stored(mailing, code_pattern) == set()
+            assert _where_stored(mailing, token_pattern, token_bytes) == set()
