@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -15,17 +18,27 @@ from sqlalchemy import text
 
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
+from domain.registration import verified
 from infrastructure.container import open_read_side, run_projections
+from infrastructure.event_store.store import open_event_store
 from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.read_side.email_index import EmailIndex
+from infrastructure.read_side.failures import WAITING
 from infrastructure.read_side.projector import run_forever
 from infrastructure.read_side.read_store import ProjectionStore, make_engine
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
 from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX
 from infrastructure.read_side.wakeups import Wakeups
 from infrastructure.settings import Settings
+from infrastructure.verification.challenges import EventStoreVerdicts
 from interfaces.http.app import build_app
-from projections.model import REGISTRATION_REQUESTED
+from projections.model import (
+    EMAIL_VERIFIED,
+    REGISTRATION_REQUESTED,
+    Projection,
+    RequestedRegistration,
+    Row,
+)
 from tests.factories import make_cpf, valid_form
 from tests.read_models import (
     Poison,
@@ -165,6 +178,77 @@ async def test_a_poison_event_is_retried_then_dead_lettered_and_a_retry_after_th
         assert await read_side.failures.list(state=None) == []
         rows = await table_rows(read_side)
         assert rows == await replayed_rows(read_side)
+
+
+class _TwoEventsAndPoison:
+    """The email lookup subscribed to verdicts too, and failing on one email's request until
+    fixed. The shipped users and lookup projections read one event a registration; this one
+    reads two, so that the second can be seen to wait behind the first."""
+
+    def __init__(self, email: str) -> None:
+        self.email = email
+        self.active = True
+
+    def __call__(self, projection: Projection) -> Projection:
+        if projection.name != "email_lookup":
+            return projection
+
+        def reduce(registration: RequestedRegistration) -> Sequence[Row]:
+            details = registration.details
+            if self.active and details is not None and details.email == self.email:
+                raise RuntimeError("poisoned by the test")
+            return projection.reduce(registration)
+
+        return dataclasses.replace(
+            projection, topics=[*projection.topics, EMAIL_VERIFIED], reduce=reduce
+        )
+
+
+async def test_a_registrations_later_event_waits_behind_its_failed_one_and_follows_it_in_order(
+    client: Client, settings: Settings
+) -> None:
+    # Retries far off: the failed request stays failed until this test retries it.
+    patient = dataclasses.replace(settings, retry_base_seconds=3600, retry_max_seconds=3600)
+    poison = _TwoEventsAndPoison("waiting@example.com")
+    await _register(client, 1, start=90)  # an innocent, first
+    response = await client.post("/registrations", json=_person(91, "waiting@example.com"))
+    held = uuid.UUID(response.json()["registration_id"])
+    async with running_worker(patient, poison) as read_side:
+
+        async def parked(count: int) -> bool:
+            mine = [
+                f for f in await read_side.failures.list(state=None) if f.registration_id == held
+            ]
+            return len(mine) == count
+
+        await eventually(lambda: parked(1))
+        [request] = await read_side.failures.list(state=None)
+        # Its verdict is recorded while the request is still failed.
+        events = await asyncio.to_thread(
+            open_event_store, patient.database_url or "", 1, cipher_key=patient.event_cipher_key
+        )
+        try:
+            at = (await status_of(client, str(held)))["requested_at"]
+            await EventStoreVerdicts(events).record(verified(held, datetime.fromisoformat(at)))
+        finally:
+            await asyncio.to_thread(events.close)
+
+        await eventually(lambda: parked(2))
+        request, verdict = await read_side.failures.list(state=None)
+        assert (request.notification_id, request.attempts) < (verdict.notification_id, 1)
+        assert verdict.attempts == 0 and verdict.error == WAITING
+        assert request.error != WAITING
+        # Both due now: the retries still take the request only, never its verdict first.
+        async with read_side.read_engine.begin() as conn:
+            await conn.execute(text("UPDATE projection_failures SET next_attempt_at = now()"))
+        assert [f.id for f in await read_side.failures.due()] == [request.id]
+
+        poison.active = False
+        assert await read_side.process_manager.retry(request)
+        assert [f.id for f in await read_side.failures.due()] == [verdict.id]
+        assert await read_side.process_manager.retry(verdict)
+        assert await read_side.failures.list(state=None) == []
+    assert await _count(settings.read_url, "email_lookup", str(held)) == 1
 
 
 def _retries_that_projected() -> float:
