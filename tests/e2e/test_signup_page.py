@@ -11,12 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from litestar.testing import TestClient
 from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
 from domain.contact import normalise_landline, normalise_mobile_phone
 from domain.documents import normalise_cnpj, normalise_cpf
 from domain.values import InvalidValue
 from infrastructure.settings import Settings
+from interfaces.http.app import build_app
 from interfaces.http.page import error_codes, form_rules
 from tests.e2e.browser import (
     CHROMIUM,
@@ -469,13 +471,12 @@ def test_the_terms_checkbox_links_to_the_terms_served_by_the_app(page: Page) -> 
     expect(page.get_by_role("heading", name="Política de privacidade", exact=True)).to_be_visible()
 
 
-def _terms_served(settings: Settings, terms_file: Path, log: Path) -> httpx.Response:
-    """GET /termos from a `signup api` started with SIGNUP_TERMS_FILE, as an operator sets it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**settings.server_env(), "SIGNUP_TERMS_FILE": str(terms_file)}
-    with signup_process(["api", "--port", str(port)], env, url, log):
-        return httpx.get(f"{url}/termos", timeout=30)
+def _terms_served(settings: Settings, terms_file: Path) -> httpx.Response:
+    """GET /termos from the app built with SIGNUP_TERMS_FILE in its environment, as an
+    operator sets it (in this process: a `signup api` of its own cost seconds a test)."""
+    configured = Settings.from_env({**settings.server_env(), "SIGNUP_TERMS_FILE": str(terms_file)})
+    with TestClient(app=build_app(configured)) as client:
+        return client.get("/termos")
 
 
 def test_an_operators_html_terms_file_is_served_as_html_in_the_terms_page(
@@ -485,7 +486,7 @@ def test_an_operators_html_terms_file_is_served_as_html_in_the_terms_page(
     terms_file = tmp_path / "termos.html"
     terms_file.write_text(fragment, encoding="utf-8")
 
-    response = _terms_served(settings, terms_file, tmp_path / "api.log")
+    response = _terms_served(settings, terms_file)
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -502,7 +503,7 @@ def test_an_operators_plain_text_terms_file_is_served_escaped_one_paragraph_per_
         "Seja <b>gentil</b> & breve.\n\n\nSegundo parágrafo,\nem duas linhas.\n", encoding="utf-8"
     )
 
-    response = _terms_served(settings, terms_file, tmp_path / "api.log")
+    response = _terms_served(settings, terms_file)
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
