@@ -321,6 +321,7 @@ class Container:
             settings.status_cache_seconds,
             events_table=self.appender.events_table,
             keys_table=self.appender.keys_table,
+            reader=limiter.read,
         )
         # Verification writes to the read database itself (never its replica), on the read
         # side's engine: off the signup path, it needs no pool of its own.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -64,6 +65,9 @@ class StatusQueries:
     # id in a loop costs no query. Safe, because an id is only ever told after its commit (a
     # miss cannot turn into a registration), and bounded, so random ids cannot grow it.
     miss_seconds: float = 5.0
+    # Reads the cache in the rate limiter's next call (``RedisRateLimiter.read``) instead of a
+    # command of its own; None: a GET of its own.
+    reader: Callable[[str], Awaitable[bytes | None]] | None = None
     most_misses: int = 10_000
     _misses: OrderedDict[uuid.UUID, float] = field(init=False, default_factory=OrderedDict)
 
@@ -139,6 +143,8 @@ class StatusQueries:
     async def _cached(self, registration_id: uuid.UUID) -> bytes | None:
         """What the cache holds for it: a status (a pending note included), a settlement,
         or nothing."""
+        if self.reader is not None:
+            return await self.reader(self.prefix + str(registration_id)) or None
         try:
             raw = await self.redis.get(self.prefix + str(registration_id))
         except RedisError as error:

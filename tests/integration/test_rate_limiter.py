@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from limits import parse
@@ -113,6 +114,46 @@ async def test_each_limit_of_a_request_is_counted_and_the_first_refusal_named(
 
     assert again is not None and again.limit == "email"
     assert other_email is not None and other_email.limit == "cpf"
+
+
+class _Counting(Redis):
+    """The real client, noting each command it sends."""
+
+    sent: list[str]
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return await super().execute_command(*args, **options)
+
+
+async def test_keys_read_with_a_turns_hits_ride_in_the_same_call_and_absent_ones_read_none(
+    redis: Redis, redis_url: str
+) -> None:
+    counting = _Counting.from_url(redis_url)
+    counting.sent = []
+    limiter = _limiter(counting, redis_url, client="5/minute")
+    await limiter.hit([("client", uuid.uuid4().hex)])  # loads the script into the server
+    present, absent = f"test:read:{uuid.uuid4().hex}", f"test:read:{uuid.uuid4().hex}"
+    await redis.set(present, b"\x00a value\nwith a line break")
+    counting.sent.clear()
+
+    hit, found, missing = await asyncio.gather(
+        limiter.hit([("client", uuid.uuid4().hex)]), limiter.read(present), limiter.read(absent)
+    )
+    await counting.aclose()
+
+    assert (hit, found, missing) == (None, b"\x00a value\nwith a line break", None)
+    # One script call for the hit and both reads: no command of their own.
+    assert counting.sent == ["EVALSHA"]
+
+
+async def test_a_key_read_while_redis_is_unreachable_reads_none(redis_url: str) -> None:
+    dead = "redis://127.0.0.1:1/0"
+    client = Redis.from_url(dead)
+    try:
+        assert await _limiter(client, dead, client="1/minute").read("any") is None
+    finally:
+        await client.aclose()
 
 
 async def test_with_redis_unreachable_every_request_passes(redis_url: str) -> None:
