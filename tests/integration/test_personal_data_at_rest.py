@@ -3,10 +3,16 @@ Redis (rate-limit counters, stored answers, cached statuses) no email or CPF."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
+import uuid
 from typing import Any
 
 import psycopg
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.cryptography import AESCipher
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
@@ -49,6 +55,58 @@ async def test_a_signup_leaves_no_personal_data_readable_in_the_event_store(
     assert registration_id.encode() in raw  # the row is there...
     for secret in (email, cpf, cnpj, "Empresa Sigilo", "segredo"):
         assert secret.encode() not in raw, f"{secret!r} is readable at rest"
+
+
+async def test_with_a_cipher_key_every_event_is_sealed_whole_and_the_subject_key_is_stored_wrapped(
+    settings: Settings,
+) -> None:
+    """README: with SIGNUP_EVENT_CIPHER_KEY set, every event's state is AES-GCM at rest and the
+    per-person key is wrapped with it. The test above would pass without the cipher (the
+    per-person sealing alone hides the values it looks for): here the rows themselves are
+    read, and opened only the way the code says they open."""
+    cipher_key = AESCipher.create_key(32)
+    encrypted = dataclasses.replace(settings, event_cipher_key=cipher_key)
+    master = AESGCM(base64.b64decode(cipher_key))
+    email = "cifrado.inteiro@example.com"
+    form = valid_form(cpf=make_cpf(88_201), email=email, email_confirmation=email)
+    async with AsyncTestClient(app=build_app(encrypted)) as client:
+        response = await client.post("/registrations", json=form)
+        assert response.status_code == 202, response.text
+        registration_id = uuid.UUID(response.json()["registration_id"])
+
+    assert encrypted.database_url
+    with psycopg.connect(encrypted.database_url) as conn:
+        events = conn.execute("SELECT originator_id, topic, state FROM signup_events").fetchall()
+        [(stored_key,)] = conn.execute(
+            "SELECT key FROM signup_subject_keys WHERE registration_id = %s", (registration_id,)
+        ).fetchall()
+    assert [(originator, topic.rsplit(".", 1)[-1]) for originator, topic, _ in events] == [
+        (registration_id, "UserRegistrationRequested")
+    ]
+    state = bytes(events[0][2])
+    # No JSON document, field name or transcoding marker is on disk.
+    assert not state.startswith(b"{")
+    for clear in (b'"personal_data"', b"personal_data", b"_type_", b"_data_", b"bytes_b64", b'{"'):
+        assert clear not in state, f"{clear!r} is readable in the stored event"
+    # It opens as eventsourcing's AES-GCM layout (nonce, tag, ciphertext) under the cipher key,
+    # and nothing else: the JSON document is inside.
+    nonce, tag, body = state[:12], state[12:28], state[28:]
+    document = json.loads(master.decrypt(nonce, body + tag, None))
+    sealed = base64.b64decode(document["personal_data"]["_data_"])
+
+    # The subject key as stored is not a key: 12 bytes of nonce, the 32-byte key sealed, a
+    # 16-byte tag; alone it opens nothing.
+    stored_key = bytes(stored_key)
+    assert len(stored_key) == 12 + 32 + 16
+    with pytest.raises(ValueError):  # AES takes 16, 24 or 32 bytes: this is no AES key
+        AESGCM(stored_key)
+    for guess in (stored_key[:32], stored_key[-32:], stored_key[12:44]):
+        with pytest.raises(InvalidTag):
+            AESGCM(guess).decrypt(sealed[:12], sealed[12:], registration_id.bytes)
+    # Unwrapped with the cipher key (bound to the registration id), it opens the person's data.
+    person_key = master.decrypt(stored_key[:12], stored_key[12:], registration_id.bytes)
+    opened = AESGCM(person_key).decrypt(sealed[:12], sealed[12:], registration_id.bytes)
+    assert json.loads(opened)["email"] == email
 
 
 async def _everything_in_redis(redis: Redis) -> bytes:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
@@ -27,7 +28,7 @@ from infrastructure.read_side.failures import WAITING
 from infrastructure.read_side.projector import run_forever
 from infrastructure.read_side.read_store import ProjectionStore, make_engine
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
-from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX
+from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX, is_settlement
 from infrastructure.read_side.wakeups import Wakeups
 from infrastructure.settings import Settings
 from infrastructure.verification.challenges import EventStoreVerdicts
@@ -49,7 +50,7 @@ from tests.read_models import (
     status_of,
     table_rows,
 )
-from tests.servers import run_signup
+from tests.servers import create_database, run_signup
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
@@ -501,3 +502,57 @@ async def test_a_dead_letter_after_completed_is_answered_failed_though_completed
         await read_side.failures.park("users_shard0", note, "broken", first_attempt=True)
 
         await eventually(lambda: all_have_status(client, [registration_id], "failed"), timeout=5)
+
+
+async def test_a_registration_the_replica_has_not_seen_is_answered_pending_from_the_event_store(
+    settings: Settings, postgres_url: str, migrated_templates: tuple[str, str, str]
+) -> None:
+    """README, READ_REPLICA_URL: status queries read the replica, and a registration it has
+    not seen yet is answered pending from the event store, never an error nor unknown."""
+    # A stand-in replica lagging forever: migrated as the read database is, written by nobody.
+    replica = create_database(postgres_url, template=migrated_templates[0])
+    lagging = dataclasses.replace(settings, read_replica_url=replica)
+    async with AsyncTestClient(app=build_app(lagging)) as client:
+        [registration_id] = await _register(client, 1, start=950)
+        key = STATUS_CACHE_PREFIX + registration_id
+        async with running_worker(lagging):
+            # The worker writes the read database itself: the registration is complete there.
+            await eventually(lambda: _row_says(lagging, registration_id, "completed"))
+        async with Redis.from_url(settings.redis_url or "") as redis:
+
+            async def settled() -> bool:
+                raw = await redis.get(key)
+                return raw is not None and is_settlement(raw)
+
+            # The worker replaced the pending note with its settlement ("ask the read model"):
+            # the poll goes to the replica, which has no row.
+            await eventually(settled)
+            assert (await status_of(client, registration_id))["status"] == "pending"
+            # Nothing cached either (no pending note): only the databases answer now.
+            await redis.delete(key)
+            pending = await status_of(client, registration_id)
+            assert pending["status"] == "pending"
+            assert pending["registration_id"] == registration_id
+
+            # The replica catches up: the primary's row arrives as streaming would bring it.
+            _copy_status_row(settings.read_url, replica, registration_id)
+            await redis.delete(key)
+            completed = await status_of(client, registration_id)
+    assert completed["status"] == "completed"
+    assert completed["requested_at"] == pending["requested_at"]
+    assert completed["user_id"]
+
+
+def _copy_status_row(primary: str, replica: str, registration_id: str) -> None:
+    with psycopg.connect(primary) as source:
+        cursor = source.execute(
+            "SELECT * FROM registration_status WHERE registration_id = %s", (registration_id,)
+        )
+        [row] = cursor.fetchall()
+        columns = [column.name for column in cursor.description or ()]
+    with psycopg.connect(replica) as target:
+        target.execute(
+            f"INSERT INTO registration_status ({', '.join(columns)})"
+            f" VALUES ({', '.join(['%s'] * len(columns))})",
+            row,
+        )

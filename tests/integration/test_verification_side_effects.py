@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import functools
 import re
@@ -18,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
+from structlog.testing import capture_logs
 
 from domain.registration import expired, verified
 from infrastructure.container import open_read_side
@@ -495,3 +497,66 @@ async def test_neither_the_code_nor_the_token_of_a_verification_message_is_store
             assert answer.status_code == 200, answer.text
             assert _where_stored(mailing, code_pattern) == set()
             assert _where_stored(mailing, token_pattern, token_bytes) == set()
+
+
+async def test_a_relay_that_cannot_be_reached_is_waited_out_and_its_message_goes_once_it_listens(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """README: a relay that cannot be reached is an outage, waited out, not a failed send: no
+    attempt is spent, nothing is parked or dead-lettered, and the message goes once it is up."""
+    port = free_port()  # nothing listens there until the sink below takes it
+    mailing = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{port}")
+    mail = tmp_path / "mail"
+    # The relay, once up, outlives the worker: a second send would reach it and be counted.
+    with capture_logs() as logged, contextlib.ExitStack() as relay:
+        async with AsyncTestClient(app=build_app(mailing)) as api:
+            registration_id = await _signed_up(api, _person(40))
+            async with running_worker(mailing):
+                await eventually(lambda: _status_is(api, registration_id, "completed"))
+                # Until the mailer has met the refused connection twice (tried, backed off,
+                # tried again), or has given up on the message, which the asserts refuse.
+                await eventually(
+                    lambda: _waited_or_parked(logged, settings, registration_id, tries=2)
+                )
+                outbox = _query(
+                    settings.read_url,
+                    "SELECT sent_at, dropped FROM mail_outbox WHERE registration_id = %s",
+                    registration_id,
+                )
+                assert outbox == [(None, None)]  # still queued: neither sent nor dropped
+                assert _mailer_failures(settings) == 0  # an outage is not the message's fault
+                # What the operator reads meanwhile: the relay is unavailable, mail waits.
+                assert sum(entry["event"] == "mailer_unavailable" for entry in logged) >= 2
+                # The outage never reaches the registration either.
+                assert (await status_of(api, registration_id))["status"] == "completed"
+
+                # The relay comes up where SMTP_URL points: the mailer's next try finds it,
+                # after a backoff of a few seconds at most (it doubles from 0.5 s).
+                relay.enter_context(MailSink(mail, port=port))
+                [message] = await wait_for_messages(mail, registration_id)
+                assert message.kind == "verification"
+                assert message.to == _person(40)["email"]
+                await eventually(lambda: _sent(mailing, registration_id))
+        # Counted with the worker stopped: whatever its mailer did after the send is in.
+        assert len(messages_for(mail, registration_id)) == 1
+    assert _mailer_failures(settings) == 0
+
+
+async def _waited_or_parked(
+    logged: list[dict[str, Any]], settings: Settings, registration_id: str, tries: int
+) -> bool:
+    waited = sum(entry["event"] == "mailer_unavailable" for entry in logged) >= tries
+    settled = _query(
+        settings.read_url,
+        "SELECT count(*) FROM mail_outbox WHERE registration_id = %s"
+        " AND (sent_at IS NOT NULL OR dropped IS NOT NULL)",
+        registration_id,
+    )
+    return waited or _mailer_failures(settings) > 0 or settled != [(0,)]
+
+
+def _mailer_failures(settings: Settings) -> int:
+    [(count,)] = _query(
+        settings.read_url, "SELECT count(*) FROM projection_failures WHERE projection = 'mailer'"
+    )
+    return int(count)
