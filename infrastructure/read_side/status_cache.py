@@ -164,10 +164,19 @@ class CacheWrites:
         finally:
             self._sender = None
 
-    async def flush(self) -> None:
-        """Wait for what was written so far (at a stop, and in tests)."""
-        while self._sender is not None:
-            await asyncio.shield(self._sender)
+    async def flush(self, within: float = 2.0) -> None:
+        """Wait for what was written so far (at a stop), at most ``within`` seconds: a Redis
+        that does not answer must not hold a stopping process (the writes are best effort)."""
+        if self._sender is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._sender), within)
+        except TimeoutError:
+            if self._sender is not None:
+                self._sender.cancel()
+            log.warning(
+                "status_cache_unavailable", error="TimeoutError", waiting=len(self._waiting) // 2
+            )
 
 
 @dataclass
