@@ -35,6 +35,9 @@ log = structlog.get_logger("signup")
 
 # How many times `signup up` has restarted the worker it starts, for the worker's metrics.
 RESTARTS_ENV = "SIGNUP_WORKER_RESTARTS"
+# Set by `signup up` for the worker and mailer it starts: it has checked the secrets itself
+# (a laptop's old data dir keeps the development key its claims were computed with).
+STARTED_BY_UP_ENV = "SIGNUP_STARTED_BY_UP"
 # Nice 10: a busy API or worker process weighs ~9 times the mailer with the kernel, so under a
 # peak the mailer gets little of the cores, yet a load that lasts does not stop the mail (at 19,
 # the lowest, each of them weighs ~68 times the mailer).
@@ -126,6 +129,13 @@ def _require_secrets(settings: Settings) -> None:
         sys.exit(f"signup: refusing to start: {problem}")
 
 
+def _require_secrets_unless_up(settings: Settings) -> None:
+    """A worker or mailer on its own must not run on the public development key either: the
+    mailer's codes and the worker's releases are HMACs of it."""
+    if os.environ.get(STARTED_BY_UP_ENV) != "1":
+        _require_secrets(settings)
+
+
 def _server_options(host: str, port: int) -> dict[str, Any]:
     """How uvicorn serves the app, whether in one process or several."""
     from interfaces.http.server import OneWriteProtocol
@@ -195,7 +205,7 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
     with _servers(settings, Path(args.data_dir)) as servers, _mail(servers, args) as running:
         migrate(running)
 
-        env = {**os.environ, **running.server_env()}
+        env = {**os.environ, **running.server_env(), STARTED_BY_UP_ENV: "1"}
 
         # The worker runs as its own process, beside the API processes, restarted when it dies.
         def start_worker(restarts: int) -> subprocess.Popen[bytes]:
@@ -233,6 +243,7 @@ def api(args: argparse.Namespace, settings: Settings) -> None:
 def worker(args: argparse.Namespace, settings: Settings) -> None:
     if not settings.database_url:
         sys.exit("signup worker needs DATABASE_URL (signup up runs embedded servers)")
+    _require_secrets_unless_up(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -258,6 +269,7 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
     shard, or a message could go twice."""
     if not settings.database_url:
         sys.exit("signup mailer needs DATABASE_URL (signup up runs embedded servers)")
+    _require_secrets_unless_up(settings)
     if not 0 <= args.shard < settings.mail_shards:
         sys.exit(
             f"--shard must be 0 to {settings.mail_shards - 1} (SIGNUP_MAIL_SHARDS is "

@@ -20,13 +20,14 @@ def test_a_long_secret_key_is_accepted() -> None:
 
 
 # Every command the README names as refusing: the API, `signup up` against a configured
-# database, and the operator's commands (a worker or mailer is started beside an API, which
-# refuses first).
+# database, a worker or mailer on its own, and the operator's commands.
 @pytest.mark.parametrize(
     "command",
     [
         ["api", "--port", "1"],
         ["up", "--port", "1"],
+        ["worker"],
+        ["mailer", "--shard", "0"],
         ["migrate"],
         ["erase", "someone@example.com"],
         ["dead-letters", "list"],
