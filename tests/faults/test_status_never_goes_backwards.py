@@ -199,7 +199,16 @@ async def test_no_status_goes_back_from_completed_to_pending_across_worker_kills
                             last_status(rid) == "completed" for rid in accepted
                         )
 
-                    await eventually(everything_seen_completed, timeout=120 * scale)
+                    try:
+                        await eventually(everything_seen_completed, timeout=120 * scale)
+                    except AssertionError:
+                        # Which half failed, and how: a timeout alone does not tell.
+                        behind = [rid for rid in accepted if last_status(rid) != "completed"]
+                        raise AssertionError(
+                            f"after {120 * scale}s: {sum(polls.values())} polls of {polls_wanted};"
+                            f" {len(behind)} of {len(accepted)} not last seen completed, e.g."
+                            f" {[(rid, last_status(rid)) for rid in behind[:5]]}; {events}"
+                        ) from None
                 finally:
                     flags["chaos"] = flags["polling"] = False
                     await asyncio.gather(chaos_task, *pollers, return_exceptions=True)
