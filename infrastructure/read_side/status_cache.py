@@ -1,8 +1,8 @@
 """The status cache in Redis: one key a registration, read by every status query first.
 
-A key holds one of three things:
+A key holds one of two things:
 - a status a poll may repeat without asking the databases: a just-recorded registration's
-  ``pending`` (noted by the API after its commit, for ``PENDING_SECONDS``), then
+  ``pending`` (noted by the API after its commit, for ``SIGNUP_STATUS_PENDING_SECONDS``), then
   ``completed`` or a verdict (cached by a poll or written by the verdict, for the configured
   cache time);
 - a settlement: "ask the status read model", written by whoever has just written the
@@ -35,7 +35,8 @@ log = structlog.get_logger(__name__)
 
 STATUS_CACHE_PREFIX = "signup:status:"
 _SETTLED = b"settled:"
-# How long a pending note answers: longer than a registration takes to complete when the
+# How long a pending note answers by default (SIGNUP_STATUS_PENDING_SECONDS), and how long an
+# erasure's settlement lasts: longer than a registration takes to complete when the
 # worker keeps up (p99 well under a second), short enough that a settlement lost while Redis
 # blinked leaves a completed registration reading pending only briefly.
 PENDING_SECONDS = 10
