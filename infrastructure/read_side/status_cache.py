@@ -196,8 +196,8 @@ class PendingNotes:
 
 @dataclass
 class Settlements:
-    """``SETTLED`` for registrations whose status row was just written (the worker's side),
-    after the transaction that wrote it has committed."""
+    """A settlement for each registration whose status row was just written (the worker's
+    side), after the transaction that wrote it has committed."""
 
     writes: CacheWrites
 

@@ -52,11 +52,7 @@ async def test_a_completed_status_is_still_answered_from_the_cache_while_postgre
             return bool(answer.json()["status"] == "completed")
 
         await eventually(completed, timeout=30)
-        await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
-        try:
-            during = await client.get(f"/registrations/{rid}")
-        finally:
-            await asyncio.to_thread(start_postgres, breakable_postgres)
+        during = await _polled_while_down(breakable_postgres, client, rid)
 
     assert during.status_code == 200, during.text
     assert during.json()["status"] == "completed"
@@ -101,11 +97,7 @@ async def test_a_registration_accepted_just_before_postgres_went_down_is_still_a
         before = await client.get(f"/registrations/{rid}")
         async with Redis.from_url(redis_url) as redis:
             await eventually(lambda: _key_written(redis, rid), timeout=10)
-        await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
-        try:
-            during = await client.get(f"/registrations/{rid}")
-        finally:
-            await asyncio.to_thread(start_postgres, breakable_postgres)
+        during = await _polled_while_down(breakable_postgres, client, rid)
     assert during.status_code == 200, during.text
     # The same answer the event store gave before the outage, to the microsecond.
     assert during.json() == before.json()
@@ -114,3 +106,12 @@ async def test_a_registration_accepted_just_before_postgres_went_down_is_still_a
 
 async def _key_written(redis: Redis, registration_id: str) -> bool:
     return bool(await redis.exists(STATUS_CACHE_PREFIX + registration_id))
+
+
+async def _polled_while_down(postgres: Any, client: Any, registration_id: str) -> Any:
+    """The answer to a poll made while PostgreSQL is stopped (started again after)."""
+    await asyncio.to_thread(stop_postgres_immediately, postgres)
+    try:
+        return await client.get(f"/registrations/{registration_id}")
+    finally:
+        await asyncio.to_thread(start_postgres, postgres)
