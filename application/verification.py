@@ -229,9 +229,10 @@ class Expiry:
 class ExpireRegistrations:
     """The sweep: a registration not verified by its deadline expires. Its verdict first
     (a verification racing it is decided by the event store), then, as an erasure does: the
-    key shredded, its copies removed, its status ``expired``, its values released last (a
-    new signup with the same email must not reach the email lookup before the old row has
-    left it). Run again after an interruption, it finishes what was begun."""
+    key shredded, its copies removed, its values released (a new signup with the same email
+    must not reach the email lookup before the old row has left it), and only then its status
+    ``expired``, which tells the person those values are free. Run again after an
+    interruption, it finishes what was begun."""
 
     challenges: Challenges
     verdicts: Verdicts
@@ -258,7 +259,9 @@ class ExpireRegistrations:
             return Expiry(rid, False, 0)
         await self.subjects.shred(rid)
         await self.copies.drop(rid)
-        await self.statuses.settle(rid, EXPIRED)
         released = await self.subjects.release(rid)
+        # Only now ``expired``: the status promises its email and CPF/CNPJ are free again,
+        # and a person who reads it and signs up at once must not be told 409.
+        await self.statuses.settle(rid, EXPIRED)
         await self.challenges.expired(rid, now)
         return Expiry(rid, True, released)

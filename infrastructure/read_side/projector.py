@@ -26,7 +26,7 @@ from infrastructure.read_side.failures import MAILER, WAITING, FailureLog
 from infrastructure.read_side.read_store import DEAD, ProjectionStore
 from infrastructure.read_side.wakeups import wait_for_wake
 from projections.model import Projection
-from projections.registration_status import COMPLETED, given_failures
+from projections.registration_status import COMPLETED, EXPIRED, given_failures
 
 if TYPE_CHECKING:
     from infrastructure.verification.challenges import ChallengeIssuer
@@ -150,7 +150,7 @@ class Projector:
                 waiting = [n for n in notes if n.registration_id in held]
                 if waiting:
                     raise _Isolate
-                await self.write(conn, target, notes, reached)
+                await self.write(conn, target, notes, reached, live=live)
         except TableSwitched:
             self._forget()
             return 1
@@ -167,7 +167,13 @@ class Projector:
         return reached - position
 
     async def write(
-        self, conn: AsyncConnection, table: str, notes: Sequence[Notification], position: int
+        self,
+        conn: AsyncConnection,
+        table: str,
+        notes: Sequence[Notification],
+        position: int,
+        *,
+        live: bool = False,
     ) -> None:
         rows = [row for note in notes for row in self.projection.reduce(note.registration)]
         await self.store.write(table, rows, position, conn)
@@ -202,7 +208,7 @@ class Projector:
             else:
                 try:
                     async with self.store.writing(table) as conn:
-                        await self.write(conn, table, [note], note.id)
+                        await self.write(conn, table, [note], note.id, live=live)
                     continue
                 except Exception as error:
                     if is_unavailable(error):
@@ -236,8 +242,21 @@ class StatusProjector(Projector):
     issuer: ChallengeIssuer | None = None
 
     async def write(
-        self, conn: AsyncConnection, table: str, notes: Sequence[Notification], position: int
+        self,
+        conn: AsyncConnection,
+        table: str,
+        notes: Sequence[Notification],
+        position: int,
+        *,
+        live: bool = False,
     ) -> None:
+        if live:
+            # An expiry's verdict is the first of its steps: ``expired`` says its email and
+            # CPF/CNPJ are free again, and they are not until the sweep has released them, so
+            # the sweep writes it, last (ExpireRegistrations; its rerun after a crash does
+            # too). A rebuild writes it from the event: its table answers nothing until the
+            # switch.
+            notes = [n for n in notes if n.registration.outcome != EXPIRED]
         rows = [row for note in notes for row in self.projection.reduce(note.registration)]
         if rows:
             # FOR SHARE: the process manager's resolve/give-up waits for this transaction,

@@ -250,6 +250,52 @@ async def test_an_expired_registration_leaves_no_personal_data_and_a_rebuild_kee
     assert form["email"] not in str(_query(settings.read_url, "SELECT * FROM email_lookup"))
 
 
+async def test_an_expiry_verdict_alone_does_not_say_expired_until_its_values_are_free(
+    settings: Settings,
+) -> None:
+    """``expired`` tells the person their email and CPF/CNPJ are free again. The verdict is
+    the sweep's first step and the release comes after, so the live status projection leaves
+    ``expired`` to the sweep; on a loaded machine a poll read ``expired`` from the verdict and
+    the same person's signup right after was told 409. A rebuild still writes it from the
+    event."""
+    async with AsyncTestClient(app=build_app(settings)) as api:
+        first = await _signed_up(api, _person(11))
+        async with running_worker(settings) as read_side:
+            await eventually(lambda: _status_is(api, first, "completed"))
+            # The verdict recorded as a sweep would begin, and the sweep stopped right there.
+            events = await asyncio.to_thread(
+                functools.partial(open_event_store, settings.database_url or "", 2)
+            )
+            try:
+                requested_at = datetime.fromisoformat((await status_of(api, first))["requested_at"])
+                verdict = expired(uuid.UUID(first), requested_at)
+                assert await EventStoreVerdicts(events).record(verdict) is None
+            finally:
+                await asyncio.to_thread(events.close)
+            # A later registration completed: the status projection has passed the verdict.
+            later = await _signed_up(api, _person(12))
+            await eventually(lambda: _status_is(api, later, "completed"))
+
+            # Read from the table: a poll may be answered by the status cache.
+            assert _status_row(settings, first) == "completed"
+            # Its values are still held: a new signup with them is refused, as it should be.
+            again = await api.post("/registrations", json=_person(11))
+            assert again.status_code == 409, again.text
+
+            [status] = [p for p in read_side.all_projectors if p.name == "registration_status"]
+            await rebuild(status)
+            assert _status_row(settings, first) == "expired"
+
+
+def _status_row(settings: Settings, registration_id: str) -> str:
+    [(status,)] = _query(
+        settings.read_url,
+        "SELECT status FROM registration_status WHERE registration_id = %s",
+        registration_id,
+    )
+    return str(status)
+
+
 async def test_a_duplicate_attempts_id_expires_as_a_real_unverified_registration_does(
     settings: Settings, mailbox: MailSink
 ) -> None:

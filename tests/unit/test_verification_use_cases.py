@@ -376,7 +376,7 @@ async def test_a_verified_or_expired_registration_gets_no_new_code(world: World)
         await world.resend()(str(rid))
 
 
-async def test_an_overdue_registration_expires_its_verdict_first_and_its_values_last(
+async def test_an_overdue_registration_is_said_expired_only_once_its_values_are_free(
     world: World,
 ) -> None:
     world.clock.now = T0 + POLICY.ttl
@@ -387,8 +387,8 @@ async def test_an_overdue_registration_expires_its_verdict_first_and_its_values_
         "record_RegistrationExpired",
         "shred",
         "drop",
-        "settle_expired",
         "release",
+        "settle_expired",
         "mark_expired",
     ]
     assert await world.expire().sweep() == []  # done: nothing overdue any more
