@@ -71,4 +71,3 @@ async def test_a_hung_redis_does_not_hold_signups_they_are_accepted_with_the_lim
     unavailable = [e for e in logs if e["event"] == "rate_limiter_unavailable"]
     assert unavailable and all(e["error"] == "TimeoutError" for e in unavailable), logs
     assert any(e["event"] == "idempotency_unavailable" for e in logs), logs
-
