@@ -443,6 +443,7 @@ async def erase(settings: Settings, subject: str) -> Erased:
                 RedisIdempotencyStore(redis, settings.idempotency_ttl_seconds)
                 if redis is not None
                 else None,
+                settings.status_pending_seconds,
             ),
         )
         return await use_case(subject)

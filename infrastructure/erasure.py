@@ -16,7 +16,7 @@ from infrastructure.event_store.owner_notifications import OwnerNotifications
 from infrastructure.event_store.store import SignupEvents
 from infrastructure.event_store.subject_keys import SignupRecorder
 from infrastructure.read_side.parts import ReadSide
-from infrastructure.read_side.status_cache import settle_now
+from infrastructure.read_side.status_cache import PENDING_SECONDS, settle_now
 from infrastructure.redis_store.idempotency import RedisIdempotencyStore
 from projections import users
 from projections.model import REGISTRATION_REQUESTED
@@ -86,6 +86,8 @@ class ReadModelsAndCache:
     # idempotency record (the answer and a hash of the body) live out their TTLs.
     redis: Redis | None
     idempotency: RedisIdempotencyStore | None = None
+    # SIGNUP_STATUS_PENDING_SECONDS: the erasure's settlement outlives any pending note.
+    pending_seconds: int = PENDING_SECONDS
 
     async def forget(self, registration_id: uuid.UUID) -> Sequence[str]:
         removed = [*await forget(self.read_side, registration_id)]
@@ -95,7 +97,9 @@ class ReadModelsAndCache:
             removed.append("owner_notifications")
         # Settled rather than deleted: a pending note still on its way from the API that
         # accepted the registration is then dropped (status_cache).
-        if self.redis is not None and await settle_now(self.redis, registration_id):
+        if self.redis is not None and await settle_now(
+            self.redis, registration_id, self.pending_seconds
+        ):
             removed.append("status_cache")
         if self.idempotency is not None and await self.idempotency.forget(str(registration_id)):
             removed.append("idempotency_record")

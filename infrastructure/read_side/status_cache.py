@@ -98,13 +98,14 @@ async def cache_status_over(
 
 
 async def settle_now(
-    redis: Redis, registration_id: uuid.UUID, prefix: str = STATUS_CACHE_PREFIX
+    redis: Redis,
+    registration_id: uuid.UUID,
+    seconds: int = PENDING_SECONDS,
+    prefix: str = STATUS_CACHE_PREFIX,
 ) -> bool:
-    """Settle the key at once (an erasure: a pending note in flight must not answer for the
-    registration after it); whether it held anything before."""
-    before = await redis.set(
-        prefix + str(registration_id), settlement(), ex=PENDING_SECONDS, get=True
-    )
+    """Settle the key at once, for ``seconds`` (a pending note's lifetime: an erasure's
+    settlement must keep out a note still in flight); whether it held anything before."""
+    before = await redis.set(prefix + str(registration_id), settlement(), ex=seconds, get=True)
     return before is not None
 
 
