@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -90,7 +91,12 @@ def migrated_templates(postgres_url: str, redis_url: str) -> tuple[str, str, str
     and two shards. Each test's databases are copies (CREATE DATABASE ... TEMPLATE), which
     costs a file copy instead of a migration per test."""
     main, shard_0, shard_1 = (create_database(postgres_url) for _ in range(3))
-    migrate(_test_settings(main, redis_url, (shard_0, shard_1)))
+    # In a thread of its own: `migrate` runs its own event loop (asyncio.run), and the first
+    # test of a process to need the templates may be set up while pytest-asyncio's session
+    # loop runs in this thread (three test processes met it: 123 errors, "asyncio.run()
+    # cannot be called from a running event loop"; which test comes first is worksteal's).
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(migrate, _test_settings(main, redis_url, (shard_0, shard_1))).result()
     return main, shard_0, shard_1
 
 
