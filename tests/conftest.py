@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 from litestar.testing.transport import TestClientTransport
@@ -53,9 +54,22 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     server = get_server(tmp_path_factory.mktemp("postgres") / "data")
     try:
-        yield server.get_uri()
+        yield _without_fsync(server.get_uri())
     finally:
         server.cleanup()
+
+
+def _without_fsync(server_url: str) -> str:
+    """The shared test servers do not force their writes to the disk: every test's
+    databases are copies of the templates (8 MB of catalog through the WAL each, three a
+    test), and every commit of the system under test waits for a flush. Nothing here
+    outlives the session, and no test of durability uses these servers: the crash tests
+    stop servers of their own (``breakable_postgres``, `signup up`'s own), with the
+    default settings. Commits still wait for the WAL to be written, as in production."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET fsync = off")
+        conn.execute("SELECT pg_reload_conf()")
+    return server_url
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +79,7 @@ def second_postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 
     server = get_server(tmp_path_factory.mktemp("postgres-b") / "data")
     try:
-        yield server.get_uri()
+        yield _without_fsync(server.get_uri())
     finally:
         server.cleanup()
 
