@@ -1,7 +1,9 @@
 """A Redis that hangs (stopped, or behind a network that drops packets) rather than refusing
 connections: the README says the API fails open when Redis is unavailable, and a hung server
-is unavailable too. Every signup goes through the rate limiter's Redis call, so without a
-timeout on that client one stopped server held every signup, however long it stayed stopped.
+is unavailable too. Every signup goes through the rate limiter's Redis call: the API's client
+relied on redis-py's default of 5 s a call (three calls for a keyed signup) and now gives up
+after 1 s; with no timeout at all, one stopped server would hold every signup for as long as
+it stayed stopped, which is what this test catches.
 
 The server is a real Valkey, stopped with SIGSTOP: it keeps its socket, the kernel still
 accepts connections, and nothing answers."""
