@@ -17,6 +17,7 @@ from litestar.testing.transport import TestClientTransport
 from infrastructure.container import migrate
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
+from tests.databases import TestDatabases
 from tests.servers import TEST_RESERVATION_KEY, create_database, free_port
 
 # The `signup` processes the tests start against their own databases are not the laptop's
@@ -114,15 +115,21 @@ def migrated_templates(postgres_url: str, redis_url: str) -> tuple[str, str, str
     return main, shard_0, shard_1
 
 
+@pytest.fixture(scope="session")
+def test_databases(postgres_url: str, migrated_templates: tuple[str, str, str]) -> TestDatabases:
+    return TestDatabases(postgres_url, migrated_templates)
+
+
 @pytest.fixture
 def settings(
-    postgres_url: str, redis_url: str, migrated_templates: tuple[str, str, str]
-) -> Settings:
-    """Settings for fresh, migrated databases of its own: events and read models, two shards."""
-    main, shard_0, shard_1 = (
-        create_database(postgres_url, template=template) for template in migrated_templates
-    )
-    return _test_settings(main, redis_url, (shard_0, shard_1))
+    redis_url: str, migrated_templates: tuple[str, str, str], test_databases: TestDatabases
+) -> Iterator[Settings]:
+    """Settings for migrated databases of its own, equal to the templates: events and read
+    models, two shards."""
+    main, shard_0, shard_1 = (test_databases.take(template) for template in migrated_templates)
+    yield _test_settings(main, redis_url, (shard_0, shard_1))
+    for url in (main, shard_0, shard_1):
+        test_databases.give_back(url)
 
 
 def _test_settings(database_url: str, redis_url: str, shard_urls: tuple[str, str]) -> Settings:
