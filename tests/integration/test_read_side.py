@@ -114,6 +114,50 @@ async def test_a_pending_note_answers_until_the_status_row_is_written_and_not_a_
             assert cached is not None and json.loads(cached)["status"] == "completed"
 
 
+async def test_a_registration_a_retry_completes_is_said_completed_though_its_pending_note_came_back(
+    settings: Settings,
+) -> None:
+    """The status projection settles the pending note when it writes the row, by a write to
+    Redis nobody waits for. If that write is lost, the process manager's retry that completes
+    the registration settles it again: the note does not answer for its whole lifetime."""
+    # A note that would answer for five minutes. The event is retried until the projection is
+    # fixed, never dead-lettered.
+    lasting = dataclasses.replace(settings, status_pending_seconds=300, retry_max_attempts=10_000)
+    email = "retried@example.com"
+    poison = Poison(email)
+    retried_into_place = _retries_that_projected()
+    async with AsyncTestClient(app=build_app(lasting)) as client:
+        response = await client.post("/registrations", json=_person(70, email))
+        assert response.status_code == 202, response.text
+        registration_id = response.json()["registration_id"]
+        key = STATUS_CACHE_PREFIX + registration_id
+        async with Redis.from_url(settings.redis_url or "") as redis:
+            note = b""
+
+            async def noted() -> bool:
+                nonlocal note
+                note = await redis.get(key) or b""
+                return bool(note) and json.loads(note)["status"] == "pending"
+
+            await eventually(noted, timeout=10)
+
+            async with running_worker(lasting, poison) as read_side:
+                await eventually(lambda: _parked(read_side), timeout=10)
+                await eventually(lambda: _row_says(lasting, registration_id, "pending"))
+                await redis.set(key, note, ex=300)  # the status projection's settlement lost
+                poison.active = False
+                await eventually(lambda: _row_says(lasting, registration_id, "completed"))
+                # Completed by the process manager's retry, not by the status projection.
+                assert _retries_that_projected() == retried_into_place + 1
+                await eventually(
+                    lambda: all_have_status(client, [registration_id], "completed"), timeout=5
+                )
+
+
+async def _parked(read_side: Any) -> bool:
+    return bool(await read_side.failures.list(state=None))
+
+
 async def _row_says(settings: Settings, registration_id: str, status: str) -> bool:
     engine = make_engine(settings.read_url, pool_size=1)
     try:
