@@ -10,11 +10,12 @@ from typing import Any, Protocol
 from application.outages import StoreUnavailable
 from application.personal_data import PersonalDataVault
 from application.rate_limits import RateLimiter, enforce
-from application.status import PENDING, PendingStatuses, RegistrationStatus
+from application.status import PendingStatuses, RegistrationStatus
 from domain.errors import AlreadyRegistered, EmailAlreadyRegistered, InvalidRegistration
 from domain.form import RegistrationDetails, parse_registration_form
 from domain.registration import attempted, claims, requested
 from domain.reservations import Claim
+from domain.statuses import PENDING
 
 
 @dataclass(frozen=True, slots=True)

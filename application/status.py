@@ -24,10 +24,6 @@ class StatusQueries(Protocol):
     async def find(self, registration_id: uuid.UUID) -> RegistrationStatus | None: ...
 
 
-# A registration's status from its 202 until the projections have it.
-PENDING = "pending"
-
-
 class PendingStatuses(Protocol):
     """Where a registration just recorded is noted as pending, so that status queries answer
     it without the databases until the projections have it (a pending poll was two round

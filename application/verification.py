@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from application.rate_limits import RateLimiter, enforce
 from application.status import RegistrationStatus
 from domain.registration import expired, verified
+from domain.statuses import EXPIRED, VERIFIED
 from domain.verification import (
     NONCE_BYTES,
     AlreadyVerified,
@@ -32,9 +33,6 @@ from domain.verification import (
     matches,
     normalise_offer,
 )
-
-VERIFIED = "verified"
-EXPIRED = "expired"
 
 
 def _now() -> datetime:

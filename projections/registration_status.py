@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from domain.statuses import COMPLETED, EXPIRED, FAILED, PENDING, VERIFIED
 from projections.model import (
     EMAIL_VERIFIED,
     REGISTRATION_EXPIRED,
@@ -30,15 +31,6 @@ from projections.model import (
 )
 from projections.shards import user_id_for
 
-PENDING = "pending"
-COMPLETED = "completed"
-FAILED = "failed"
-# The verdicts, after completed: the email proved, or not in time (values released, personal
-# data shredded). Final: a registration has one of them at most.
-VERIFIED = "verified"
-EXPIRED = "expired"
-# Every status, in the order a registration can go through them.
-STATUSES = (PENDING, COMPLETED, FAILED, VERIFIED, EXPIRED)
 # What a failed registration tells its client: what happened, never the internals.
 FAILED_REASON = "The registration could not be completed; an operator has been notified."
 

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from application.error_text import describe
+from domain.statuses import COMPLETED, EXPIRED
 from infrastructure import metrics
 from infrastructure.postgres_outages import is_unavailable
 from infrastructure.read_side.event_source import EventSource, Notification
@@ -26,7 +27,7 @@ from infrastructure.read_side.failures import MAILER, WAITING, FailureLog
 from infrastructure.read_side.read_store import DEAD, ProjectionStore
 from infrastructure.read_side.wakeups import wait_for_wake
 from projections.model import Projection
-from projections.registration_status import COMPLETED, EXPIRED, given_failures
+from projections.registration_status import given_failures
 
 if TYPE_CHECKING:
     from infrastructure.verification.challenges import ChallengeIssuer

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from application.outages import StoreUnavailable
 from application.status import RegistrationStatus
 from domain.registration import SignupAttempted, UserRegistrationRequested
+from domain.statuses import COMPLETED, EXPIRED, PENDING, VERIFIED
 from infrastructure.event_store.owner_notifications import TABLE as ATTEMPTS_TABLE
 from infrastructure.postgres_outages import UNAVAILABLE
 from infrastructure.read_side.status_cache import (
@@ -32,7 +33,6 @@ from infrastructure.read_side.status_cache import (
     cache_status_over,
     decode_cached,
 )
-from projections.registration_status import COMPLETED, EXPIRED, PENDING, VERIFIED
 from projections.registration_status import VIEW as STATUS_VIEW
 from projections.shards import user_id_for
 

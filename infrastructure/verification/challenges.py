@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.outages import StoreUnavailable
 from application.status import RegistrationStatus
+from domain.statuses import EXPIRED, VERIFIED
 from domain.verification import NONCE_BYTES, Challenge, VerificationPolicy
 from infrastructure.event_store.store import SignupEvents
 from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE
@@ -49,7 +50,7 @@ from infrastructure.read_side.status_cache import cache_status
 from infrastructure.read_side.status_changes import apply_change
 from infrastructure.read_side.status_queries import StatusQueries
 from projections.model import EMAIL_VERIFIED
-from projections.registration_status import EXPIRED, VERIFIED, settled
+from projections.registration_status import settled
 
 log = structlog.get_logger(__name__)
 

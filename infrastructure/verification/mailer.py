@@ -44,6 +44,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.error_text import describe
+from domain.statuses import FAILED, PENDING
 from domain.verification import code_for, token_for
 from infrastructure import metrics
 from infrastructure.event_store.owner_notifications import TABLE as NOTICES
@@ -54,7 +55,6 @@ from infrastructure.read_side.projector import sleep_unless_stopped
 from infrastructure.read_side.read_store import reading
 from infrastructure.verification.challenges import OWNER_NOTICE, VERIFICATION_MAIL
 from projections.model import RequestedRegistration
-from projections.registration_status import FAILED, PENDING
 from projections.registration_status import VIEW as STATUS_VIEW
 
 log = structlog.get_logger(__name__)

@@ -14,13 +14,12 @@ import pytest
 
 from application.status import RegistrationStatus
 from application.verification import (
-    EXPIRED,
-    VERIFIED,
     ExpireRegistrations,
     ResendVerification,
     VerifyEmail,
 )
 from domain.registration import EmailVerified, RegistrationExpired
+from domain.statuses import EXPIRED, VERIFIED
 from domain.verification import (
     AlreadyVerified,
     Challenge,
