@@ -21,7 +21,8 @@ import structlog
 import uvloop
 
 from application.erasure import UnknownSubject
-from infrastructure.container import erase, migrate, open_read_side, run_worker
+from infrastructure.composition.operations import erase, migrate
+from infrastructure.composition.read_side import open_read_side, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.logging import configure_logging
 from infrastructure.read_side.gauges import lag

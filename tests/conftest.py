@@ -14,7 +14,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from litestar.testing.transport import TestClientTransport
 
-from infrastructure.container import migrate
+from infrastructure.composition.operations import migrate
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.databases import TestDatabases

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from infrastructure.container import expiry_sweep, open_read_side, run_projections
+from infrastructure.composition.read_side import expiry_sweep, open_read_side, run_projections
 from infrastructure.read_side.parts import ReadSide
 from infrastructure.settings import Settings
 from projections.model import Projection, RequestedRegistration, Row

@@ -1,5 +1,5 @@
-"""The read side's parts, as the composition root (``infrastructure/container.py``) wires
-them: its engines, the notification log, the failure log, the projectors, the process manager
+"""The read side's parts, as the composition root (``infrastructure/composition/read_side``)
+wires them: its engines, the notification log, the failure log, the projectors, the process manager
 and the mailer.
 
 What is done with them is each a module of its own: ``projection_runner`` runs the projectors

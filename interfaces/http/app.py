@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from application.services import Services, keep_services, services_of
-from infrastructure.container import running_services
+from infrastructure.composition.api import running_services
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
 from interfaces.http import health, page, registrations, status, verification

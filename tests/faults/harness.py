@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psutil
 
-from infrastructure.container import migrate
+from infrastructure.composition.operations import migrate
 from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, mask_cpf, valid_form

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from infrastructure.container import open_read_side
+from infrastructure.composition.read_side import open_read_side
 from infrastructure.read_side.parts import ReadSide
 from tests.faults.harness import (
     Processes,

@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import migrate
+from infrastructure.composition.operations import migrate
 from infrastructure.embedded import ensure_database
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app

@@ -23,7 +23,7 @@ import httpx
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from infrastructure.container import open_read_side
+from infrastructure.composition.read_side import open_read_side
 from infrastructure.settings import Settings
 from tests.faults.harness import Processes, Told, Valkey, person, server_env, told
 from tests.read_models import eventually

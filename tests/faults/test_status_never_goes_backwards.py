@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-from infrastructure.container import open_read_side
+from infrastructure.composition.read_side import open_read_side
 from infrastructure.read_side.gauges import lag
 from infrastructure.read_side.parts import ReadSide
 from infrastructure.settings import Settings

@@ -11,7 +11,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from infrastructure.container import migrate
+from infrastructure.composition.operations import migrate
 from infrastructure.embedded import ensure_database
 from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX
 from infrastructure.settings import Settings

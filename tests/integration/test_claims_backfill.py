@@ -8,7 +8,7 @@ import uuid
 from litestar.testing import AsyncTestClient
 
 from domain.reservations import Claim, Reservation
-from infrastructure.container import migrate
+from infrastructure.composition.operations import migrate
 from infrastructure.event_store.store import open_event_store
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app

@@ -21,7 +21,7 @@ from eventsourcing.cryptography import AESCipher
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from infrastructure.container import open_read_side
+from infrastructure.composition.read_side import open_read_side
 from infrastructure.read_side.failures import FailureLog
 from infrastructure.read_side.read_store import ProjectionStore
 from infrastructure.read_side.rebuild import rebuild

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
 from domain.registration import verified
-from infrastructure.container import open_read_side, run_projections
+from infrastructure.composition.read_side import open_read_side, run_projections
 from infrastructure.event_store.store import open_event_store
 from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.read_side.email_index import EmailIndex

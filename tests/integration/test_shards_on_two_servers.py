@@ -6,7 +6,7 @@ import asyncio
 
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import migrate
+from infrastructure.composition.operations import migrate
 from infrastructure.read_side.parts import ReadSide
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app

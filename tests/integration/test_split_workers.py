@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import open_read_side
+from infrastructure.composition.read_side import open_read_side
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form
 from tests.read_models import all_have_status, eventually, replayed_rows, table_rows

@@ -22,7 +22,7 @@ from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
 from domain.registration import expired, verified
-from infrastructure.container import open_read_side
+from infrastructure.composition.read_side import open_read_side
 from infrastructure.event_store.store import open_event_store
 from infrastructure.read_side.rebuild import rebuild
 from infrastructure.settings import Settings

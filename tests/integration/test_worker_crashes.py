@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-from infrastructure.container import open_read_side
+from infrastructure.composition.read_side import open_read_side
 from infrastructure.read_side.gauges import lag
 from infrastructure.settings import Settings
 from tests.factories import make_cpf, valid_form

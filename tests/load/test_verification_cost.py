@@ -16,7 +16,7 @@ from pathlib import Path
 
 from litestar.testing import AsyncTestClient
 
-from infrastructure.container import open_read_side
+from infrastructure.composition.read_side import open_read_side
 from infrastructure.settings import Settings
 from infrastructure.verification.mail_sink import MailSink, stored_messages
 from interfaces.http.app import build_app
