@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from infrastructure.event_store.store import open_event_store
 from infrastructure.read_side.read_store import asyncpg_dsn
 from infrastructure.read_side.status_queries import StatusQueries
+from infrastructure.redis_store.rate_limits import RedisRateLimiter
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
@@ -58,7 +59,14 @@ async def test_a_wrong_id_polled_again_within_seconds_is_answered_without_the_da
         asyncpg_dsn(settings.database_url), min_size=0, max_size=1
     )
     redis = Redis.from_url(settings.redis_url)
-    queries = StatusQueries(read_pool, events_pool, events.mapper, redis, cache_seconds=60)
+    queries = StatusQueries(
+        read_pool,
+        events_pool,
+        events.mapper,
+        redis,
+        cache_seconds=60,
+        reader=RedisRateLimiter(redis, {}).read,
+    )
     wrong = uuid.uuid4()
     try:
         assert await queries.find(wrong) is None
