@@ -19,6 +19,7 @@ from domain.registration import (
     SignupAttempted,
     UserRegistrationRequested,
 )
+from domain.statuses import EXPIRED, VERIFIED
 from infrastructure.event_store.store import SignupEvents, cipher_env
 from infrastructure.event_store.subject_keys import subject_keys_table
 from infrastructure.read_side.read_store import reading
@@ -167,7 +168,7 @@ class EventSource:
             )
             return Notification(row.notification_id, row.originator_id, row.topic, attempt)
         if isinstance(event, EmailVerified | RegistrationExpired):
-            outcome = "verified" if isinstance(event, EmailVerified) else "expired"
+            outcome = VERIFIED if isinstance(event, EmailVerified) else EXPIRED
             verdict = RequestedRegistration(
                 event.originator_id, event.requested_at, None, outcome=outcome
             )
