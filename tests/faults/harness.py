@@ -30,6 +30,12 @@ from tests.servers import (
     wait_until_ready,
 )
 
+# How long the load clients keep an idle connection: less than uvicorn's keep-alive (5 s). A
+# connection idle for about that long could be closed by the server just as the client reuses
+# it (a ReadError: a race of the client's, not an answer of the API's; the crash test met it
+# once, its pooled connections idle while the worker caught up).
+KEEPALIVE_SECONDS = 2.0
+
 
 async def migrated_settings(server: Any, redis_url: str) -> Settings:
     """Settings for an event store and two shards on ``server`` (a PostgreSQL server of the

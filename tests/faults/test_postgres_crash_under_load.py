@@ -24,6 +24,7 @@ from sqlalchemy import text
 from infrastructure.composition.read_side import open_read_side
 from infrastructure.read_side.parts import ReadSide
 from tests.faults.harness import (
+    KEEPALIVE_SECONDS,
     Processes,
     Told,
     migrated_settings,
@@ -110,7 +111,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
         # One attempt per event: an outage must not spend any (the worker waits it out), so
         # a worker that counted the outage as failures would dead-letter at once.
         worker = processes.worker(SIGNUP_RETRY_MAX_ATTEMPTS="1")
-        limits = httpx.Limits(max_connections=CLIENTS * 2)
+        limits = httpx.Limits(max_connections=CLIENTS * 2, keepalive_expiry=KEEPALIVE_SECONDS)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
 
             async def submit(n: int) -> Told:
@@ -189,14 +190,9 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
                     raise AssertionError(f"{timeout}; statuses: {statuses_seen}") from None
                 worker_caught_up = time.monotonic() - started_waiting
                 failures = await read_side.failures.list(state=None)
-                # On a client of their own: the pool's connections sat idle while the worker
-                # caught up, past uvicorn's keep-alive (5 s), and one the server closes as it
-                # is reused fails as a ReadError (met with three test processes): a race of
-                # the client's, not an answer of the API's.
-                async with httpx.AsyncClient(timeout=60, limits=limits) as polls:
-                    statuses = await asyncio.gather(
-                        *(polls.get(f"{rng.choice(urls)}/registrations/{rid}") for rid in ids)
-                    )
+                statuses = await asyncio.gather(
+                    *(http.get(f"{rng.choice(urls)}/registrations/{rid}") for rid in ids)
+                )
                 users = await _users_by_email(read_side)
                 rows = await table_rows(read_side)
                 expected = await replayed_rows(read_side)

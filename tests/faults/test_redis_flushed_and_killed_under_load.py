@@ -25,7 +25,15 @@ from sqlalchemy import text
 
 from infrastructure.composition.read_side import open_read_side
 from infrastructure.settings import Settings
-from tests.faults.harness import Processes, Told, Valkey, person, server_env, told
+from tests.faults.harness import (
+    KEEPALIVE_SECONDS,
+    Processes,
+    Told,
+    Valkey,
+    person,
+    server_env,
+    told,
+)
 from tests.read_models import eventually
 
 ATTEMPTS = 3  # per person, all with the same Idempotency-Key and body (see schedule)
@@ -65,7 +73,7 @@ async def test_a_redis_flush_and_crash_under_retrying_clients_creates_no_duplica
     with Processes(tmp_path / "logs", env) as processes:
         urls = [url for url, _ in processes.apis("api-a", "api-b")]
         processes.worker()
-        limits = httpx.Limits(max_connections=64)
+        limits = httpx.Limits(max_connections=64, keepalive_expiry=KEEPALIVE_SECONDS)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
 
             async def attempt(at: float, n: int, start: float) -> None:
