@@ -3,8 +3,8 @@ same process once they are shown to equal their template again.
 
 A copy (``CREATE DATABASE ... TEMPLATE``) writes the template's whole catalog, 8 MB, through
 the WAL: three copies a test cost ~0.1 s on a quiet machine and ~0.5 s during a full run, most
-of a short test's time. Emptying the few rows a test wrote costs a tenth of that. A database is
-handed on only if nothing of the test is left in it:
+of a short test's time. Emptying the few rows a test wrote costs about a quarter of that (on a
+quiet machine). A database is handed on only if nothing of the test is left in it:
 
 - no other session is connected to it (a process or a pool the test left running could
   still write);
