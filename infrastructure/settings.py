@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import overload
 
 from domain.verification import VerificationPolicy
 
@@ -116,53 +118,53 @@ class Settings:
             shard_database_urls=tuple(
                 url.strip() for url in env.get("SHARD_DATABASE_URLS", "").split(",") if url.strip()
             ),
-            logical_shards=int(env.get("SIGNUP_LOGICAL_SHARDS", defaults.logical_shards)),
-            projection_batch_size=int(
-                env.get("SIGNUP_PROJECTION_BATCH_SIZE", defaults.projection_batch_size)
+            logical_shards=_whole(env, "SIGNUP_LOGICAL_SHARDS", defaults.logical_shards, least=1),
+            projection_batch_size=_whole(
+                env, "SIGNUP_PROJECTION_BATCH_SIZE", defaults.projection_batch_size, least=1
             ),
-            projection_fill_ms=float(
-                env.get("SIGNUP_PROJECTION_FILL_MS", defaults.projection_fill_ms)
+            projection_fill_ms=_number(
+                env, "SIGNUP_PROJECTION_FILL_MS", defaults.projection_fill_ms, least=0
             ),
-            retry_max_attempts=int(
-                env.get("SIGNUP_RETRY_MAX_ATTEMPTS", defaults.retry_max_attempts)
+            retry_max_attempts=_whole(
+                env, "SIGNUP_RETRY_MAX_ATTEMPTS", defaults.retry_max_attempts, least=1
             ),
-            retry_base_seconds=float(
-                env.get("SIGNUP_RETRY_BASE_SECONDS", defaults.retry_base_seconds)
+            retry_base_seconds=_number(
+                env, "SIGNUP_RETRY_BASE_SECONDS", defaults.retry_base_seconds, least=0
             ),
-            retry_max_seconds=float(
-                env.get("SIGNUP_RETRY_MAX_SECONDS", defaults.retry_max_seconds)
+            retry_max_seconds=_number(
+                env, "SIGNUP_RETRY_MAX_SECONDS", defaults.retry_max_seconds, least=0
             ),
-            status_cache_seconds=int(
-                env.get("SIGNUP_STATUS_CACHE_SECONDS", defaults.status_cache_seconds)
+            status_cache_seconds=_whole(
+                env, "SIGNUP_STATUS_CACHE_SECONDS", defaults.status_cache_seconds, least=1
             ),
-            status_pending_seconds=int(
-                env.get("SIGNUP_STATUS_PENDING_SECONDS", defaults.status_pending_seconds)
+            status_pending_seconds=_whole(
+                env, "SIGNUP_STATUS_PENDING_SECONDS", defaults.status_pending_seconds, least=1
             ),
-            projection_stall_seconds=float(
-                env.get("SIGNUP_PROJECTION_STALL_SECONDS", defaults.projection_stall_seconds)
+            projection_stall_seconds=_number(
+                env, "SIGNUP_PROJECTION_STALL_SECONDS", defaults.projection_stall_seconds, above=0
             ),
             reservation_key=env.get("SIGNUP_RESERVATION_KEY", defaults.reservation_key),
             event_cipher_key=env.get("SIGNUP_EVENT_CIPHER_KEY") or None,
-            batch_max_size=int(env.get("SIGNUP_BATCH_MAX_SIZE", defaults.batch_max_size)),
-            batch_max_wait_ms=float(
-                env.get("SIGNUP_BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms)
+            batch_max_size=_whole(env, "SIGNUP_BATCH_MAX_SIZE", defaults.batch_max_size, least=1),
+            batch_max_wait_ms=_number(
+                env, "SIGNUP_BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms, least=0
             ),
-            append_concurrency=int(
-                env.get("SIGNUP_APPEND_CONCURRENCY", defaults.append_concurrency)
+            append_concurrency=_whole(
+                env, "SIGNUP_APPEND_CONCURRENCY", defaults.append_concurrency, least=1
             ),
-            append_timeout_seconds=float(
-                env.get("SIGNUP_APPEND_TIMEOUT_SECONDS", defaults.append_timeout_seconds)
+            append_timeout_seconds=_number(
+                env, "SIGNUP_APPEND_TIMEOUT_SECONDS", defaults.append_timeout_seconds, above=0
             ),
-            db_pool_size=int(env.get("SIGNUP_DB_POOL_SIZE", defaults.db_pool_size)),
-            idempotency_ttl_seconds=int(
-                env.get("SIGNUP_IDEMPOTENCY_TTL_SECONDS", defaults.idempotency_ttl_seconds)
+            db_pool_size=_whole(env, "SIGNUP_DB_POOL_SIZE", defaults.db_pool_size, least=1),
+            idempotency_ttl_seconds=_whole(
+                env, "SIGNUP_IDEMPOTENCY_TTL_SECONDS", defaults.idempotency_ttl_seconds, least=1
             ),
             fast_reject=_flag(env.get("SIGNUP_FAST_REJECT")),
             enumeration_resistant=_flag(env.get("SIGNUP_ENUMERATION_RESISTANT")),
             worker_metrics_host=env.get("SIGNUP_WORKER_METRICS_HOST", defaults.worker_metrics_host),
-            worker_metrics_port=int(env["SIGNUP_WORKER_METRICS_PORT"])
-            if env.get("SIGNUP_WORKER_METRICS_PORT")
-            else None,
+            worker_metrics_port=_whole(
+                env, "SIGNUP_WORKER_METRICS_PORT", None, least=1, most=65535
+            ),
             rate_limit_per_client=env.get(
                 "SIGNUP_RATE_LIMIT_PER_CLIENT", defaults.rate_limit_per_client
             ),
@@ -182,23 +184,22 @@ class Settings:
             mail_from=env.get("SIGNUP_MAIL_FROM") or defaults.mail_from,
             public_url=(env.get("SIGNUP_PUBLIC_URL") or defaults.public_url).rstrip("/"),
             verification_ttl_seconds=duration(
-                env.get("SIGNUP_VERIFICATION_TTL"), defaults.verification_ttl_seconds
+                env, "SIGNUP_VERIFICATION_TTL", defaults.verification_ttl_seconds
             ),
             verification_code_ttl_seconds=duration(
-                env.get("SIGNUP_VERIFICATION_CODE_TTL"), defaults.verification_code_ttl_seconds
+                env, "SIGNUP_VERIFICATION_CODE_TTL", defaults.verification_code_ttl_seconds
             ),
-            verification_max_attempts=int(
-                env.get("SIGNUP_VERIFICATION_MAX_ATTEMPTS", defaults.verification_max_attempts)
+            verification_max_attempts=_whole(
+                env, "SIGNUP_VERIFICATION_MAX_ATTEMPTS", defaults.verification_max_attempts, least=1
             ),
-            verification_max_sends=int(
-                env.get("SIGNUP_VERIFICATION_MAX_SENDS", defaults.verification_max_sends)
+            verification_max_sends=_whole(
+                env, "SIGNUP_VERIFICATION_MAX_SENDS", defaults.verification_max_sends, least=1
             ),
             verification_resend_seconds=duration(
-                env.get("SIGNUP_VERIFICATION_RESEND_INTERVAL"),
-                defaults.verification_resend_seconds,
+                env, "SIGNUP_VERIFICATION_RESEND_INTERVAL", defaults.verification_resend_seconds
             ),
             terms_file=env.get("SIGNUP_TERMS_FILE") or None,
-            mail_shards=int(env.get("SIGNUP_MAIL_SHARDS") or defaults.mail_shards),
+            mail_shards=_whole(env, "SIGNUP_MAIL_SHARDS", defaults.mail_shards, least=1),
         )
 
     def with_servers(
@@ -260,21 +261,85 @@ class Settings:
         return self.shard_database_urls or (self.read_url,)
 
 
+class InvalidSetting(ValueError):
+    """A setting the service cannot run with: the message names the variable and why, and
+    the process refuses to start rather than run on a guess."""
+
+
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def duration(value: str | None, default: float) -> float:
-    """Seconds, from "90", "90s", "30m", "48h" or "2d"."""
+def duration(env: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds, from "90", "90s", "30m", "48h" or "2d"; unset or empty: ``default``."""
+    value = env.get(name)
     if not value or not value.strip():
         return default
     text = value.strip().lower()
     unit = _UNITS.get(text[-1])
     if unit is not None:
         text = text[:-1]
-    seconds = float(text) * (unit or 1.0)
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative: {value!r}")
+    try:
+        seconds = float(text) * (unit or 1.0)
+    except ValueError:
+        raise InvalidSetting(
+            f'{name} must be a duration such as "90s", "30m", "48h" or "2d", not {value!r}'
+        ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidSetting(f"{name} must be a duration of zero or more, not {value!r}")
     return seconds
+
+
+@overload
+def _whole(
+    env: Mapping[str, str], name: str, default: int, *, least: int, most: int | None = None
+) -> int: ...
+@overload
+def _whole(
+    env: Mapping[str, str], name: str, default: None, *, least: int, most: int | None = None
+) -> int | None: ...
+def _whole(
+    env: Mapping[str, str],
+    name: str,
+    default: int | None,
+    *,
+    least: int,
+    most: int | None = None,
+) -> int | None:
+    """A whole number from ``name``; unset or empty: ``default``."""
+    value = env.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise InvalidSetting(f"{name} must be a whole number, not {value!r}") from None
+    if number < least or (most is not None and number > most):
+        limits = f"from {least} to {most}" if most is not None else f"{least} or more"
+        raise InvalidSetting(f"{name} must be {limits}, not {value!r}")
+    return number
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    least: float = 0,
+    above: float | None = None,
+) -> float:
+    """A number from ``name`` (at least ``least``, or more than ``above``); unset or empty:
+    ``default``."""
+    value = env.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise InvalidSetting(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or number < least or (above is not None and number <= above):
+        limits = f"more than {above:g}" if above is not None else f"{least:g} or more"
+        raise InvalidSetting(f"{name} must be {limits}, not {value!r}")
+    return number
 
 
 def _flag(value: str | None) -> bool:

@@ -28,7 +28,7 @@ from infrastructure.logging import configure_logging
 from infrastructure.read_side.gauges import lag
 from infrastructure.read_side.parts import ReadSide
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
-from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, Settings
+from infrastructure.settings import DEVELOPMENT_RESERVATION_KEY, InvalidSetting, Settings
 from infrastructure.verification.mail_sink import MailSink, stored_messages
 from interfaces.supervisor import Supervised
 
@@ -549,7 +549,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except InvalidSetting as error:
+        # Before anything starts: one line naming the variable, no traceback.
+        sys.exit(f"signup: {error}")
     configure_logging(settings.log_format, settings.log_level)
     _stop_on_signals()
     try:
