@@ -9,6 +9,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -202,7 +203,22 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """Before anything starts. A port already taken (by another `signup up`, say) let the
+    embedded servers, the worker and the mailer start, then uvicorn stop them all, each child
+    printing a traceback, the cause one line among them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by a stopped server is free to use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            sys.exit(f"signup: cannot listen on {host}:{port}: {error.strerror or error}")
+
+
 def up(args: argparse.Namespace, settings: Settings) -> None:
+    _require_free_port(args.host, args.port)
     with _servers(settings, Path(args.data_dir)) as servers, _mail(servers, args) as running:
         migrate(running)
 
@@ -238,6 +254,7 @@ def api(args: argparse.Namespace, settings: Settings) -> None:
     if not (settings.database_url and settings.redis_url):
         sys.exit("signup api needs DATABASE_URL and REDIS_URL (signup up runs embedded servers)")
     _require_secrets(settings)
+    _require_free_port(args.host, args.port)
     _serve_many(settings, args.host, args.port, args.workers or default_workers())
 
 
