@@ -25,6 +25,7 @@ from infrastructure.event_store.store import open_event_store
 from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.read_side.email_index import EmailIndex
 from infrastructure.read_side.failures import WAITING
+from infrastructure.read_side.parts import ReadSide
 from infrastructure.read_side.projector import run_forever
 from infrastructure.read_side.read_store import ProjectionStore, make_engine
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
@@ -154,7 +155,7 @@ async def test_a_registration_a_retry_completes_is_said_completed_though_its_pen
                 )
 
 
-async def _parked(read_side: Any) -> bool:
+async def _parked(read_side: ReadSide) -> bool:
     return bool(await read_side.failures.list(state=None))
 
 

@@ -22,6 +22,13 @@ def _contents(url: str) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
+def _append_an_event(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    conn.execute(
+        "INSERT INTO signup_events (originator_id, originator_version, topic, state)"
+        " VALUES (gen_random_uuid(), 1, 'a topic', 'a state')"
+    )
+
+
 def test_a_used_database_is_handed_on_with_the_templates_rows_and_sequences_again(
     postgres_url: str, migrated_templates: tuple[str, str, str]
 ) -> None:
@@ -30,10 +37,7 @@ def test_a_used_database_is_handed_on_with_the_templates_rows_and_sequences_agai
     used = databases.take(template)
     with psycopg.connect(used) as conn:
         conn.execute("UPDATE projection_tracking SET position = position + 7")
-        conn.execute(
-            "INSERT INTO signup_events (originator_id, originator_version, topic, state)"
-            " VALUES (gen_random_uuid(), 1, 'a topic', 'a state')"
-        )
+        _append_an_event(conn)
         conn.execute("DELETE FROM signup_migrations")
 
     databases.give_back(used)
@@ -42,10 +46,7 @@ def test_a_used_database_is_handed_on_with_the_templates_rows_and_sequences_agai
     assert again == used
     assert _contents(again) == _contents(template)
     with psycopg.connect(again) as conn:
-        conn.execute(
-            "INSERT INTO signup_events (originator_id, originator_version, topic, state)"
-            " VALUES (gen_random_uuid(), 1, 'a topic', 'a state')"
-        )
+        _append_an_event(conn)
         assert conn.execute("SELECT notification_id FROM signup_events").fetchone() == (1,)
 
 
