@@ -25,7 +25,7 @@ from tests.servers import ROOT, free_port, signup_process
 REGISTRATIONS = int(os.environ.get("SIGNUP_CRASH_TEST_REGISTRATIONS", "5000"))
 # Registrations are sent until both are reached: the kills are the test's samples, so their
 # number does not depend on how fast the clients happen to send.
-KILLS = 8
+KILLS = 5
 
 
 def _env(settings: Settings) -> dict[str, str]:
