@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 import asyncpg
+import structlog
 from redis.asyncio import Redis
 
+from application.error_text import describe
 from application.projection_progress import ProjectionProgress
 from application.registering import RegisterUser
 from application.services import Services, trusted_networks
@@ -26,7 +32,7 @@ from infrastructure.event_store.group_commit import GroupCommit
 from infrastructure.event_store.owner_notifications import OwnerNotifications
 from infrastructure.event_store.store import SignupEvents, open_event_store
 from infrastructure.event_store.subject_keys import SubjectVault
-from infrastructure.postgres_outages import open_pool
+from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE, open_pool
 from infrastructure.read_side.email_index import EmailIndex
 from infrastructure.read_side.gauges import publish_gauges
 from infrastructure.read_side.parts import ReadSide
@@ -49,6 +55,8 @@ from infrastructure.verification.challenges import (
 # them for redis-py's default 5 s before the API failed open. A busy server answers the
 # limiter's call in milliseconds; a second is beyond any answer worth waiting for.
 API_REDIS_TIMEOUT_SECONDS = 1.0
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -79,9 +87,11 @@ class Container:
         self.pending = PendingNotes.to(self.redis, self.settings.status_pending_seconds)
 
     @classmethod
-    async def start(cls, settings: Settings) -> Container:
+    async def start(cls, settings: Settings) -> Container | None:
+        """The API's clients, once PostgreSQL answers; None if the process is told to stop
+        (SIGTERM, Ctrl-C) before it does."""
         assert settings.database_url and settings.redis_url, "database and Redis URLs must be set"
-        events = await asyncio.to_thread(
+        events = await _once_reachable(
             functools.partial(
                 open_event_store,
                 settings.database_url,
@@ -89,6 +99,8 @@ class Container:
                 cipher_key=settings.event_cipher_key,
             )
         )
+        if events is None:
+            return None
         appender = await BatchAppender.open(
             settings.database_url, events, connections=settings.append_concurrency + 1
         )
@@ -237,9 +249,74 @@ class Container:
 
 
 @contextlib.asynccontextmanager
-async def running_services(settings: Settings) -> AsyncIterator[Services]:
+async def running_services(settings: Settings) -> AsyncIterator[Services | None]:
     container = await Container.start(settings)
+    if container is None:  # told to stop while waiting: nothing was opened, nothing served
+        yield None
+        return
     try:
         yield container.services()
     finally:
         await container.stop()
+
+
+async def _once_reachable(open_: Callable[[], SignupEvents]) -> SignupEvents | None:
+    """``open_()`` (in a thread: eventsourcing is synchronous) once PostgreSQL answers.
+
+    Opening the event store connects (eventsourcing registers its types on a connection).
+    An API started before its database used to die of it within 2 s, each process printing
+    a 90-line traceback, and with several processes the command then exited with status 0.
+    It waits instead, as the worker does, one log line an attempt. Meanwhile it does not
+    listen, so it is not ready. A stop signal ends the wait: the server, whose own handler
+    still runs, then stops without serving.
+    """
+    try:
+        return await asyncio.to_thread(open_)
+    except EVENT_STORE_UNAVAILABLE as error:
+        failure = error
+    stop = asyncio.Event()
+    wait = 0.5
+    with _setting_on_stop_signals(stop):
+        while True:
+            log.warning("api_waiting_for_postgres", error=describe(failure), retry_in=wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            if stop.is_set():
+                log.info("api_stopped_while_waiting_for_postgres")
+                return None
+            wait = min(_LONGEST_WAIT_SECONDS, wait * 2)
+            try:
+                return await asyncio.to_thread(open_)
+            except EVENT_STORE_UNAVAILABLE as error:
+                failure = error
+
+
+# The longest pause between two attempts to reach PostgreSQL at the API's start.
+_LONGEST_WAIT_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def _setting_on_stop_signals(stop: asyncio.Event) -> Iterator[None]:
+    """``stop`` is set on SIGTERM or SIGINT, and whoever handled them before (uvicorn, which
+    stops its server once start-up returns) still does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only: an app run by a test client's thread
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(stop.set)
+        chained = previous[signum]
+        if callable(chained):
+            chained(signum, frame)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

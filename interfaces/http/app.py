@@ -23,10 +23,11 @@ from interfaces.http.problems import exception_handlers, problem_details_plugin
 
 
 def create_app(
-    open_services: Callable[[], AbstractAsyncContextManager[Services]],
+    open_services: Callable[[], AbstractAsyncContextManager[Services | None]],
     terms_file: str | None = None,
 ) -> Litestar:
-    """``open_services`` is entered when the app starts and left when it stops;
+    """``open_services`` is entered when the app starts and left when it stops (it gives
+    None when the process was told to stop before they were ready: nothing is served then);
     ``terms_file``: the operator's terms of use (the shipped model text when unset)."""
 
     @asynccontextmanager

@@ -1,0 +1,85 @@
+"""An API started while PostgreSQL is out of reach waits for it, then serves.
+
+Opening the event store connects, and an API started before its database used to die within
+2 s: each of its processes printed a 90-line traceback, and with several processes the
+command exited with status 0, as if it had been stopped on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.factories import make_cpf, valid_form
+from tests.faults.harness import (
+    Processes,
+    migrated_settings,
+    server_env,
+    start_postgres,
+    stop_postgres_immediately,
+)
+from tests.read_models import eventually
+from tests.servers import free_port, wait_until_ready
+
+
+def _events(log: Path) -> list[str]:
+    if not log.exists():
+        return []
+    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    return [json.loads(line).get("event", "") for line in lines]
+
+
+def _waiting(log: Path, processes: int) -> bool:
+    """Whether the log says each of the API's processes waits for PostgreSQL."""
+    return _events(log).count("api_waiting_for_postgres") >= processes
+
+
+async def test_an_api_started_while_postgres_is_down_waits_for_it_and_then_accepts_signups(
+    breakable_postgres: Any, redis_url: str, tmp_path: Path
+) -> None:
+    settings = await migrated_settings(breakable_postgres, redis_url)
+    await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    logs = tmp_path / "logs"
+    with Processes(logs, server_env(settings)) as processes:
+        api = processes.start(
+            "api", ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+        )
+        await eventually(lambda: asyncio.to_thread(_waiting, logs / "api.log", 2), timeout=60)
+        assert api.poll() is None, processes.log_tail("api")
+
+        await asyncio.to_thread(start_postgres, breakable_postgres)
+        await asyncio.to_thread(wait_until_ready, url)
+        email = "paciente@example.com"
+        form = valid_form(cpf=make_cpf(77_002), email=email, email_confirmation=email)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            accepted = await client.post("/registrations", json=form)
+        assert accepted.status_code == 202, accepted.text
+        assert "Traceback" not in processes.log_tail("api", 10**6)
+
+
+async def test_an_api_waiting_for_postgres_stops_at_once_when_told_to_and_says_why_it_waited(
+    breakable_postgres: Any, redis_url: str, tmp_path: Path
+) -> None:
+    settings = await migrated_settings(breakable_postgres, redis_url)
+    await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
+    logs = tmp_path / "logs"
+    with Processes(logs, server_env(settings)) as processes:
+        api = processes.start(
+            "api", ["api", "--host", "127.0.0.1", "--port", str(free_port()), "--workers", "2"]
+        )
+        await eventually(lambda: asyncio.to_thread(_waiting, logs / "api.log", 2), timeout=60)
+        api.send_signal(signal.SIGTERM)
+        # Within one attempt to connect (2 s) and a pause between attempts, not the pause's
+        # 10 s at most: the wait ends on the signal.
+        code = await asyncio.to_thread(api.wait, 30)
+        log = processes.log_tail("api", 10**6)
+    assert code == 0, log
+    assert _events(logs / "api.log").count("api_stopped_while_waiting_for_postgres") == 2, log
+    assert "Traceback" not in log
