@@ -11,7 +11,7 @@ import httpx
 
 @contextlib.asynccontextmanager
 async def separate_clients(
-    count: int, connections: int = 1, **options: Any
+    count: int, connections: int = 1, keepalive_expiry: float = 5.0, **options: Any
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
     """``count`` clients with a pool of ``connections`` each, one for each concurrent sender.
 
@@ -20,7 +20,7 @@ async def separate_clients(
     process ~3 ms of CPU a request (a third of its samples, py-spy), and the test's own client,
     not the server, was the bottleneck of the load it meant to put on the server.
     """
-    limits = httpx.Limits(max_connections=connections)
+    limits = httpx.Limits(max_connections=connections, keepalive_expiry=keepalive_expiry)
     async with contextlib.AsyncExitStack() as stack:
         yield [
             await stack.enter_async_context(httpx.AsyncClient(limits=limits, **options))

@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from infrastructure.composition.read_side import open_read_side
 from infrastructure.read_side.parts import ReadSide
+from tests.clients import separate_clients
 from tests.faults.harness import (
     KEEPALIVE_SECONDS,
     Processes,
@@ -111,19 +112,20 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
         # One attempt per event: an outage must not spend any (the worker waits it out), so
         # a worker that counted the outage as failures would dead-letter at once.
         worker = processes.worker(SIGNUP_RETRY_MAX_ATTEMPTS="1")
-        limits = httpx.Limits(max_connections=CLIENTS * 2, keepalive_expiry=KEEPALIVE_SECONDS)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        async with separate_clients(
+            CLIENTS, connections=len(urls), timeout=60, keepalive_expiry=KEEPALIVE_SECONDS
+        ) as https:
 
-            async def submit(n: int) -> Told:
+            async def submit(n: int, http: httpx.AsyncClient) -> Told:
                 sent = time.monotonic()
                 response = await http.post(f"{rng.choice(urls)}/registrations", json=person(n, tag))
                 answer = told(sent, response)
                 answers.setdefault(n, []).append(answer)
                 return answer
 
-            async def client() -> None:
+            async def client(http: httpx.AsyncClient) -> None:
                 while state["sending"]:
-                    answer = await submit(next(numbers))
+                    answer = await submit(next(numbers), http)
                     if answer.status == 503:
                         await asyncio.sleep(PAUSE_AFTER_503)
 
@@ -139,7 +141,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
                     assert time.monotonic() < deadline, f"fewer than {count} 202s in {timeout}s"
                     await asyncio.sleep(0.05)
 
-            clients = [asyncio.create_task(client()) for _ in range(CLIENTS)]
+            clients = [asyncio.create_task(client(http)) for http in https]
             try:
                 times["load"] = time.monotonic()
                 await until_accepted(target, times["load"], timeout=60 * scale)
@@ -159,7 +161,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
             retried = [n for n, told_ in answers.items() if told_[-1].status == 503]
             for n in retried:
                 deadline = time.monotonic() + 30
-                while (await submit(n)).status == 503 and time.monotonic() < deadline:
+                while (await submit(n, https[0])).status == 503 and time.monotonic() < deadline:
                     await asyncio.sleep(0.5)
 
             everything = [told_ for told_list in answers.values() for told_ in told_list]
@@ -190,9 +192,21 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
                     raise AssertionError(f"{timeout}; statuses: {statuses_seen}") from None
                 worker_caught_up = time.monotonic() - started_waiting
                 failures = await read_side.failures.list(state=None)
-                statuses = await asyncio.gather(
-                    *(http.get(f"{rng.choice(urls)}/registrations/{rid}") for rid in ids)
-                )
+
+                async def statuses_of(
+                    some: list[str], http: httpx.AsyncClient
+                ) -> list[httpx.Response]:
+                    return [
+                        await http.get(f"{rng.choice(urls)}/registrations/{rid}") for rid in some
+                    ]
+
+                statuses = [
+                    answer
+                    for answers_ in await asyncio.gather(
+                        *(statuses_of(ids[k :: len(https)], http) for k, http in enumerate(https))
+                    )
+                    for answer in answers_
+                ]
                 users = await _users_by_email(read_side)
                 rows = await table_rows(read_side)
                 expected = await replayed_rows(read_side)
