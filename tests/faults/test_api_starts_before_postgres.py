@@ -1,4 +1,5 @@
-"""An API started while PostgreSQL is out of reach waits for it, then serves.
+"""An API started while PostgreSQL is out of reach waits for it, then serves; told to stop
+while it waits, it stops.
 
 Opening the event store connects, and an API started before its database used to die within
 2 s: each of its processes printed a 90-line traceback, and with several processes the
@@ -39,7 +40,7 @@ def _waiting(log: Path, processes: int) -> bool:
     return _events(log).count("api_waiting_for_postgres") >= processes
 
 
-async def test_an_api_started_while_postgres_is_down_waits_for_it_and_then_accepts_signups(
+async def test_an_api_started_while_postgres_is_down_waits_stops_when_told_and_serves_once_up(
     breakable_postgres: Any, redis_url: str, tmp_path: Path
 ) -> None:
     settings = await migrated_settings(breakable_postgres, redis_url)
@@ -48,12 +49,27 @@ async def test_an_api_started_while_postgres_is_down_waits_for_it_and_then_accep
     url = f"http://127.0.0.1:{port}"
     logs = tmp_path / "logs"
     with Processes(logs, server_env(settings)) as processes:
-        api = processes.start(
-            "api", ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+        # Two of them: one is told to stop while it waits, the other waits it out.
+        stopped = processes.start(
+            "stopped", ["api", "--host", "127.0.0.1", "--port", str(free_port()), "--workers", "2"]
         )
-        await eventually(lambda: asyncio.to_thread(_waiting, logs / "api.log", 2), timeout=60)
-        assert api.poll() is None, processes.log_tail("api")
+        api = processes.start(
+            "api", ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        )
+        await eventually(lambda: asyncio.to_thread(_waiting, logs / "stopped.log", 2), timeout=60)
+        await eventually(lambda: asyncio.to_thread(_waiting, logs / "api.log", 1), timeout=60)
 
+        stopped.send_signal(signal.SIGTERM)
+        # Within one attempt to connect (2 s) and a pause, not after the pauses' 10 s at
+        # most: the wait ends on the signal.
+        code = await asyncio.to_thread(stopped.wait, 30)
+        stopped_log = processes.log_tail("stopped", 10**6)
+        assert code == 0, stopped_log
+        stops = _events(logs / "stopped.log").count("api_stopped_while_waiting_for_postgres")
+        assert stops == 2, stopped_log
+        assert "Traceback" not in stopped_log
+
+        assert api.poll() is None, processes.log_tail("api")
         await asyncio.to_thread(start_postgres, breakable_postgres)
         await asyncio.to_thread(wait_until_ready, url)
         email = "paciente@example.com"
@@ -62,24 +78,3 @@ async def test_an_api_started_while_postgres_is_down_waits_for_it_and_then_accep
             accepted = await client.post("/registrations", json=form)
         assert accepted.status_code == 202, accepted.text
         assert "Traceback" not in processes.log_tail("api", 10**6)
-
-
-async def test_an_api_waiting_for_postgres_stops_at_once_when_told_to_and_says_why_it_waited(
-    breakable_postgres: Any, redis_url: str, tmp_path: Path
-) -> None:
-    settings = await migrated_settings(breakable_postgres, redis_url)
-    await asyncio.to_thread(stop_postgres_immediately, breakable_postgres)
-    logs = tmp_path / "logs"
-    with Processes(logs, server_env(settings)) as processes:
-        api = processes.start(
-            "api", ["api", "--host", "127.0.0.1", "--port", str(free_port()), "--workers", "2"]
-        )
-        await eventually(lambda: asyncio.to_thread(_waiting, logs / "api.log", 2), timeout=60)
-        api.send_signal(signal.SIGTERM)
-        # Within one attempt to connect (2 s) and a pause between attempts, not the pause's
-        # 10 s at most: the wait ends on the signal.
-        code = await asyncio.to_thread(api.wait, 30)
-        log = processes.log_tail("api", 10**6)
-    assert code == 0, log
-    assert _events(logs / "api.log").count("api_stopped_while_waiting_for_postgres") == 2, log
-    assert "Traceback" not in log
