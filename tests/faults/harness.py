@@ -106,7 +106,12 @@ class Processes:
 
     def apis(self, *names: str, **env: str) -> list[tuple[str, subprocess.Popen[bytes]]]:
         """One ``signup api`` a name, all started before waiting for any: each spends its
-        start-up importing, and they need not take turns."""
+        start-up importing, and they need not take turns.
+
+        Each is one process (``--workers 1``): a test wanting two API processes starts two
+        names, each with its own log. The default, one process per core, would put two
+        behind each name here: twice the start-ups, pools and gauges, for nothing a test
+        looks at (``signup up`` and the rate-limit and topology tests run the default)."""
         started: list[tuple[str, subprocess.Popen[bytes]]] = []
         ports: set[int] = set()
         for name in names:
@@ -114,7 +119,8 @@ class Processes:
             while port in ports:  # none of them has bound its port yet
                 port = free_port()
             ports.add(port)
-            popen = self.start(name, ["api", "--host", "127.0.0.1", "--port", str(port)], **env)
+            args = ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+            popen = self.start(name, args, **env)
             started.append((f"http://127.0.0.1:{port}", popen))
         for name, (url, _) in zip(names, started, strict=True):
             try:
