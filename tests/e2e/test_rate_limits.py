@@ -153,9 +153,11 @@ async def test_the_client_limit_holds_across_two_api_processes(
     }
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
+    # One process each: two in all, whatever the machine's cores.
+    a, b = (["api", "--port", str(port), "--workers", "1"] for port in ports)
     with (
-        signup_process(["api", "--port", str(ports[0])], env, urls[0], tmp_path / "a.log"),
-        signup_process(["api", "--port", str(ports[1])], env, urls[1], tmp_path / "b.log"),
+        signup_process(a, env, urls[0], tmp_path / "a.log"),
+        signup_process(b, env, urls[1], tmp_path / "b.log"),
     ):
         async with httpx.AsyncClient(timeout=30) as http:
             answers = await asyncio.gather(

@@ -168,7 +168,7 @@ async def test_signups_through_two_apis_become_users_split_over_two_shard_server
     multiprocess_dir = tmp_path / "api0-metrics"
     multiprocess_dir.mkdir()
     api0 = ["api", "--port", str(ports[0]), "--workers", "2"]
-    api1 = ["api", "--port", str(ports[1])]
+    api1 = ["api", "--port", str(ports[1]), "--workers", "1"]  # and a replica of one process
     with (
         signup_process(
             api0,
