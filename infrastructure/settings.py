@@ -78,6 +78,12 @@ class Settings:
     # tried up to five times through an outage (infrastructure/event_store/batch_append.py);
     # should it commit after all, the Idempotency-Key retry is given its 202.
     append_timeout_seconds: float = 7.0
+    # The longest the API waits for any Redis answer. Every signup waits for the rate
+    # limiter's call (and, with an Idempotency-Key, for two more): a Redis that hangs instead
+    # of refusing (stopped, or packets dropped) held each of them for redis-py's default 5 s
+    # before the API failed open. A busy server answers in milliseconds; a second is beyond
+    # any answer worth waiting for on one network, not across a continent.
+    redis_timeout_seconds: float = 1.0
     db_pool_size: int = 8
     idempotency_ttl_seconds: int = 25 * 3600
     idempotency_in_flight_seconds: int = 30
@@ -154,6 +160,9 @@ class Settings:
             ),
             append_timeout_seconds=_number(
                 env, "SIGNUP_APPEND_TIMEOUT_SECONDS", defaults.append_timeout_seconds, above=0
+            ),
+            redis_timeout_seconds=_number(
+                env, "SIGNUP_REDIS_TIMEOUT_SECONDS", defaults.redis_timeout_seconds, above=0
             ),
             db_pool_size=_whole(env, "SIGNUP_DB_POOL_SIZE", defaults.db_pool_size, least=1),
             idempotency_ttl_seconds=_whole(

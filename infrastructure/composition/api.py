@@ -50,12 +50,6 @@ from infrastructure.verification.challenges import (
     Verifications,
 )
 
-# Every signup waits for the rate limiter's Redis call (and, with an Idempotency-Key, for two
-# more): a Redis that hangs instead of refusing (stopped, or packets dropped) held each of
-# them for redis-py's default 5 s before the API failed open. A busy server answers the
-# limiter's call in milliseconds; a second is beyond any answer worth waiting for.
-API_REDIS_TIMEOUT_SECONDS = 1.0
-
 log = structlog.get_logger(__name__)
 
 
@@ -122,8 +116,8 @@ class Container:
             status_events_pool=status_events_pool,
             redis=Redis.from_url(
                 settings.redis_url,
-                socket_timeout=API_REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=API_REDIS_TIMEOUT_SECONDS,
+                socket_timeout=settings.redis_timeout_seconds,
+                socket_connect_timeout=settings.redis_timeout_seconds,
             ),
             group_commit=GroupCommit(
                 appender,

@@ -2,8 +2,9 @@
 connections: the README says the API fails open when Redis is unavailable, and a hung server
 is unavailable too. Every signup goes through the rate limiter's Redis call: the API's client
 relied on redis-py's default of 5 s a call (three calls for a keyed signup) and now gives up
-after 1 s; with no timeout at all, one stopped server would hold every signup for as long as
-it stayed stopped, which is what this test catches.
+after ``SIGNUP_REDIS_TIMEOUT_SECONDS`` (1 s by default); with no timeout at all, one stopped
+server would hold every signup for as long as it stayed stopped, which is what this test
+catches.
 
 The server is a real Valkey, stopped with SIGSTOP: it keeps its socket, the kernel still
 accepts connections, and nothing answers."""
@@ -22,6 +23,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
+from infrastructure.composition.api import Container
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.faults.harness import Valkey, person
@@ -73,3 +75,19 @@ async def test_a_hung_redis_does_not_hold_signups_they_are_accepted_with_the_lim
     unavailable = [e for e in logs if e["event"] == "rate_limiter_unavailable"]
     assert unavailable and all(e["error"] == "TimeoutError" for e in unavailable), logs
     assert any(e["event"] == "idempotency_unavailable" for e in logs), logs
+
+
+async def test_the_api_waits_for_redis_as_long_as_its_setting_says_and_no_longer(
+    settings: Settings,
+) -> None:
+    """The bound above is ``SIGNUP_REDIS_TIMEOUT_SECONDS``: for a Redis far away an operator
+    raises it, and the API's client must be the one that reads it (the wait itself is
+    timed by nothing here: the test above shows a hung server is given up on)."""
+    configured = dataclasses.replace(settings, redis_timeout_seconds=0.25)
+    container = await Container.start(configured)
+    assert container is not None
+    try:
+        options = container.redis.connection_pool.connection_kwargs
+        assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.25, 0.25)
+    finally:
+        await container.stop()

@@ -65,6 +65,7 @@ def test_an_empty_rate_turns_a_limit_off_and_lists_are_split_on_commas() -> None
         ("SIGNUP_BATCH_MAX_WAIT_MS", "fast", "SIGNUP_BATCH_MAX_WAIT_MS must be a number"),
         ("SIGNUP_RETRY_BASE_SECONDS", "nan", "SIGNUP_RETRY_BASE_SECONDS must be 0 or more"),
         ("SIGNUP_APPEND_TIMEOUT_SECONDS", "0", "SIGNUP_APPEND_TIMEOUT_SECONDS must be more than 0"),
+        ("SIGNUP_REDIS_TIMEOUT_SECONDS", "0", "SIGNUP_REDIS_TIMEOUT_SECONDS must be more than 0"),
         ("SIGNUP_WORKER_METRICS_PORT", "70000", "must be from 1 to 65535, not '70000'"),
         ("SIGNUP_MAIL_SHARDS", "0", "SIGNUP_MAIL_SHARDS must be 1 or more, not '0'"),
         (
@@ -91,6 +92,7 @@ def test_numbers_and_durations_are_read_as_written_and_an_empty_one_means_its_de
             "SIGNUP_WORKER_METRICS_PORT": "9100",
             "SIGNUP_VERIFICATION_TTL": "2d",
             "SIGNUP_APPEND_CONCURRENCY": "",
+            "SIGNUP_REDIS_TIMEOUT_SECONDS": "2.5",
         }
     )
     assert settings.batch_max_size == 250
@@ -98,6 +100,7 @@ def test_numbers_and_durations_are_read_as_written_and_an_empty_one_means_its_de
     assert settings.worker_metrics_port == 9100
     assert settings.verification_ttl_seconds == 2 * 86400
     assert settings.append_concurrency == Settings().append_concurrency
+    assert settings.redis_timeout_seconds == 2.5
 
 
 def test_signup_refuses_to_start_with_one_line_naming_the_bad_setting() -> None:
