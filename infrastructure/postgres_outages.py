@@ -8,9 +8,21 @@ the read side waits them out instead of spending a failing event's attempts.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import asyncpg
+import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
 from sqlalchemy.exc import DBAPIError
+
+from application.error_text import describe
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, timed out (TimeoutError is an OSError)
@@ -59,3 +71,28 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """Nothing to undo between uses (no session settings, listeners or advisory locks are
     taken on these pools; asyncpg itself rolls back an open transaction): asyncpg's default
     reset would cost every use a round trip."""
+
+
+async def once_reachable(
+    open_: Callable[[], Awaitable[T]],
+    stop: asyncio.Event,
+    *,
+    waiting: str,
+    longest: float = 10.0,
+) -> T | None:
+    """``open_()`` once PostgreSQL answers; None if ``stop`` is set first.
+
+    For what connects as it is opened (eventsourcing's application registers its types on a
+    connection) at a process's start: the process waits for the server instead of dying of
+    its absence. Each failed attempt is one ``waiting`` log line, the error named, then a
+    pause from 0.5 s doubling to ``longest``."""
+    wait = 0.5
+    while not stop.is_set():
+        try:
+            return await open_()
+        except EVENT_STORE_UNAVAILABLE as error:
+            log.warning(waiting, error=describe(error), retry_in=wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
+        wait = min(longest, wait * 2)
+    return None

@@ -9,7 +9,7 @@ import functools
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -18,7 +18,6 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 
-from application.error_text import describe
 from application.projection_progress import ProjectionProgress
 from application.registering import RegisterUser
 from application.services import Services, trusted_networks
@@ -32,7 +31,7 @@ from infrastructure.event_store.group_commit import GroupCommit
 from infrastructure.event_store.owner_notifications import OwnerNotifications
 from infrastructure.event_store.store import SignupEvents, open_event_store
 from infrastructure.event_store.subject_keys import SubjectVault
-from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE, open_pool
+from infrastructure.postgres_outages import once_reachable, open_pool
 from infrastructure.read_side.email_index import EmailIndex
 from infrastructure.read_side.gauges import publish_gauges
 from infrastructure.read_side.parts import ReadSide
@@ -85,15 +84,26 @@ class Container:
         """The API's clients, once PostgreSQL answers; None if the process is told to stop
         (SIGTERM, Ctrl-C) before it does."""
         assert settings.database_url and settings.redis_url, "database and Redis URLs must be set"
-        events = await _once_reachable(
-            functools.partial(
-                open_event_store,
-                settings.database_url,
-                settings.db_pool_size,
-                cipher_key=settings.event_cipher_key,
+        # Opening the event store connects. An API started before its database used to die of
+        # it within 2 s, each process printing a 90-line traceback, and with several processes
+        # the command then exited with status 0. It waits instead, as the worker does, and
+        # does not listen meanwhile, so it is not ready. A stop signal ends the wait: the
+        # server, whose own handler still runs, then stops without serving.
+        stop = asyncio.Event()
+        with _setting_on_stop_signals(stop):
+            events = await once_reachable(
+                functools.partial(
+                    asyncio.to_thread,
+                    open_event_store,
+                    settings.database_url,
+                    settings.db_pool_size,
+                    cipher_key=settings.event_cipher_key,
+                ),
+                stop,
+                waiting="api_waiting_for_postgres",
             )
-        )
         if events is None:
+            log.info("api_stopped_while_waiting_for_postgres")
             return None
         appender = await BatchAppender.open(
             settings.database_url, events, connections=settings.append_concurrency + 1
@@ -252,41 +262,6 @@ async def running_services(settings: Settings) -> AsyncIterator[Services | None]
         yield container.services()
     finally:
         await container.stop()
-
-
-async def _once_reachable(open_: Callable[[], SignupEvents]) -> SignupEvents | None:
-    """``open_()`` (in a thread: eventsourcing is synchronous) once PostgreSQL answers.
-
-    Opening the event store connects (eventsourcing registers its types on a connection).
-    An API started before its database used to die of it within 2 s, each process printing
-    a 90-line traceback, and with several processes the command then exited with status 0.
-    It waits instead, as the worker does, one log line an attempt. Meanwhile it does not
-    listen, so it is not ready. A stop signal ends the wait: the server, whose own handler
-    still runs, then stops without serving.
-    """
-    try:
-        return await asyncio.to_thread(open_)
-    except EVENT_STORE_UNAVAILABLE as error:
-        failure = error
-    stop = asyncio.Event()
-    wait = 0.5
-    with _setting_on_stop_signals(stop):
-        while True:
-            log.warning("api_waiting_for_postgres", error=describe(failure), retry_in=wait)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
-            if stop.is_set():
-                log.info("api_stopped_while_waiting_for_postgres")
-                return None
-            wait = min(_LONGEST_WAIT_SECONDS, wait * 2)
-            try:
-                return await asyncio.to_thread(open_)
-            except EVENT_STORE_UNAVAILABLE as error:
-                failure = error
-
-
-# The longest pause between two attempts to reach PostgreSQL at the API's start.
-_LONGEST_WAIT_SECONDS = 10.0
 
 
 @contextlib.contextmanager

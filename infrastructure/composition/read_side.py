@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from infrastructure.erasure import EventStoreSubjects, ExpiredCopies
 from infrastructure.event_store.store import SignupEvents, open_event_store
 from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.metrics import serve_worker_metrics
-from infrastructure.postgres_outages import EVENT_STORE_UNAVAILABLE
+from infrastructure.postgres_outages import once_reachable
 from infrastructure.read_side import runner as projection_runner
 from infrastructure.read_side.event_source import EventSource, event_mapper
 from infrastructure.read_side.failures import FailureLog
@@ -189,7 +189,13 @@ async def run_worker(
     # The expiry sweep runs beside the status projector, as the mailer does.
     expiry = None
     if read_side.status.name in names:
-        expiry = await _once_reachable(lambda: expiry_sweep(settings, read_side), stop)
+        # The event store connects as it is opened, and a worker that died of a slow or absent
+        # server at its start (as one did on a loaded machine: no connection within the pool's
+        # 2 s) projected nothing until somebody started it again; once running, a worker
+        # waits outages out.
+        expiry = await once_reachable(
+            lambda: expiry_sweep(settings, read_side), stop, waiting="worker_waiting_for_postgres"
+        )
         if expiry is None:  # stopped before PostgreSQL answered
             await read_side.close()
             return
@@ -208,24 +214,6 @@ async def run_worker(
         if expiry is not None:
             await expiry.close()
         await read_side.close()
-
-
-async def _once_reachable(
-    open_: Callable[[], Awaitable[ExpirySweep]], stop: asyncio.Event, longest: float = 10.0
-) -> ExpirySweep | None:
-    """``open_()`` once PostgreSQL answers (None if ``stop`` comes first). The event store
-    connects as it is opened, and a worker that died of a slow or absent server at its start
-    (as one did on a loaded machine: no connection within the pool's 2 s) projected nothing
-    until somebody started it again; once running, a worker waits outages out."""
-    wait = 0.5
-    while not stop.is_set():
-        try:
-            return await open_()
-        except EVENT_STORE_UNAVAILABLE as error:
-            log.warning("worker_waiting_for_postgres", error=describe(error), retry_in=wait)
-            await sleep_unless_stopped(stop, wait)
-            wait = min(longest, wait * 2)
-    return None
 
 
 @dataclass
