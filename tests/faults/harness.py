@@ -30,12 +30,6 @@ from tests.servers import (
     wait_until_ready,
 )
 
-# How long the load clients keep an idle connection: less than uvicorn's keep-alive (5 s). A
-# connection idle for about that long could be closed by the server just as the client reuses
-# it (a ReadError: a race of the client's, not an answer of the API's; the crash test met it
-# once, its pooled connections idle while the worker caught up).
-KEEPALIVE_SECONDS = 2.0
-
 
 async def migrated_settings(server: Any, redis_url: str) -> Settings:
     """Settings for an event store and two shards on ``server`` (a PostgreSQL server of the
@@ -111,7 +105,8 @@ class Processes:
         Each is one process (``--workers 1``): a test wanting two API processes starts two
         names, each with its own log. The default, one process per core, would put two
         behind each name here: twice the start-ups, pools and gauges, for nothing a test
-        looks at (``signup up`` and the rate-limit and topology tests run the default)."""
+        looks at (``signup up``, the uniqueness test and the topology test's first replica
+        run several)."""
         started: list[tuple[str, subprocess.Popen[bytes]]] = []
         ports: set[int] = set()
         for name in names:

@@ -25,7 +25,6 @@ from infrastructure.composition.read_side import open_read_side
 from infrastructure.read_side.parts import ReadSide
 from tests.clients import separate_clients
 from tests.faults.harness import (
-    KEEPALIVE_SECONDS,
     Processes,
     Told,
     migrated_settings,
@@ -112,9 +111,7 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
         # One attempt per event: an outage must not spend any (the worker waits it out), so
         # a worker that counted the outage as failures would dead-letter at once.
         worker = processes.worker(SIGNUP_RETRY_MAX_ATTEMPTS="1")
-        async with separate_clients(
-            CLIENTS, connections=len(urls), timeout=60, keepalive_expiry=KEEPALIVE_SECONDS
-        ) as https:
+        async with separate_clients(CLIENTS, connections=len(urls), timeout=60) as https:
 
             async def submit(n: int, http: httpx.AsyncClient) -> Told:
                 sent = time.monotonic()
@@ -193,6 +190,8 @@ async def test_every_202_given_around_a_postgres_crash_is_stored_and_completed_a
                 worker_caught_up = time.monotonic() - started_waiting
                 failures = await read_side.failures.list(state=None)
 
+                # On the load's clients, idle while the worker caught up: they drop a
+                # connection idle for KEEPALIVE_SECONDS, before uvicorn closes it under them.
                 async def statuses_of(
                     some: list[str], http: httpx.AsyncClient
                 ) -> list[httpx.Response]:

@@ -25,8 +25,8 @@ from sqlalchemy import text
 
 from infrastructure.composition.read_side import open_read_side
 from infrastructure.settings import Settings
+from tests.clients import KEEPALIVE_SECONDS
 from tests.faults.harness import (
-    KEEPALIVE_SECONDS,
     Processes,
     Told,
     Valkey,
