@@ -19,6 +19,7 @@ import psycopg
 
 from infrastructure.embedded import database_url, ensure_database
 from infrastructure.settings import Settings
+from tests import clients
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the tests' servers hash claims with: `signup` refuses the development key outside its
@@ -58,7 +59,7 @@ def wait_until_ready(base_url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
+            if clients.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

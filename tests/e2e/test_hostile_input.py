@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from infrastructure.settings import Settings
+from tests import clients
 from tests.factories import make_cpf, valid_form
 from tests.faults.harness import Processes, server_env
 from tests.servers import TEST_RESERVATION_KEY, create_database
@@ -176,7 +177,7 @@ def _responses(live_schema: schemathesis.BaseSchema, path: str, method: str) -> 
 def test_the_schema_declares_the_content_type_metrics_answers_with(
     live_api: str, live_schema: schemathesis.BaseSchema
 ) -> None:
-    answer = httpx.get(f"{live_api}/metrics", timeout=30)
+    answer = clients.get(f"{live_api}/metrics", timeout=30)
     media_type = answer.headers["content-type"].split(";")[0]
     assert media_type in _responses(live_schema, "/metrics", "get")["200"].get("content", {})
 
@@ -317,7 +318,7 @@ def _is_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 def test_a_hostile_request_gets_a_4xx_problem_with_a_code(
     live_api: str, request_kwargs: dict[str, Any], status: int
 ) -> None:
-    response = httpx.post(f"{live_api}/registrations", timeout=30, **request_kwargs)
+    response = clients.post(f"{live_api}/registrations", timeout=30, **request_kwargs)
     _is_problem(response, status)
 
 
@@ -353,7 +354,7 @@ def _fields_in(body: dict[str, Any]) -> set[str]:
 @pytest.mark.parametrize("field", STRING_FIELDS)
 def test_a_10000_character_value_gets_422_naming_its_field(live_api: str, field: str) -> None:
     form = _with(valid_form(person_type="PJ"), field, "9" * 10_000)
-    body = _is_problem(httpx.post(f"{live_api}/registrations", json=form, timeout=30), 422)
+    body = _is_problem(clients.post(f"{live_api}/registrations", json=form, timeout=30), 422)
     assert field in _fields_in(body), body["errors"]
 
 
@@ -363,7 +364,7 @@ def test_long_values_in_every_string_field_at_once_get_one_422_naming_every_fiel
     form = valid_form(person_type="PJ")
     for field in STRING_FIELDS:  # 900 characters each keeps the body under 16 KiB
         form = _with(form, field, "9" * 900)
-    body = _is_problem(httpx.post(f"{live_api}/registrations", json=form, timeout=30), 422)
+    body = _is_problem(clients.post(f"{live_api}/registrations", json=form, timeout=30), 422)
     # The confirmation is only compared with an email that is valid.
     assert _fields_in(body) >= set(STRING_FIELDS) - {"email_confirmation"}, body["errors"]
 
@@ -374,7 +375,7 @@ def test_10000_characters_in_every_string_field_at_once_is_over_the_size_limit(
     form = valid_form(person_type="PJ")
     for field in STRING_FIELDS:
         form = _with(form, field, "9" * 10_000)
-    _is_problem(httpx.post(f"{live_api}/registrations", json=form, timeout=30), 413)
+    _is_problem(clients.post(f"{live_api}/registrations", json=form, timeout=30), 413)
 
 
 @pytest.mark.parametrize("field", STRING_FIELDS)
@@ -382,7 +383,7 @@ def test_a_nul_character_in_a_field_gets_422_naming_it(live_api: str, field: str
     form = valid_form(person_type="PJ")
     value = (_value_of(form, field) or "x") + "\x00"
     body = _is_problem(
-        httpx.post(f"{live_api}/registrations", json=_with(form, field, value), timeout=30), 422
+        clients.post(f"{live_api}/registrations", json=_with(form, field, value), timeout=30), 422
     )
     assert field in _fields_in(body), body["errors"]
 
@@ -399,7 +400,7 @@ def _value_of(form: dict[str, Any], field: str) -> str | None:
     ids=["10,000 characters", "a NUL", "a path traversal", "the nil UUID"],
 )
 def test_a_hostile_registration_id_gets_404(live_api: str, registration_id: str) -> None:
-    response = httpx.get(f"{live_api}/registrations/{registration_id}", timeout=30)
+    response = clients.get(f"{live_api}/registrations/{registration_id}", timeout=30)
     _is_problem(response, 404)
 
 

@@ -20,6 +20,7 @@ from domain.values import InvalidValue
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from interfaces.http.page import error_codes, form_rules
+from tests import clients
 from tests.e2e.browser import (
     CHROMIUM,
     Person,
@@ -133,7 +134,7 @@ def test_a_person_signs_up_and_sees_the_account_completed(page: Page, base_url: 
     registration_id = _expect_completed(page)
     expect(page.get_by_role("heading", name="Cadastro recebido")).to_be_focused()
     screenshot(page, "04-completed")
-    status = httpx.get(f"{base_url}/registrations/{registration_id}").json()
+    status = clients.get(f"{base_url}/registrations/{registration_id}").json()
     assert status["status"] == "completed"
 
 
@@ -203,7 +204,7 @@ def test_a_server_rejection_is_shown_beside_its_field(page: Page) -> None:
 
 def test_a_registered_email_is_reported_beside_the_email_field(page: Page, base_url: str) -> None:
     taken = Person(cpf=make_cpf(9_005), email="pagina.ja@example.com")
-    assert httpx.post(f"{base_url}/registrations", json=taken.api_body()).status_code == 202
+    assert clients.post(f"{base_url}/registrations", json=taken.api_body()).status_code == 202
     fill(page, Person(cpf=make_cpf(9_006), email=taken.email))
 
     submit(page)
@@ -235,7 +236,7 @@ def test_a_double_click_registers_once(page: Page, base_url: str) -> None:
     # The page's key replays its answer; any other attempt at the same person is a conflict.
     key = sent[0].headers["idempotency-key"]
     body = sent[0].post_data_buffer
-    replay = httpx.post(
+    replay = clients.post(
         f"{base_url}/registrations",
         content=body,
         headers={"content-type": "application/json", "idempotency-key": key},
@@ -243,7 +244,7 @@ def test_a_double_click_registers_once(page: Page, base_url: str) -> None:
     assert replay.status_code == 202
     assert replay.json()["registration_id"] == registration_id
     assert replay.headers["idempotent-replayed"] == "true"
-    again = httpx.post(f"{base_url}/registrations", json=person.api_body())
+    again = clients.post(f"{base_url}/registrations", json=person.api_body())
     assert (again.status_code, again.json()["field"]) == (409, "email")
 
 
@@ -412,13 +413,13 @@ def test_the_form_is_a_single_column_on_a_narrow_screen(browser: Browser, base_u
 
 
 def test_the_page_and_its_assets_are_served(base_url: str) -> None:
-    answer = httpx.get(base_url)
+    answer = clients.get(base_url)
     assert answer.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in answer.headers["content-security-policy"]
     assert 'lang="pt-BR"' in answer.text
     for asset in ("/static/signup.css", "/static/signup.js"):
         assert asset in answer.text
-        assert httpx.get(f"{base_url}{asset}").status_code == 200
+        assert clients.get(f"{base_url}{asset}").status_code == 200
 
 
 def test_a_person_is_asked_to_check_their_email_and_follows_the_link_in_the_message(
@@ -440,7 +441,7 @@ def test_a_person_is_asked_to_check_their_email_and_follows_the_link_in_the_mess
     # The token left the address bar once read.
     assert "#" not in page.url
     screenshot(page, "11-verified-by-link")
-    status = httpx.get(f"{base_url}/registrations/{registration_id}").json()
+    status = clients.get(f"{base_url}/registrations/{registration_id}").json()
     assert status["status"] == "verified"
 
 
@@ -461,7 +462,9 @@ def test_a_person_types_a_wrong_code_then_the_right_one(
     page.get_by_label("Código de verificação").fill(message.code)
     page.get_by_role("button", name="Confirmar e-mail").click()
     expect(page.locator("#result-status")).to_have_text("e-mail confirmado")
-    assert httpx.get(f"{base_url}/registrations/{registration_id}").json()["status"] == ("verified")
+    assert clients.get(f"{base_url}/registrations/{registration_id}").json()["status"] == (
+        "verified"
+    )
 
 
 def test_the_terms_checkbox_links_to_the_terms_served_by_the_app(page: Page) -> None:

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from eventsourcing.cryptography import AESCipher
@@ -30,6 +29,7 @@ from infrastructure.settings import Settings
 from infrastructure.verification.mail_sink import MailSink
 from interfaces.http.app import build_app
 from projections.model import REGISTRATION_REQUESTED, Row
+from tests import clients
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
 from tests.mail import wait_for_messages
 from tests.read_models import (
@@ -245,11 +245,11 @@ def test_signup_erase_beside_signup_up_clears_its_embedded_cache_at_once(
     embedded = {"DATABASE_URL": "", "REDIS_URL": ""}
     args = ["up", "--port", str(port), "--data-dir", str(data_dir)]
     with signup_process(args, embedded, url, tmp_path / "up.log"):
-        accepted = httpx.post(f"{url}/registrations", json=_person(40), timeout=30)
+        accepted = clients.post(f"{url}/registrations", json=_person(40), timeout=30)
         assert accepted.status_code == 202, accepted.text
         location = f"{url}{accepted.headers['location']}"
         deadline = time.monotonic() + 60
-        while httpx.get(location).json()["status"] != "completed":  # and now cached
+        while clients.get(location).json()["status"] != "completed":  # and now cached
             assert time.monotonic() < deadline, "not completed in 60 s"
             time.sleep(0.2)
 
@@ -264,7 +264,7 @@ def test_signup_erase_beside_signup_up_clears_its_embedded_cache_at_once(
 
         assert erase.returncode == 0, erase.stderr
         assert "status_cache" in erase.stdout, erase.stdout
-        assert httpx.get(location).status_code == 404
+        assert clients.get(location).status_code == 404
 
 
 async def test_erasing_a_person_with_a_dead_letter_removes_it_and_leaves_no_trace_of_their_cpf(

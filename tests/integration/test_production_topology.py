@@ -29,6 +29,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from infrastructure import metrics
+from tests import clients
 from tests.factories import make_cpf, valid_form
 from tests.servers import (
     LOAD_FROM_ONE_ADDRESS,
@@ -72,7 +73,7 @@ def worker_process(env: dict[str, str], metrics_url: str, log_path: Path) -> Ite
         while True:
             assert process.poll() is None, log_path.read_text()[-4000:]
             try:
-                if httpx.get(metrics_url, timeout=2).status_code == 200:
+                if clients.get(metrics_url, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -8,10 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
+from tests import clients
 from tests.factories import make_cpf, valid_form
 from tests.servers import free_port, signup_process
 
@@ -28,7 +28,7 @@ def _processes_using(data_dir: Path) -> list[psutil.Process]:
 def _wait_for_status(location: str, status: str, timeout: float = 60) -> None:
     """`signup up` runs the worker too, so an accepted registration completes by itself."""
     deadline = time.monotonic() + timeout
-    while (found := httpx.get(location, timeout=10).json()["status"]) != status:
+    while (found := clients.get(location, timeout=10).json()["status"]) != status:
         assert time.monotonic() < deadline, f"still {found} after {timeout}s"
         time.sleep(0.2)
 
@@ -48,7 +48,7 @@ def test_an_accepted_registration_survives_a_restart_of_the_system(
     form = valid_form(cpf=make_cpf(7))
 
     with signup_process(args, embedded_env, url, tmp_path / "first.log") as first:
-        accepted = httpx.post(f"{url}/registrations", json=form, timeout=30)
+        accepted = clients.post(f"{url}/registrations", json=form, timeout=30)
         assert accepted.status_code == 202
         location = f"{url}{accepted.headers['location']}"
         _wait_for_status(location, "completed")
@@ -63,11 +63,11 @@ def test_an_accepted_registration_survives_a_restart_of_the_system(
     assert not [child for child in alive if child.status() != "zombie"]
 
     with signup_process(args, embedded_env, url, tmp_path / "second.log"):
-        again = httpx.post(f"{url}/registrations", json=form, timeout=30)
+        again = clients.post(f"{url}/registrations", json=form, timeout=30)
         other = valid_form(
             cpf=make_cpf(8), email="other@example.com", email_confirmation="other@example.com"
         )
-        fresh = httpx.post(f"{url}/registrations", json=other, timeout=30)
+        fresh = clients.post(f"{url}/registrations", json=other, timeout=30)
 
         _wait_for_status(location, "completed")
 

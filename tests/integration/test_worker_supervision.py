@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests import clients
 from tests.factories import make_cpf, valid_form
 from tests.mail import messages_for, wait_for_messages_sync
 from tests.servers import free_port, signup_process
@@ -59,13 +60,13 @@ def test_a_stalled_worker_fails_readiness_and_a_killed_one_is_restarted_to_finis
 
         # Hung: every server answers, but nothing is projected while events wait.
         worker.send_signal(signal.SIGSTOP)
-        waiting = httpx.post(f"{url}/registrations", json=_person(1), timeout=30)
+        waiting = clients.post(f"{url}/registrations", json=_person(1), timeout=30)
         assert waiting.status_code == 202, waiting.text
         # Each API process watches on its own: keep the answer that said so.
         unready: list[httpx.Response] = []
 
         def said_unready() -> bool:
-            unready.append(httpx.get(f"{url}/health/ready"))
+            unready.append(clients.get(f"{url}/health/ready"))
             return unready[-1].status_code == 503
 
         _until(said_unready, "unready")
@@ -76,24 +77,24 @@ def test_a_stalled_worker_fails_readiness_and_a_killed_one_is_restarted_to_finis
         _until(
             lambda: (
                 'signup_projection_stalled{projection="registration_status"} 1.0'
-                in httpx.get(f"{url}/metrics").text
+                in clients.get(f"{url}/metrics").text
             ),
             "stalled gauge",
         )
-        assert httpx.get(f"{url}{waiting.headers['location']}").json()["status"] == "pending"
+        assert clients.get(f"{url}{waiting.headers['location']}").json()["status"] == "pending"
 
         worker.send_signal(signal.SIGCONT)
-        _until(lambda: httpx.get(f"{url}/health/ready").status_code == 200, "ready again")
+        _until(lambda: clients.get(f"{url}/health/ready").status_code == 200, "ready again")
         status = f"{url}{waiting.headers['location']}"
-        _until(lambda: httpx.get(status).json()["status"] == "completed", "completed")
+        _until(lambda: clients.get(status).json()["status"] == "completed", "completed")
 
         # Dead: signup up starts another, which picks up what waited meanwhile.
         worker.kill()
         worker.wait(10)
-        accepted = httpx.post(f"{url}/registrations", json=_person(2), timeout=30)
+        accepted = clients.post(f"{url}/registrations", json=_person(2), timeout=30)
         assert accepted.status_code == 202, accepted.text
         status = f"{url}{accepted.headers['location']}"
-        _until(lambda: httpx.get(status).json()["status"] == "completed", "completed")
+        _until(lambda: clients.get(status).json()["status"] == "completed", "completed")
         restarted = _worker(up)
         assert restarted is not None and restarted.pid != worker.pid
 
@@ -127,12 +128,12 @@ def test_while_readiness_says_projections_are_stalled_signups_are_still_accepted
         # Hung, with an event waiting: the projections stall.
         worker.send_signal(signal.SIGSTOP)
         try:
-            first = httpx.post(f"{url}/registrations", json=_person(21), timeout=30)
+            first = clients.post(f"{url}/registrations", json=_person(21), timeout=30)
             assert first.status_code == 202, first.text
-            _until(lambda: httpx.get(f"{url}/health/ready").status_code == 503, "unready")
+            _until(lambda: clients.get(f"{url}/health/ready").status_code == 503, "unready")
 
-            during = httpx.post(f"{url}/registrations", json=_person(22), timeout=30)
-            after = httpx.get(f"{url}/health/ready")
+            during = clients.post(f"{url}/registrations", json=_person(22), timeout=30)
+            after = clients.get(f"{url}/health/ready")
         finally:
             # A stopped worker would not hear `signup up` stop it.
             worker.send_signal(signal.SIGCONT)
@@ -161,7 +162,7 @@ def test_signup_up_sends_mail_from_a_process_of_its_own_at_a_low_cpu_priority(
         assert mailer.nice() == 10
         assert worker.nice() == up.nice()
 
-        first = httpx.post(f"{url}/registrations", json=_person(11), timeout=30)
+        first = clients.post(f"{url}/registrations", json=_person(11), timeout=30)
         assert first.status_code == 202, first.text
         [message] = wait_for_messages_sync(data_dir / "mail", first.json()["registration_id"])
         assert message.kind == "verification"
@@ -173,7 +174,7 @@ def test_signup_up_sends_mail_from_a_process_of_its_own_at_a_low_cpu_priority(
         # Killed: signup up starts another, as lowly, which sends what waited meanwhile.
         mailer.kill()
         mailer.wait(10)
-        second = httpx.post(f"{url}/registrations", json=_person(12), timeout=30)
+        second = clients.post(f"{url}/registrations", json=_person(12), timeout=30)
         assert second.status_code == 202, second.text
         restarted = _new_mailer(up, mailer.pid)
         # Killed again at once, well within the minute after which a run counts as healthy:
