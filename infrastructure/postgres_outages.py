@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+import psycopg
 import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
 from sqlalchemy.exc import DBAPIError
@@ -78,6 +79,7 @@ async def once_reachable(
     stop: asyncio.Event,
     *,
     waiting: str,
+    url: str | None = None,
     longest: float = 10.0,
 ) -> T | None:
     """``open_()`` once PostgreSQL answers; None if ``stop`` is set first.
@@ -85,14 +87,32 @@ async def once_reachable(
     For what connects as it is opened (eventsourcing's application registers its types on a
     connection) at a process's start: the process waits for the server instead of dying of
     its absence. Each failed attempt is one ``waiting`` log line, the error named, then a
-    pause from 0.5 s doubling to ``longest``."""
+    pause from 0.5 s doubling to ``longest``. With ``url`` (the database ``open_`` opens),
+    the line also gives the server's own ``reason`` (see ``refusal``)."""
     wait = 0.5
     while not stop.is_set():
         try:
             return await open_()
         except EVENT_STORE_UNAVAILABLE as error:
-            log.warning(waiting, error=describe(error), retry_in=wait)
+            reason = await refusal(url) if url is not None else None
+            log.warning(waiting, error=describe(error), reason=reason, retry_in=wait)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), wait)
         wait = min(longest, wait * 2)
+    return None
+
+
+async def refusal(url: str) -> str | None:
+    """Why one direct connection to ``url`` fails, in libpq's words; None if it succeeds.
+
+    eventsourcing's pool reports only "couldn't get a connection after 2.00 sec", the same for
+    a server that is down, a wrong password and a database that does not exist: an operator
+    who got the URL wrong watched the process wait forever with no clue why. libpq's message
+    of a failed connection names the server, the user and the database, never the password,
+    and quotes no row (which is why ``describe`` leaves driver messages out elsewhere)."""
+    try:
+        connection = await psycopg.AsyncConnection.connect(url, connect_timeout=2)
+    except psycopg.Error as error:
+        return " ".join(str(error).split())[:500]
+    await connection.close()
     return None

@@ -101,6 +101,7 @@ class Container:
                 ),
                 stop,
                 waiting="api_waiting_for_postgres",
+                url=settings.database_url,
             )
         if events is None:
             log.info("api_stopped_while_waiting_for_postgres")

@@ -194,7 +194,10 @@ async def run_worker(
         # 2 s) projected nothing until somebody started it again; once running, a worker
         # waits outages out.
         expiry = await once_reachable(
-            lambda: expiry_sweep(settings, read_side), stop, waiting="worker_waiting_for_postgres"
+            lambda: expiry_sweep(settings, read_side),
+            stop,
+            waiting="worker_waiting_for_postgres",
+            url=settings.database_url,
         )
         if expiry is None:  # stopped before PostgreSQL answered
             await read_side.close()

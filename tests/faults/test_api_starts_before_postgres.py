@@ -35,6 +35,16 @@ def _events(log: Path) -> list[str]:
     return [json.loads(line).get("event", "") for line in lines]
 
 
+def _reasons(log: Path) -> list[str]:
+    """The reason of each line saying the API waits for PostgreSQL, in libpq's words."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [
+        line.get("reason") or ""
+        for line in lines
+        if line.get("event") == "api_waiting_for_postgres"
+    ]
+
+
 def _waiting(log: Path, processes: int) -> bool:
     """Whether the log says each of the API's processes waits for PostgreSQL."""
     return _events(log).count("api_waiting_for_postgres") >= processes
@@ -70,6 +80,9 @@ async def test_an_api_started_while_postgres_is_down_waits_stops_when_told_and_s
         assert "Traceback" not in stopped_log
 
         assert api.poll() is None, processes.log_tail("api")
+        # Why, in the server's words, not only the pool's "couldn't get a connection".
+        reason = _reasons(logs / "api.log")[0]
+        assert "connection to server" in reason and " failed: " in reason, reason
         await asyncio.to_thread(start_postgres, breakable_postgres)
         await asyncio.to_thread(wait_until_ready, url)
         email = "paciente@example.com"
