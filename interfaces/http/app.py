@@ -60,6 +60,10 @@ def create_app(
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         middleware=[observe],
         openapi_config=_openapi_config(),
+        # Logging is the process's own (infrastructure/logging.py): Litestar's default config
+        # would replace the root handler with its queue of text lines. Unhandled errors are
+        # logged by the problem handler, as `unhandled_error`.
+        logging_config=None,
         debug=False,
     )
     document_operations(

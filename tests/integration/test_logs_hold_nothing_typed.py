@@ -3,7 +3,9 @@ ever logged.
 
 Every process of ``signup up`` (the API processes, the worker, the mailer, the SMTP sink)
 writes its log into one file here, through a signup, a duplicate, a rejection, a wrong code,
-the right code and status polls; then the whole file is searched for each value."""
+the right code and status polls; then the whole file is searched for each value. Every line
+of it is one JSON object, the libraries' lines (uvicorn's start and stop) included: a log
+pipeline reads each line as JSON."""
 
 from __future__ import annotations
 
@@ -29,6 +31,15 @@ CNPJ = make_cnpj(771_003)
 BAD_EMAIL = "sem-arroba.sigiloso.example.com"
 
 
+def _json_object(line: str) -> bool:
+    """Whether the line is one JSON object with an event, a level and a timestamp."""
+    try:
+        found = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(found, dict) and {"event", "level", "timestamp"} <= found.keys()
+
+
 def _typed() -> dict[str, str]:
     """Each value a person typed, in every spelling the service could have logged it in."""
     digits = lambda masked: re.sub(r"\D", "", masked)  # noqa: E731
@@ -51,7 +62,7 @@ def _typed() -> dict[str, str]:
     }
 
 
-def test_no_value_a_person_typed_and_no_code_reaches_any_process_log(
+def test_every_process_log_line_is_json_and_none_holds_a_value_a_person_typed_or_a_code(
     data_dir: Path, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -98,7 +109,10 @@ def test_no_value_a_person_typed_and_no_code_reaches_any_process_log(
     # Stopped: every process has written out what it buffered.
 
     text = log.read_text()
-    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    not_json = [line for line in text.splitlines() if not _json_object(line)]
+    assert not not_json, f"{len(not_json)} lines are not JSON objects: {not_json[:5]}"
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert {"uvicorn.error"} <= {line.get("logger") for line in lines}
     # The log is the one searched: it holds the requests above, by path, and the mailer's send.
     logged_paths = {line.get("path") for line in lines if line.get("event") == "request"}
     assert {"/registrations", verification} <= logged_paths, logged_paths
