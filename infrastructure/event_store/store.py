@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +100,26 @@ class SignupEvents(Application[uuid.UUID]):
     """The application whose recorder holds every registration and reservation event."""
 
     name = "signup"
+
+    def __init__(self, env: Any = None) -> None:
+        try:
+            super().__init__(env=env)
+        except BaseException:
+            # Opening failed part-way (PostgreSQL out of reach, or starting up, as the recorder
+            # connects). Left to the collector, the half-built application was closed in
+            # whichever thread collected it, once in a thread of its own pool, which cannot
+            # join itself: "Exception ignored in Application.__del__ ... cannot join current
+            # thread" in an API's log. Closed now, in a thread of its own: closing waits up to
+            # 5 s for each pool thread still connecting (15 s against a silent server), and the
+            # caller is about to try again.
+            threading.Thread(
+                target=self._close_quietly, name="close-failed-open", daemon=True
+            ).start()
+            raise
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = FastJSONTranscoder()
