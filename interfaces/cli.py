@@ -225,10 +225,16 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
         env = {**os.environ, **running.server_env(), STARTED_BY_UP_ENV: "1"}
 
         # The worker runs as its own process, beside the API processes, restarted when it dies.
+        # Each in a process group of its own: a terminal's Ctrl-C signals its whole foreground
+        # group, and reached them directly while the API was still stopping. The supervisor
+        # logged the worker's exit as a crash and scheduled its restart, and a mailer still
+        # importing printed a KeyboardInterrupt traceback. `signup up` alone stops them, in
+        # order, once the API has stopped.
         def start_worker(restarts: int) -> subprocess.Popen[bytes]:
             return subprocess.Popen(
                 [sys.executable, "-m", "interfaces.cli", "worker", "--no-mail"],
                 env={**env, RESTARTS_ENV: str(restarts)},
+                process_group=0,
             )
 
         # The mail goes from a process of its own at a low CPU priority: under a peak the
@@ -237,7 +243,9 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
         # of the machine during a peak: a message costs ~5 ms of CPU.)
         def start_mailer(restarts: int) -> subprocess.Popen[bytes]:
             child = subprocess.Popen(
-                [sys.executable, "-m", "interfaces.cli", "mailer", "--shard", "0"], env=env
+                [sys.executable, "-m", "interfaces.cli", "mailer", "--shard", "0"],
+                env=env,
+                process_group=0,
             )
             with contextlib.suppress(OSError):  # it exited already: the supervisor restarts it
                 os.setpriority(os.PRIO_PROCESS, child.pid, MAILER_NICENESS)

@@ -84,8 +84,12 @@ class Supervised:
 
 
 def _stop_child(child: subprocess.Popen[bytes]) -> None:
-    """Ask nicely, then firmly: no worker may outlive `signup up`."""
-    for stop, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+    """Ask nicely, then firmly: no worker may outlive `signup up`.
+
+    SIGTERM, not SIGINT: a running worker or mailer takes either as its stop, but one still
+    importing (the mailer starts last) died of SIGINT with a KeyboardInterrupt traceback,
+    and dies of SIGTERM quietly."""
+    for stop, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
         if child.poll() is not None:
             return
         child.send_signal(stop)

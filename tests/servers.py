@@ -93,6 +93,9 @@ def signup_process(
             env={**os.environ, **LOAD_FROM_ONE_ADDRESS, "SIGNUP_LOG_FORMAT": "json", **env},
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A group of its own, as a command started from a shell gets: a test may signal
+            # the whole group, as a terminal's Ctrl-C does, without signalling pytest.
+            process_group=0,
         )
     try:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,4 +95,29 @@ def test_sigterm_also_stops_the_embedded_servers(
         except subprocess.TimeoutExpired:
             process.kill()
             raise
+    assert _processes_using(data_dir) == []
+
+
+def test_ctrl_c_in_a_terminal_stops_signup_up_without_restarting_its_worker(
+    data_dir: Path, tmp_path: Path, embedded_env: dict[str, str]
+) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group: the worker and the
+    mailer too, not only `signup up`, which stops them in its own order."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    args = ["up", "--port", str(port), "--data-dir", str(data_dir)]
+    with signup_process(args, embedded_env, url, log) as process:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    lines = log.read_text().splitlines()
+    # e.g. a child's KeyboardInterrupt traceback, caught importing
+    assert all(line.startswith("{") for line in lines), lines
+    events = [json.loads(line)["event"] for line in lines]
+    assert "worker_started" in events  # the log is the whole run's
+    assert not [event for event in events if event.endswith(("_exited", "_restarted"))], events
     assert _processes_using(data_dir) == []
