@@ -63,7 +63,9 @@ def wait_until_ready(base_url: str, timeout: float = 60.0) -> None:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.2)
+        # A poll costs ~1 ms of CPU now that it builds no TLS context (tests/clients.py);
+        # every server start used to wait 0.1 s on average past its readiness.
+        time.sleep(0.05)
     raise TimeoutError(f"{base_url} did not become ready in {timeout}s")
 
 
