@@ -26,11 +26,6 @@ def post(url: str, **options: Any) -> httpx.Response:
     return httpx.post(url, verify=TLS, **options)
 
 
-def request(method: str, url: str, **options: Any) -> httpx.Response:
-    """``httpx.request`` on the shared TLS context."""
-    return httpx.request(method, url, verify=TLS, **options)
-
-
 # How long the load clients keep an idle connection: less than uvicorn's keep-alive (5 s). A
 # connection idle for about that long could be closed by the server just as the client reuses
 # it (a ReadError: a race of the client's, not an answer of the API's; the crash test met it

@@ -27,6 +27,7 @@ from tests.servers import (
     ROOT,
     TEST_RESERVATION_KEY,
     free_port,
+    logged,
     wait_until_ready,
 )
 
@@ -43,6 +44,12 @@ async def migrated_settings(server: Any, redis_url: str) -> Settings:
     )
     await asyncio.to_thread(migrate, settings)
     return settings
+
+
+def reasons(log: Path, waiting: str) -> list[str]:
+    """The ``reason`` of each ``waiting`` line of a process's log (why it waits for
+    PostgreSQL, in libpq's words); an empty list while it has logged none."""
+    return [line.get("reason") or "" for line in logged(log) if line.get("event") == waiting]
 
 
 def server_env(settings: Settings) -> dict[str, str]:

@@ -9,7 +9,6 @@ command exited with status 0, as if it had been stopped on purpose.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -20,29 +19,17 @@ from tests.factories import make_cpf, valid_form
 from tests.faults.harness import (
     Processes,
     migrated_settings,
+    reasons,
     server_env,
     start_postgres,
     stop_postgres_immediately,
 )
 from tests.read_models import eventually
-from tests.servers import free_port, wait_until_ready
+from tests.servers import free_port, logged, wait_until_ready
 
 
 def _events(log: Path) -> list[str]:
-    if not log.exists():
-        return []
-    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
-    return [json.loads(line).get("event", "") for line in lines]
-
-
-def _reasons(log: Path) -> list[str]:
-    """The reason of each line saying the API waits for PostgreSQL, in libpq's words."""
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return [
-        line.get("reason") or ""
-        for line in lines
-        if line.get("event") == "api_waiting_for_postgres"
-    ]
+    return [line.get("event", "") for line in logged(log)]
 
 
 def _waiting(log: Path, processes: int) -> bool:
@@ -81,7 +68,7 @@ async def test_an_api_started_while_postgres_is_down_waits_stops_when_told_and_s
 
         assert api.poll() is None, processes.log_tail("api")
         # Why, in the server's words, not only the pool's "couldn't get a connection".
-        reason = _reasons(logs / "api.log")[0]
+        reason = reasons(logs / "api.log", "api_waiting_for_postgres")[0]
         assert "connection to server" in reason and " failed: " in reason, reason
         await asyncio.to_thread(start_postgres, breakable_postgres)
         await asyncio.to_thread(wait_until_ready, url)

@@ -11,7 +11,6 @@ for a server that is down and a database URL that is wrong.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +26,7 @@ from tests.factories import make_cpf, valid_form
 from tests.faults.harness import (
     Processes,
     migrated_settings,
+    reasons,
     server_env,
     start_postgres,
     stop_postgres_immediately,
@@ -36,13 +36,8 @@ from tests.servers import TEST_RESERVATION_KEY
 
 
 def _reasons(log: Path) -> list[str]:
-    """The reason of each line of the worker's log saying it waits for PostgreSQL."""
-    if not log.exists():
-        return []
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return [
-        line.get("reason") or "" for line in lines if line["event"] == "worker_waiting_for_postgres"
-    ]
+    """Why the worker's log says it waits for PostgreSQL, a reason a line."""
+    return reasons(log, "worker_waiting_for_postgres")
 
 
 def _waited(log: Path) -> bool:

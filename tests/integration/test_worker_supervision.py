@@ -14,7 +14,7 @@ import psutil
 from tests import clients
 from tests.factories import make_cpf, valid_form
 from tests.mail import messages_for, wait_for_messages_sync
-from tests.servers import free_port, signup_process
+from tests.servers import free_port, logged, signup_process
 
 
 def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -98,7 +98,7 @@ def test_a_stalled_worker_fails_readiness_and_a_killed_one_is_restarted_to_finis
         restarted = _worker(up)
         assert restarted is not None and restarted.pid != worker.pid
 
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = logged(log)
     names = [e.get("event") for e in events]
     assert "projection_stalled" in names and "projection_moving_again" in names
     exited = next(e for e in events if e.get("event") == "worker_exited")
@@ -189,7 +189,7 @@ def test_signup_up_sends_mail_from_a_process_of_its_own_at_a_low_cpu_priority(
 
     # The operator reads each death and each restart in the log: the exit code, the wait
     # before the restart (1 s, then doubled) and how many restarts so far.
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = logged(log)
     exits = [
         (e["exit_code"], e["restart_in_seconds"])
         for e in events
