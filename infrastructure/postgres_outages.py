@@ -9,7 +9,6 @@ the read side waits them out instead of spending a failing event's attempts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -20,6 +19,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from sqlalchemy.exc import DBAPIError
 
 from application.error_text import describe
+from infrastructure.stopping import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -96,8 +96,7 @@ async def once_reachable(
         except EVENT_STORE_UNAVAILABLE as error:
             reason = await refusal(url) if url is not None else None
             log.warning(waiting, error=describe(error), reason=reason, retry_in=wait)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
+        await sleep_unless_stopped(stop, wait)
         wait = min(longest, wait * 2)
     return None
 

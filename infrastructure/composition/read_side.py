@@ -29,7 +29,7 @@ from infrastructure.read_side import runner as projection_runner
 from infrastructure.read_side.event_source import EventSource, event_mapper
 from infrastructure.read_side.failures import FailureLog
 from infrastructure.read_side.parts import ReadSide
-from infrastructure.read_side.projector import Projector, StatusProjector, sleep_unless_stopped
+from infrastructure.read_side.projector import Projector, StatusProjector
 from infrastructure.read_side.read_store import (
     ProjectionStore,
     make_engine,
@@ -38,6 +38,7 @@ from infrastructure.read_side.replay import Replays
 from infrastructure.read_side.status_cache import Settlements
 from infrastructure.read_side.wakeups import Wakeups
 from infrastructure.settings import Settings
+from infrastructure.stopping import sleep_unless_stopped
 from infrastructure.verification.challenges import (
     ChallengeIssuer,
     EventStoreVerdicts,

@@ -12,8 +12,9 @@ from application.error_text import describe
 from application.projection_progress import ProjectionProgress
 from infrastructure import metrics
 from infrastructure.read_side.parts import ReadSide
-from infrastructure.read_side.projector import Projector, sleep_unless_stopped
+from infrastructure.read_side.projector import Projector
 from infrastructure.read_side.read_store import DEAD, RETRYING, active_positions
+from infrastructure.stopping import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,6 @@ later events parked behind it, so its own events stay in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from infrastructure.read_side.event_source import EventSource, Notification
 from infrastructure.read_side.failures import MAILER, WAITING, FailureLog
 from infrastructure.read_side.read_store import DEAD, ProjectionStore
 from infrastructure.read_side.wakeups import wait_for_wake
+from infrastructure.stopping import sleep_unless_stopped
 from projections.model import Projection
 from projections.registration_status import given_failures
 
@@ -338,8 +338,3 @@ async def run_forever(
                 pause = min(idle[1], pause * 2)
     finally:
         projector.stop_reading_ahead()
-
-
-async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

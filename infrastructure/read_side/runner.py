@@ -13,8 +13,9 @@ from application.error_text import describe
 from application.process_manager import ProcessManager
 from infrastructure.read_side.failures import Failure
 from infrastructure.read_side.parts import ReadSide
-from infrastructure.read_side.projector import Projector, run_forever, sleep_unless_stopped
+from infrastructure.read_side.projector import Projector, run_forever
 from infrastructure.read_side.wakeups import Wakeups
+from infrastructure.stopping import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 

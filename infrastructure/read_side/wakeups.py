@@ -9,7 +9,6 @@ event, because positions, not notifications, say what has been projected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ import structlog
 
 from application.error_text import describe
 from infrastructure.read_side.read_store import asyncpg_dsn
+from infrastructure.stopping import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -48,12 +48,10 @@ class Wakeups:
                 # Whatever was appended while nobody listened is picked up now.
                 self.wake_all()
                 while not stop.is_set() and not conn.is_closed():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.reconnect_after)
+                    await sleep_unless_stopped(stop, self.reconnect_after)
             except (OSError, asyncpg.PostgresError, TimeoutError) as error:
                 log.warning("event_listener_unavailable", error=describe(error))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.reconnect_after)
+                await sleep_unless_stopped(stop, self.reconnect_after)
             finally:
                 if conn is not None and not conn.is_closed():
                     await conn.close(timeout=2)

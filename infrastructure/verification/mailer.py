@@ -51,8 +51,8 @@ from infrastructure.event_store.owner_notifications import TABLE as NOTICES
 from infrastructure.postgres_outages import is_unavailable
 from infrastructure.read_side.event_source import EventSource
 from infrastructure.read_side.failures import MAILER, FailureLog
-from infrastructure.read_side.projector import sleep_unless_stopped
 from infrastructure.read_side.read_store import reading
+from infrastructure.stopping import sleep_unless_stopped
 from infrastructure.verification.challenges import OWNER_NOTICE, VERIFICATION_MAIL
 from projections.model import RequestedRegistration
 from projections.registration_status import VIEW as STATUS_VIEW
