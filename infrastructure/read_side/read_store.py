@@ -9,6 +9,7 @@ database, written in the same transaction as its rows: exactly-once per database
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -26,8 +27,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    bindparam,
-    exists,
     func,
     select,
     text,
@@ -149,34 +148,96 @@ async def active_positions(engine: AsyncEngine) -> dict[str, int]:
         return {name: int(position) for name, position in await conn.execute(statement)}
 
 
+# The array type each kind of column is sent as (``unnest`` takes one array per column);
+# PostgreSQL casts each element to the column's own type on insert, so a too-long string is
+# refused as it would be row by row.
+_ARRAYS: dict[Kind, str] = {
+    "uuid": "uuid[]",
+    "text": "text[]",
+    "string": "text[]",
+    "integer": "integer[]",
+    "timestamp": "timestamptz[]",
+    "json": "jsonb[]",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _BulkInsert:
+    """One statement that writes a batch's rows: ``INSERT ... SELECT FROM unnest(arrays)``,
+    leaving out the rows of an erased registration (and, in a table of personal data, of an
+    expired one), the check costing no round trip."""
+
+    sql: str
+    columns: tuple[str, ...]
+    json_columns: frozenset[str]
+    # A replacing table's key: a row may replace one written earlier in the same batch, which
+    # one statement cannot do (``ON CONFLICT DO UPDATE`` touches a row once), so such rows go
+    # in a statement after it, as they went one after another.
+    key: tuple[str, ...] | None
+
+    def arguments(self, rows: Sequence[Row]) -> list[list[Any]]:
+        return [
+            [json.dumps(row[c]) for row in rows]
+            if c in self.json_columns
+            else [row[c] for row in rows]
+            for c in self.columns
+        ]
+
+    def rounds(self, rows: Sequence[Row]) -> list[list[Row]]:
+        if self.key is None:
+            return [list(rows)]
+        seen: dict[tuple[Any, ...], int] = {}
+        rounds: list[list[Row]] = []
+        for row in rows:
+            key = tuple(row[c] for c in self.key)
+            turn = seen[key] = seen.get(key, -1) + 1
+            if turn == len(rounds):
+                rounds.append([])
+            rounds[turn].append(row)
+        return rounds
+
+
 @functools.cache
-def _insert(layout: Layout, name: str, columns: tuple[str, ...]) -> Any:
-    """``INSERT ... SELECT`` of one row, unless its registration was erased (or, in a table
-    of personal data, expired): one statement per row, as the plain insert was, the check
-    costing no round trip. Cached per shape, so SQLAlchemy compiles it once."""
-    table = _table(layout, name)
-    registration_id = bindparam("registration_id", type_=UUID(as_uuid=True))
-    kept_out = ~exists().where(erased_registrations.c.registration_id == registration_id)
-    if layout.personal:
-        kept_out = kept_out & ~exists().where(
-            expired_registrations.c.registration_id == registration_id
-        )
-    row = select(*(bindparam(column, type_=table.c[column].type) for column in columns)).where(
-        kept_out
+def _bulk_insert(layout: Layout, name: str, columns: tuple[str, ...]) -> _BulkInsert:
+    kinds = {column.name: column.kind for column in layout.columns}
+    names = ", ".join(f'"{c}"' for c in columns)
+    arrays = ", ".join(f"${n}::{_ARRAYS[kinds[c]]}" for n, c in enumerate(columns, start=1))
+    kept_out = [erased_registrations.name] + (
+        [expired_registrations.name] if layout.personal else []
     )
-    statement = insert(table).from_select(list(columns), row)
+    where = " AND ".join(
+        f'NOT EXISTS (SELECT FROM "{t}" k WHERE k.registration_id = r.registration_id)'
+        for t in kept_out
+    )
+    sql = (
+        f'INSERT INTO "{name}" ({names}) SELECT {names}'
+        f" FROM unnest({arrays}) AS r({names}) WHERE {where}"
+    )
     replacement = layout.replaced_by
+    key: tuple[str, ...] | None = None
     if replacement is None:
-        return statement.on_conflict_do_nothing()
-    replaced: dict[str, Any] = {c: statement.excluded[c] for c in replacement.columns}
-    replaced.update({c.name: func.now() for c in layout.columns if c.written_at})
-    # Literals: an expanding IN parameter cannot be used with executemany.
-    values = ", ".join(f"'{value}'" for value in replacement.values)
-    return statement.on_conflict_do_update(
-        index_elements=[c.name for c in layout.columns if c.primary_key],
-        set_=replaced,
-        where=text(f"excluded.{replacement.column} IN ({values})"),
-    )
+        sql += " ON CONFLICT DO NOTHING"
+    else:
+        key = tuple(c.name for c in layout.columns if c.primary_key)
+        updates = [f'"{c}" = EXCLUDED."{c}"' for c in replacement.columns]
+        updates += [f'"{c.name}" = now()' for c in layout.columns if c.written_at]
+        values = ", ".join(f"'{value}'" for value in replacement.values)
+        target = ", ".join(f'"{c}"' for c in key)
+        sql += (
+            f" ON CONFLICT ({target})"
+            f" DO UPDATE SET {', '.join(updates)}"
+            f' WHERE EXCLUDED."{replacement.column}" IN ({values})'
+        )
+    json_columns = frozenset(c for c in columns if kinds[c] == "json")
+    return _BulkInsert(sql, columns, json_columns, key)
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, inside its transaction (begun by the caller's
+    first statement: the tracking row's lock)."""
+    raw = await conn.get_raw_connection()
+    assert raw.dbapi_connection is not None and raw.dbapi_connection._transaction is not None
+    return raw.driver_connection
 
 
 def view_name(projection: Projection) -> str:
@@ -302,8 +363,13 @@ class ProjectionStore:
         """Rows (but none of an erased registration) and, when given, the new position, in
         the caller's transaction, which holds the table's tracking row (``lock``)."""
         if rows:
-            statement = _insert(self.projection.layout, table, tuple(rows[0]))
-            await conn.execute(statement, [dict(row) for row in rows])
+            # One statement for the batch on the transaction's own asyncpg connection: through
+            # SQLAlchemy's executemany each row was a statement of its own, and turning each
+            # row's parameters into its bind values was a sixth of the worker's CPU.
+            insert = _bulk_insert(self.projection.layout, table, tuple(rows[0]))
+            driver = await _driver(conn)
+            for batch in insert.rounds(rows):
+                await driver.execute(insert.sql, *insert.arguments(batch))
         if position is not None:
             await conn.execute(
                 projection_tracking.update()

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -601,3 +601,47 @@ def _copy_status_row(primary: str, replica: str, registration_id: str) -> None:
             f" VALUES ({', '.join(['%s'] * len(columns))})",
             row,
         )
+
+
+async def test_a_batch_that_holds_a_registration_and_its_verdict_writes_them_as_one_by_one(
+    settings: Settings,
+) -> None:
+    """A batch is one statement; a rebuild's batch can hold a registration's request and its
+    verdict, and the verdict replaces the request's row as it would in a batch of its own
+    (a row that is no verdict never replaces one)."""
+    read_side = open_read_side(settings)
+    try:
+        store = read_side.status.store
+        table = await store.active_table()
+        at = datetime.now(UTC)
+        verified_later, verified_first, plain = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+        def row(rid: uuid.UUID, status: str) -> Row:
+            return {
+                "registration_id": rid,
+                "status": status,
+                "user_id": None,
+                "reason": None,
+                "requested_at": at,
+            }
+
+        batch = [
+            row(verified_later, "completed"),
+            row(verified_first, "verified"),
+            row(plain, "completed"),
+            row(verified_later, "verified"),
+            row(verified_first, "completed"),
+        ]
+        async with store.writing(table) as conn:
+            await store.write(table, batch, None, conn)
+            found = await conn.execute(
+                text(
+                    f'SELECT registration_id, status FROM "{table}"'
+                    " WHERE registration_id = ANY(:ids)"
+                ),
+                {"ids": [verified_later, verified_first, plain]},
+            )
+            statuses = dict(found.all())
+    finally:
+        await read_side.close()
+    assert statuses == {verified_later: "verified", verified_first: "verified", plain: "completed"}
