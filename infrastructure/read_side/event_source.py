@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -54,6 +55,8 @@ class EventSource:
     _recent: OrderedDict[tuple[int, bool], Notification] = field(
         default_factory=OrderedDict, init=False, repr=False
     )
+    # Events being fetched now, and the fetch's end (see ``read``).
+    _fetching: dict[int, asyncio.Future[None]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def _from(self) -> str:
@@ -78,8 +81,10 @@ class EventSource:
         Every notification is scanned so the position passes events of other topics too. The
         first read names the events and whether their person's key is still there; only the
         wanted events not decoded already (by another projector of this worker) bring their
-        payload over the wire, in a second read. Each projector asked for every payload
-        before, so each event crossed the wire once a projection.
+        payload over the wire, in a second read, and one that another projector is fetching
+        now is waited for. Each projector asked for every payload before, so each event
+        crossed the wire once a projection; then, without the wait, about twice under load
+        (the projectors read at the same moments).
         """
         statement = text(
             "SELECT notification_id, topic = ANY(:topics) AS wanted,"
@@ -92,29 +97,58 @@ class EventSource:
             params["up_to"] = up_to
         async with reading(self.engine) as conn:
             rows = (await conn.execute(statement, params)).all()
-            reached = rows[-1].notification_id if rows else after
-            wanted = [(row.notification_id, row.keyed) for row in rows if row.wanted]
-            missing = [nid for nid, keyed in wanted if (nid, keyed) not in self._recent]
-            if missing:
+        reached = rows[-1].notification_id if rows else after
+        wanted = [(row.notification_id, row.keyed) for row in rows if row.wanted]
+        missing = [nid for nid, keyed in wanted if (nid, keyed) not in self._recent]
+        # Another projector of this worker may be fetching some of them now (they read the
+        # same events at about the same time): wait for its fetch rather than fetch them again.
+        elsewhere = {nid: self._fetching[nid] for nid in missing if nid in self._fetching}
+        await self._fetch([nid for nid in missing if nid not in elsewhere])
+        if elsewhere:
+            await asyncio.wait(set(elsewhere.values()))
+        notes = []
+        late = []
+        for nid, keyed in wanted:
+            note = self._recent.get((nid, keyed))
+            if note is None:
+                # Dropped from the memory meanwhile (a huge batch), or the other fetch failed
+                # or found the key in another state: read it (once for all such events).
+                late.append(nid)
+            notes.append(note)
+        if late:
+            again = {note.id: note for note in await self._fetch(late, keep=False)}
+            notes = [
+                again.get(nid) if note is None else note
+                for (nid, _), note in zip(wanted, notes, strict=True)
+            ]
+        return [note for note in notes if note is not None], reached
+
+    async def _fetch(self, ids: list[int], *, keep: bool = True) -> list[Notification]:
+        """Fetch and open these events (keyed as read now: a key shredded since the first
+        read is read as gone), remembering them for the other projectors unless ``keep`` is
+        false."""
+        if not ids:
+            return []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if keep:
+            self._fetching.update(dict.fromkeys(ids, done))
+        try:
+            async with reading(self.engine) as conn:
                 fetched = await conn.execute(
                     text(
                         "SELECT notification_id, originator_id, originator_version, topic,"
-                        f" state, {self._key} AS key {self._from} WHERE notification_id = ANY(:ids)"
+                        f" state, {self._key} AS key {self._from}"
+                        " WHERE notification_id = ANY(:ids)"
                     ),
-                    {"ids": missing},
+                    {"ids": ids},
                 )
-                # Keyed as read now: a key shredded since the first read is read as gone.
-                opened = {row.notification_id: self._decode(row) for row in fetched}
-            else:
-                opened = {}
-        notes = []
-        for nid, keyed in wanted:
-            note = opened.get(nid) or self._recent.get((nid, keyed))
-            if note is None:  # dropped from the memory meanwhile (a huge batch): read it
-                note = await self.read_one(nid)
-            if note is not None:
-                notes.append(note)
-        return notes, reached
+                return [self._decode(row) if keep else self._open(row) for row in fetched]
+        finally:
+            if keep:
+                for nid in ids:
+                    if self._fetching.get(nid) is done:
+                        del self._fetching[nid]
+            done.set_result(None)
 
     async def read_one(self, notification_id: int) -> Notification | None:
         statement = text(

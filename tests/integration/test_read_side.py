@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
@@ -645,3 +645,33 @@ async def test_a_batch_that_holds_a_registration_and_its_verdict_writes_them_as_
     finally:
         await read_side.close()
     assert statuses == {verified_later: "verified", verified_first: "verified", plain: "completed"}
+
+
+async def test_the_projectors_of_one_worker_fetch_each_events_payload_once_between_them(
+    client: Client, settings: Settings
+) -> None:
+    """They read the same events at about the same time: one fetches the payloads and the
+    others wait for it, instead of each bringing every payload over the wire again."""
+    await _register(client, 30)
+    read_side = open_read_side(settings)
+    fetched: list[int] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "state," in statement and "ANY" in statement:
+            fetched.extend(parameters[0] if isinstance(parameters, tuple) else [])
+
+    engine = read_side.source.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+
+        async def catch_up(projector: Any) -> None:
+            while await projector.step() > 0:
+                pass
+
+        others = [p for p in read_side.all_projectors if p is not read_side.status]
+        await asyncio.gather(*(catch_up(p) for p in others))
+        await catch_up(read_side.status)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        await read_side.close()
+    assert len(fetched) == 30 and len(set(fetched)) == 30
