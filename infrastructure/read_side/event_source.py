@@ -86,19 +86,18 @@ class EventSource:
         crossed the wire once a projection; then, without the wait, about twice under load
         (the projectors read at the same moments).
         """
-        statement = text(
-            "SELECT notification_id, topic = ANY(:topics) AS wanted,"
-            f" {self._key} IS NOT NULL AS keyed {self._from} WHERE notification_id > :after"
-            + (" AND notification_id <= :up_to" if up_to is not None else "")
-            + " ORDER BY notification_id LIMIT :limit"
+        statement = (
+            "SELECT notification_id, topic = ANY($1::text[]) AS wanted,"
+            f" {self._key} IS NOT NULL AS keyed {self._from} WHERE notification_id > $2"
+            + (" AND notification_id <= $4" if up_to is not None else "")
+            + " ORDER BY notification_id LIMIT $3"
         )
-        params: dict[str, Any] = {"after": after, "limit": limit, "topics": list(topics)}
+        arguments: list[Any] = [list(topics), after, limit]
         if up_to is not None:
-            params["up_to"] = up_to
-        async with reading(self.engine) as conn:
-            rows = (await conn.execute(statement, params)).all()
-        reached = rows[-1].notification_id if rows else after
-        wanted = [(row.notification_id, row.keyed) for row in rows if row.wanted]
+            arguments.append(up_to)
+        rows = await self._records(statement, *arguments)
+        reached = rows[-1]["notification_id"] if rows else after
+        wanted = [(row["notification_id"], row["keyed"]) for row in rows if row["wanted"]]
         missing = [nid for nid, keyed in wanted if (nid, keyed) not in self._recent]
         # Another projector of this worker may be fetching some of them now (they read the
         # same events at about the same time): wait for its fetch rather than fetch them again.
@@ -133,16 +132,13 @@ class EventSource:
         if keep:
             self._fetching.update(dict.fromkeys(ids, done))
         try:
-            async with reading(self.engine) as conn:
-                fetched = await conn.execute(
-                    text(
-                        "SELECT notification_id, originator_id, originator_version, topic,"
-                        f" state, {self._key} AS key {self._from}"
-                        " WHERE notification_id = ANY(:ids)"
-                    ),
-                    {"ids": ids},
-                )
-                return [self._decode(row) if keep else self._open(row) for row in fetched]
+            fetched = await self._records(
+                "SELECT notification_id, originator_id, originator_version, topic,"
+                f" state, {self._key} AS key {self._from}"
+                " WHERE notification_id = ANY($1::bigint[])",
+                ids,
+            )
+            return [self._decode(row) if keep else self._open(row) for row in fetched]
         finally:
             if keep:
                 for nid in ids:
@@ -151,26 +147,24 @@ class EventSource:
             done.set_result(None)
 
     async def read_one(self, notification_id: int) -> Notification | None:
-        statement = text(
+        rows = await self._records(
             "SELECT notification_id, originator_id, originator_version, topic, state,"
-            f" {self._key} AS key {self._from} WHERE notification_id = :id"
+            f" {self._key} AS key {self._from} WHERE notification_id = $1",
+            notification_id,
         )
-        async with reading(self.engine) as conn:
-            row = (await conn.execute(statement, {"id": notification_id})).first()
-        return self._decode(row) if row is not None else None
+        return self._decode(rows[0]) if rows else None
 
     async def requested(
         self, registration_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, RequestedRegistration]:
         """These registrations' requests, opened with their keys (no details once a key is
         shredded), in one query; an id that is no registration's is left out."""
-        statement = text(
+        rows = await self._records(
             "SELECT notification_id, originator_id, originator_version, topic, state,"
             f" {self._key} AS key {self._from}"
-            " WHERE e.originator_id = ANY(:ids) AND e.originator_version = 1"
+            " WHERE e.originator_id = ANY($1::uuid[]) AND e.originator_version = 1",
+            list(set(registration_ids)),
         )
-        async with reading(self.engine) as conn:
-            rows = (await conn.execute(statement, {"ids": list(set(registration_ids))})).all()
         found = {}
         for row in rows:
             registration = self._open(row).registration
@@ -183,8 +177,17 @@ class EventSource:
             result = await conn.execute(text(f'SELECT max(notification_id) FROM "{self.table}"'))
             return int(result.scalar_one_or_none() or 0)
 
+    async def _records(self, statement: str, *arguments: Any) -> list[Any]:
+        """One statement on the engine's asyncpg connection, outside a transaction: the rows
+        as asyncpg's records, without SQLAlchemy's result layer (each projector scans every
+        event, so that layer was paid four times an event)."""
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            return list(await driver.fetch(statement, *arguments))
+
     def _decode(self, row: Any) -> Notification:
-        recent_key = (row.notification_id, row.key is not None)
+        recent_key = (row["notification_id"], row["key"] is not None)
         found = self._recent.get(recent_key)
         if found is None:
             found = self._recent[recent_key] = self._open(row)
@@ -193,23 +196,24 @@ class EventSource:
         return found
 
     def _open(self, row: Any) -> Notification:
+        nid, registration_id, topic = row["notification_id"], row["originator_id"], row["topic"]
         event = self.mapper.to_domain_event(
-            StoredEvent(row.originator_id, row.originator_version, row.topic, bytes(row.state))
+            StoredEvent(registration_id, row["originator_version"], topic, bytes(row["state"]))
         )
         if isinstance(event, SignupAttempted):
             attempt = RequestedRegistration(
                 event.originator_id, event.timestamp, None, attempt=True
             )
-            return Notification(row.notification_id, row.originator_id, row.topic, attempt)
+            return Notification(nid, registration_id, topic, attempt)
         if isinstance(event, EmailVerified | RegistrationExpired):
             outcome = VERIFIED if isinstance(event, EmailVerified) else EXPIRED
             verdict = RequestedRegistration(
                 event.originator_id, event.requested_at, None, outcome=outcome
             )
-            return Notification(row.notification_id, row.originator_id, row.topic, verdict)
-        assert isinstance(event, UserRegistrationRequested), row.topic
+            return Notification(nid, registration_id, topic, verdict)
+        assert isinstance(event, UserRegistrationRequested), topic
         details = None
-        if row.key is not None:
-            details = self.vault.open(event.originator_id, event.personal_data, bytes(row.key))
+        if row["key"] is not None:
+            details = self.vault.open(event.originator_id, event.personal_data, bytes(row["key"]))
         registration = RequestedRegistration(event.originator_id, event.timestamp, details)
-        return Notification(row.notification_id, row.originator_id, row.topic, registration)
+        return Notification(nid, registration_id, topic, registration)
