@@ -233,10 +233,14 @@ def _bulk_insert(layout: Layout, name: str, columns: tuple[str, ...]) -> _BulkIn
 
 
 async def _driver(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn``, inside its transaction (begun by the caller's
-    first statement: the tracking row's lock)."""
+    """The asyncpg connection under ``conn``, inside ``conn``'s transaction: SQLAlchemy begins
+    it at the first statement (the callers' is the tracking row's lock), so a statement sent
+    past SQLAlchemy before that would commit on its own."""
     raw = await conn.get_raw_connection()
-    assert raw.dbapi_connection is not None and raw.dbapi_connection._transaction is not None
+    if raw.dbapi_connection is None or raw.dbapi_connection._transaction is None:
+        await conn.execute(text("SELECT 1"))
+        if raw.dbapi_connection is None or raw.dbapi_connection._transaction is None:
+            raise RuntimeError("projection rows are written only inside a transaction")
     return raw.driver_connection
 
 

@@ -677,3 +677,31 @@ async def test_the_projectors_of_one_worker_fetch_each_events_payload_once_betwe
     finally:
         await read_side.close()
     assert len(fetched) == 30 and len(set(fetched)) == 30
+
+
+async def test_a_batchs_rows_are_rolled_back_with_its_transaction(settings: Settings) -> None:
+    """The rows go in one statement past SQLAlchemy, yet inside the caller's transaction even
+    when nothing was sent in it before: a batch that fails leaves none of its rows."""
+    read_side = open_read_side(settings)
+    try:
+        store = read_side.status.store
+        table = await store.active_table()
+        rid = uuid.uuid4()
+        row: Row = {
+            "registration_id": rid,
+            "status": "completed",
+            "user_id": None,
+            "reason": None,
+            "requested_at": datetime.now(UTC),
+        }
+        with pytest.raises(ZeroDivisionError):
+            async with store.engine.begin() as conn:
+                await store.write(table, [row], None, conn)
+                1 / 0  # noqa: B018
+        async with store.engine.connect() as conn:
+            found = await conn.execute(
+                text(f'SELECT count(*) FROM "{table}" WHERE registration_id = :rid'), {"rid": rid}
+            )
+            assert found.scalar_one() == 0
+    finally:
+        await read_side.close()
