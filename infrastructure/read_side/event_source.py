@@ -23,7 +23,7 @@ from domain.registration import (
 from domain.statuses import EXPIRED, VERIFIED
 from infrastructure.event_store.store import SignupEvents, cipher_env
 from infrastructure.event_store.subject_keys import subject_keys_table
-from infrastructure.read_side.read_store import reading
+from infrastructure.read_side.read_store import reading, records
 from projections.model import RequestedRegistration
 
 
@@ -178,13 +178,7 @@ class EventSource:
             return int(result.scalar_one_or_none() or 0)
 
     async def _records(self, statement: str, *arguments: Any) -> list[Any]:
-        """One statement on the engine's asyncpg connection, outside a transaction: the rows
-        as asyncpg's records, without SQLAlchemy's result layer (each projector scans every
-        event, so that layer was paid four times an event)."""
-        async with self.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            return list(await driver.fetch(statement, *arguments))
+        return await records(self.engine, statement, *arguments)
 
     def _decode(self, row: Any) -> Notification:
         recent_key = (row["notification_id"], row["key"] is not None)

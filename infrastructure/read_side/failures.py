@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import any_, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from application.retry_policy import RetryPolicy
@@ -25,6 +24,7 @@ from infrastructure.read_side.read_store import (
     RETRYING,
     projection_failures,
     reading,
+    records,
     row_dict,
 )
 from infrastructure.read_side.status_changes import apply_change
@@ -80,16 +80,16 @@ class FailureLog:
         ids = list(set(registration_ids))
         if not ids:
             return set()
-        async with reading(self.engine) as conn:
-            # One array parameter, not a bound parameter per id (a batch has a thousand).
-            result = await conn.execute(
-                select(projection_failures.c.registration_id).where(
-                    projection_failures.c.projection == projection,
-                    projection_failures.c.registration_id
-                    == any_(bindparam("ids", ids, type_=ARRAY(PG_UUID(as_uuid=True)))),
-                )
-            )
-            return set(result.scalars())
+        # Every projector asks it for every batch: one array parameter (a batch has a
+        # thousand ids), encoded by asyncpg rather than an id at a time by SQLAlchemy.
+        rows = await records(
+            self.engine,
+            "SELECT registration_id FROM projection_failures"
+            " WHERE projection = $1 AND registration_id = ANY($2::uuid[])",
+            projection,
+            ids,
+        )
+        return {row["registration_id"] for row in rows}
 
     async def park(
         self, projection: str, notification: Notification, error: str, *, first_attempt: bool

@@ -273,6 +273,17 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
+async def records(engine: AsyncEngine, statement: str, *arguments: Any) -> list[Any]:
+    """One statement on the engine's asyncpg connection, outside a transaction: the rows as
+    asyncpg's records, past SQLAlchemy's statement and result layers (its bind processing of
+    an array parameter is a Python call per element, and a worker's statements carry a
+    batch's thousand ids or scan a thousand events)."""
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        return list(await driver.fetch(statement, *arguments))
+
+
 def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(
         async_url(url),
