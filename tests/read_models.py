@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from infrastructure.composition.read_side import expiry_sweep, open_read_side, run_projections
 from infrastructure.read_side.parts import ReadSide
+from infrastructure.read_side.projector import Projector
 from infrastructure.settings import Settings
 from projections.model import Projection, RequestedRegistration, Row
 
@@ -52,6 +53,12 @@ def _comparable(row: Any, projection: str) -> tuple[Any, ...]:
     if "address" in items:
         items["address"] = tuple(sorted(items["address"].items()))
     return tuple(sorted(items.items()))
+
+
+async def catch_up(projector: Projector) -> None:
+    """Step ``projector`` until it has nothing left to project."""
+    while await projector.step() > 0:
+        pass
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:

@@ -45,6 +45,7 @@ from tests.factories import make_cpf, valid_form
 from tests.read_models import (
     Poison,
     all_have_status,
+    catch_up,
     eventually,
     replayed_rows,
     running_worker,
@@ -505,8 +506,7 @@ async def test_a_rebuild_switches_only_with_every_event_the_live_table_had(
         if store.projection.name == "registration_status" and not late:
             late.extend(await _register(client, 2, start=310))
             for projector in read_side.all_projectors:  # the status projector last
-                while await projector.step() > 0:
-                    pass
+                await catch_up(projector)
         await lock_catalog(store, conn)
 
     monkeypatch.setattr(ProjectionStore, "lock_catalog", more_arrive_first)
@@ -615,22 +615,12 @@ async def test_a_batch_that_holds_a_registration_and_its_verdict_writes_them_as_
         table = await store.active_table()
         at = datetime.now(UTC)
         verified_later, verified_first, plain = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-
-        def row(rid: uuid.UUID, status: str) -> Row:
-            return {
-                "registration_id": rid,
-                "status": status,
-                "user_id": None,
-                "reason": None,
-                "requested_at": at,
-            }
-
         batch = [
-            row(verified_later, "completed"),
-            row(verified_first, "verified"),
-            row(plain, "completed"),
-            row(verified_later, "verified"),
-            row(verified_first, "completed"),
+            _status_row(verified_later, "completed", at),
+            _status_row(verified_first, "verified", at),
+            _status_row(plain, "completed", at),
+            _status_row(verified_later, "verified", at),
+            _status_row(verified_first, "completed", at),
         ]
         async with store.writing(table) as conn:
             await store.write(table, batch, None, conn)
@@ -641,7 +631,7 @@ async def test_a_batch_that_holds_a_registration_and_its_verdict_writes_them_as_
                 ),
                 {"ids": [verified_later, verified_first, plain]},
             )
-            statuses = dict(found.all())
+            statuses: dict[uuid.UUID, str] = dict(found.all())
     finally:
         await read_side.close()
     assert statuses == {verified_later: "verified", verified_first: "verified", plain: "completed"}
@@ -666,11 +656,6 @@ async def test_the_projectors_of_one_worker_fetch_each_events_payload_once_betwe
 
     source._records = counting  # type: ignore[method-assign]
     try:
-
-        async def catch_up(projector: Any) -> None:
-            while await projector.step() > 0:
-                pass
-
         others = [p for p in read_side.all_projectors if p is not read_side.status]
         await asyncio.gather(*(catch_up(p) for p in others))
         await catch_up(read_side.status)
@@ -687,16 +672,11 @@ async def test_a_batchs_rows_are_rolled_back_with_its_transaction(settings: Sett
         store = read_side.status.store
         table = await store.active_table()
         rid = uuid.uuid4()
-        row: Row = {
-            "registration_id": rid,
-            "status": "completed",
-            "user_id": None,
-            "reason": None,
-            "requested_at": datetime.now(UTC),
-        }
         with pytest.raises(ZeroDivisionError):
             async with store.engine.begin() as conn:
-                await store.write(table, [row], None, conn)
+                await store.write(
+                    table, [_status_row(rid, "completed", datetime.now(UTC))], None, conn
+                )
                 1 / 0  # noqa: B018
         async with store.engine.connect() as conn:
             found = await conn.execute(
@@ -705,3 +685,14 @@ async def test_a_batchs_rows_are_rolled_back_with_its_transaction(settings: Sett
             assert found.scalar_one() == 0
     finally:
         await read_side.close()
+
+
+def _status_row(registration_id: uuid.UUID, status: str, requested_at: datetime) -> Row:
+    """A row of the status read model, as its reducer writes one."""
+    return {
+        "registration_id": registration_id,
+        "status": status,
+        "user_id": None,
+        "reason": None,
+        "requested_at": requested_at,
+    }

@@ -21,6 +21,7 @@ from infrastructure.settings import Settings
 from infrastructure.verification.mail_sink import MailSink, stored_messages
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
+from tests.read_models import catch_up
 from tests.servers import create_database
 
 REGISTRATIONS = 2000
@@ -37,8 +38,7 @@ async def _project(settings: Settings, *, verification: bool) -> float:
     try:
         started = time.process_time()
         for projector in read_side.all_projectors:
-            while await projector.step() > 0:
-                pass
+            await catch_up(projector)
         return time.process_time() - started
     finally:
         await read_side.close()
