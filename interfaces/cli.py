@@ -22,6 +22,7 @@ import structlog
 import uvloop
 
 from application.erasure import UnknownSubject
+from infrastructure import heap
 from infrastructure.composition.operations import erase, migrate
 from infrastructure.composition.read_side import open_read_side, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
@@ -310,6 +311,7 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
             loop.add_signal_handler(signum, stop.set)
         read_side = open_read_side(settings)
         read_side.mailer.shard = args.shard
+        heap.settle()
         log.info("mailer_started", shard=args.shard, shards=settings.mail_shards)
         try:
             await read_side.mailer.run(stop)
