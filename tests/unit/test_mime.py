@@ -78,10 +78,3 @@ def test_a_verification_to_an_ascii_address_is_written_directly_and_reads_as_the
         assert ours.get_content() == theirs.get_content()
         assert "012345" in ours.get_content()
 
-
-def test_an_internationalised_address_goes_by_the_email_package() -> None:
-    mailer = Mailer.__new__(Mailer)
-    mailer.mail_from = "nao-responda@cadastro.example"
-    row = _Row(8, RID, "verification", b"n" * 16, None, None, datetime(2026, 12, 1, tzinfo=UTC))
-    letter = verification_letter("012345", "https://x/#v", timedelta(hours=1), timedelta(hours=2))
-    assert not isinstance(mailer._outgoing(row, "joão@exemplo.com.br", letter), Outgoing)
