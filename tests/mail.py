@@ -1,14 +1,18 @@
-"""Reading what the tests' SMTP sink received: the real sink `signup up` runs, on loopback."""
+"""Reading what the tests' SMTP sink received: the real sink `signup up` runs, on loopback;
+and a verification to write, for the tests of the messages themselves."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from infrastructure.verification.mail_sink import StoredMessage, stored_messages
+from infrastructure.verification.mailer import Letter, Mailer, _Row, verification_letter
 
 _CODE = re.compile(r"^\s+(\d{6})\s*$", re.MULTILINE)
 _LINK = re.compile(r"(https?://\S+#verificar=(\S+?)\.(\S+))")
@@ -94,3 +98,24 @@ def wait_for_messages_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(found)} message(s) for {registration_id}, not {count}")
         time.sleep(0.05)
+
+
+VERIFIED_RID = uuid.UUID("6f1c2a52-3d4e-4f60-8a71-92b3c4d5e6f7")
+
+
+def a_verification(mail_from: str, outbox_id: int) -> tuple[Mailer, _Row, Letter]:
+    """A mailer sending as ``mail_from`` (nothing else of it is used), an outbox row and its
+    letter."""
+    mailer = Mailer.__new__(Mailer)
+    mailer.mail_from = mail_from
+    row = _Row(
+        outbox_id,
+        VERIFIED_RID,
+        "verification",
+        b"n" * 16,
+        None,
+        None,
+        datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    letter = verification_letter("012345", "https://x/#v", timedelta(hours=24), timedelta(hours=48))
+    return mailer, row, letter

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email import message_from_bytes, policy
 
 from infrastructure.verification.mailer import (
-    Mailer,
     Outgoing,
     SmtpRelay,
-    _Row,
     owner_notice_letter,
     verification_letter,
     verification_link,
 )
+from tests.mail import VERIFIED_RID, a_verification
 
-RID = uuid.UUID("6f1c2a52-3d4e-4f60-8a71-92b3c4d5e6f7")
+RID = VERIFIED_RID  # the registration of a_verification's row
 
 
 def test_the_verification_letter_carries_the_code_and_the_link_in_both_parts() -> None:
@@ -37,10 +35,7 @@ def test_an_owner_notice_says_which_value_was_used() -> None:
 
 
 def test_a_message_has_a_text_and_an_html_part_and_a_message_id_of_its_row() -> None:
-    mailer = Mailer.__new__(Mailer)
-    mailer.mail_from = "Cadastro Fácil <nao-responda@cadastro.example>"
-    row = _Row(7, RID, "verification", b"n" * 16, None, None, datetime(2026, 12, 1, tzinfo=UTC))
-    letter = verification_letter("012345", "https://x/#v", timedelta(hours=1), timedelta(hours=2))
+    mailer, row, letter = a_verification("Cadastro Fácil <nao-responda@cadastro.example>", 7)
 
     raw = mailer._message(row, "maria@example.com", letter).as_bytes()
     parsed = message_from_bytes(raw, policy=policy.default)
@@ -57,10 +52,7 @@ def test_a_message_has_a_text_and_an_html_part_and_a_message_id_of_its_row() -> 
 
 
 def test_an_internationalised_address_is_written_as_it_is() -> None:
-    mailer = Mailer.__new__(Mailer)
-    mailer.mail_from = "nao-responda@cadastro.example"
-    row = _Row(8, RID, "verification", b"n" * 16, None, None, datetime(2026, 12, 1, tzinfo=UTC))
-    letter = verification_letter("012345", "https://x/#v", timedelta(hours=1), timedelta(hours=2))
+    mailer, row, letter = a_verification("nao-responda@cadastro.example", 8)
     message = mailer._outgoing(row, "joão@exemplo.com.br", letter)
     # Not written directly (infrastructure/verification/mime.py): the package writes it.
     assert not isinstance(message, Outgoing)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from infrastructure.verification.mailer import Mailer, Outgoing, _Row, verification_letter
+from infrastructure.verification.mailer import Outgoing
 from infrastructure.verification.mime import (
     alternative,
     library_alternative,
     new_boundary,
 )
-
-RID = uuid.UUID("6f1c2a52-3d4e-4f60-8a71-92b3c4d5e6f7")
+from tests.mail import a_verification
 
 _NAMES = st.sampled_from(["From", "To", "Subject", "Message-ID", "X-Signup-Mail", "Date"])
 # Values near the fast path's edges: printable words, runs of spaces, tabs and line breaks,
@@ -53,10 +50,7 @@ def test_a_header_the_email_package_would_fold_or_encode_is_left_to_it() -> None
 
 
 def test_a_verification_to_an_ascii_address_is_written_directly_and_reads_as_the_packages() -> None:
-    mailer = Mailer.__new__(Mailer)
-    mailer.mail_from = "Cadastro Fácil <nao-responda@cadastro.example>"
-    row = _Row(7, RID, "verification", b"n" * 16, None, None, datetime(2026, 12, 1, tzinfo=UTC))
-    letter = verification_letter("012345", "https://x/#v", timedelta(hours=24), timedelta(hours=48))
+    mailer, row, letter = a_verification("Cadastro Fácil <nao-responda@cadastro.example>", 7)
 
     outgoing = mailer._outgoing(row, "maria@example.com", letter)
 
@@ -77,4 +71,3 @@ def test_a_verification_to_an_ascii_address_is_written_directly_and_reads_as_the
         assert ours is not None and theirs is not None
         assert ours.get_content() == theirs.get_content()
         assert "012345" in ours.get_content()
-
