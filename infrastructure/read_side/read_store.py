@@ -278,10 +278,19 @@ async def records(engine: AsyncEngine, statement: str, *arguments: Any) -> list[
     asyncpg's records, past SQLAlchemy's statement and result layers (its bind processing of
     an array parameter is a Python call per element, and a worker's statements carry a
     batch's thousand ids or scan a thousand events)."""
+    async with asyncpg_connection(engine) as driver:
+        return list(await driver.fetch(statement, *arguments))
+
+
+@asynccontextmanager
+async def asyncpg_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A connection of the engine's pool as asyncpg's own, for statements outside a
+    transaction, each committing on its own (``records``; the mailer's marks, one a message,
+    on one connection a batch: a pool checkout cost more than the statement)."""
     async with engine.connect() as conn:
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
-        return list(await driver.fetch(statement, *arguments))
+        yield driver
 
 
 def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:

@@ -51,7 +51,7 @@ from infrastructure.event_store.owner_notifications import TABLE as NOTICES
 from infrastructure.postgres_outages import is_unavailable
 from infrastructure.read_side.event_source import EventSource
 from infrastructure.read_side.failures import MAILER, FailureLog
-from infrastructure.read_side.read_store import reading, records
+from infrastructure.read_side.read_store import asyncpg_connection, reading
 from infrastructure.stopping import sleep_unless_stopped
 from infrastructure.verification.challenges import OWNER_NOTICE, VERIFICATION_MAIL
 from infrastructure.verification.mime import alternative, library_message, new_boundary
@@ -331,10 +331,10 @@ class Mailer:
             return 0
         # Every recipient of the batch in one query.
         recipients = await self.source.requested([row.registration_id for row in rows])
-        async with self.relay.session() as send:
+        async with self.relay.session() as send, asyncpg_connection(self.engine) as marks:
             for row in rows:
                 try:
-                    await self._deliver(row, send, recipients)
+                    await self._deliver(row, send, recipients, marks)
                 except Exception as error:
                     if relay_unavailable(error) or is_unavailable(error):
                         raise
@@ -365,13 +365,15 @@ class Mailer:
         if found is not None:
             row = _row(found)
             recipients = await self.source.requested([row.registration_id])
-            await self._deliver(row, self.relay.send, recipients)
+            async with asyncpg_connection(self.engine) as marks:
+                await self._deliver(row, self.relay.send, recipients, marks)
 
     async def _deliver(
         self,
         row: _Row,
         send: Callable[[Outgoing | Message], Awaitable[None]],
         recipients: dict[uuid.UUID, RequestedRegistration],
+        marks: Any,  # an asyncpg connection (read_store.asyncpg_connection)
     ) -> None:
         message = await self._compose(row, recipients.get(row.registration_id))
         if message is None:
@@ -379,7 +381,7 @@ class Mailer:
         await send(message)
         # Only now, and for this message alone (one statement, its own transaction): a worker
         # killed before this line sends this one message again at its restart.
-        await records(self.engine, _MARK_SENT, row.id)
+        await marks.execute(_MARK_SENT, row.id)
         metrics.MAIL_SENT.labels(row.kind).inc()
         log.info(
             "mail_sent", outbox_id=row.id, kind=row.kind, registration_id=str(row.registration_id)
