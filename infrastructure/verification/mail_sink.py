@@ -22,6 +22,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiosmtpd.controller import Controller
 
 # Called with each message's bytes before it is stored and after (the tests stop a worker
@@ -81,6 +82,7 @@ class MailSink:
             port=self.port,
             # Normalised addresses may hold any letter: accept them as written.
             enable_SMTPUTF8=True,
+            loop=uvloop.new_event_loop(),
         )
 
     @property
