@@ -27,6 +27,7 @@ from infrastructure.composition.operations import erase, migrate
 from infrastructure.composition.read_side import open_read_side, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.logging import configure_logging
+from infrastructure.priority import make_background
 from infrastructure.read_side.gauges import lag
 from infrastructure.read_side.parts import ReadSide
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
@@ -41,10 +42,6 @@ RESTARTS_ENV = "SIGNUP_WORKER_RESTARTS"
 # Set by `signup up` for the worker and mailer it starts: it has checked the secrets itself
 # (a laptop's old data dir keeps the development key its claims were computed with).
 STARTED_BY_UP_ENV = "SIGNUP_STARTED_BY_UP"
-# Nice 10: a busy API or worker process weighs ~9 times the mailer with the kernel, so under a
-# peak the mailer gets little of the cores, yet a load that lasts does not stop the mail (at 19,
-# the lowest, each of them weighs ~68 times the mailer).
-MAILER_NICENESS = 10
 
 
 def _stop_on_signals() -> None:
@@ -116,7 +113,7 @@ def _mail(settings: Settings, args: argparse.Namespace) -> Iterator[Settings]:
         yield settings
         return
     data_dir = Path(args.data_dir).resolve()
-    with MailSink(_mail_dir(data_dir)) as sink:
+    with MailSink(_mail_dir(data_dir), background=True) as sink:
         url_file = _sink_url_file(data_dir)
         url_file.write_text(sink.url)
         log.info("mail_sink", url=sink.url, directory=str(sink.directory))
@@ -238,18 +235,17 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
                 process_group=0,
             )
 
-        # The mail goes from a process of its own at a low CPU priority: under a peak the
-        # cores go to the people at the form (and their completion) first, and the outbox
-        # waits; the moment they are idle it sends at full speed. (In the worker it took ~10 %
-        # of the machine during a peak: a message costs ~5 ms of CPU.)
+        # The mail goes from a process of its own, in the background (infrastructure/
+        # priority.py): under a peak the cores go to the people at the form (and their
+        # completion) first, and the outbox is sent in the gaps; the moment they are idle it
+        # sends at full speed. (In the worker it took ~10 % of the machine during a peak.)
         def start_mailer(restarts: int) -> subprocess.Popen[bytes]:
             child = subprocess.Popen(
                 [sys.executable, "-m", "interfaces.cli", "mailer", "--shard", "0"],
                 env=env,
                 process_group=0,
             )
-            with contextlib.suppress(OSError):  # it exited already: the supervisor restarts it
-                os.setpriority(os.PRIO_PROCESS, child.pid, MAILER_NICENESS)
+            make_background(child.pid)  # it may have exited already: then it is restarted
             return child
 
         with Supervised(start_worker), Supervised(start_mailer, name="mailer"):
