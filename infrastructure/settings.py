@@ -106,8 +106,10 @@ class Settings:
     verification_resend_seconds: float = 60.0
     # Mail is sent by this many processes, each the messages whose outbox id modulo this is
     # its shard: the status worker sends shard 0, `signup mailer --shard I` the others (a
-    # message costs ~5 ms of CPU: one process sends ~200 a second).
+    # message costs a mailer ~0.8 ms of CPU: one process sends ~1,000 a second at most).
     mail_shards: int = 1
+    # Connections to the relay each of them sends over at once: a message is four round trips.
+    mail_sessions: int = 4
     # The terms of use the page links to: a file of the operator's (HTML, or plain text);
     # unset, the text shipped in interfaces/web/terms.html.
     terms_file: str | None = None
@@ -209,6 +211,9 @@ class Settings:
             ),
             terms_file=env.get("SIGNUP_TERMS_FILE") or None,
             mail_shards=_whole(env, "SIGNUP_MAIL_SHARDS", defaults.mail_shards, least=1),
+            mail_sessions=_whole(
+                env, "SIGNUP_MAIL_SESSIONS", defaults.mail_sessions, least=1, most=64
+            ),
         )
 
     def with_servers(

@@ -131,6 +131,7 @@ def open_read_side(
         code_ttl=verification.code_ttl,
         registration_ttl=verification.ttl,
         shards=max(1, settings.mail_shards),
+        sessions=settings.mail_sessions,
     )
     replays = Replays(source, [*projectors.values(), status], mailer)
     return ReadSide(

@@ -273,6 +273,8 @@ class Mailer:
     code_ttl: timedelta = timedelta(hours=24)
     registration_ttl: timedelta = timedelta(hours=48)
     batch: int = 50
+    # Connections to the relay a batch goes over at once (``SIGNUP_MAIL_SESSIONS``).
+    sessions: int = 4
     # This process sends the messages whose outbox id modulo ``shards`` is ``shard``; shard 0
     # also imports the owner notices.
     shard: int = 0
@@ -331,20 +333,38 @@ class Mailer:
             return 0
         # Every recipient of the batch in one query.
         recipients = await self.source.requested([row.registration_id for row in rows])
-        async with self.relay.session() as send, asyncpg_connection(self.engine) as marks:
-            for row in rows:
-                try:
-                    await self._deliver(row, send, recipients, marks)
-                except Exception as error:
-                    if relay_unavailable(error) or is_unavailable(error):
-                        raise
-                    log.warning(
-                        "mail_failed", outbox_id=row.id, kind=row.kind, error=describe(error)
-                    )
-                    metrics.MAIL_FAILED.labels(row.kind).inc()
-                    await self.failures.park_send(
-                        row.id, row.registration_id, row.kind, describe(error)
-                    )
+        # The batch over a few connections at once: a message is four commands, each a round
+        # trip to the relay, so one connection sent ~90 messages a second to a relay 3 ms away
+        # whatever the CPU. An outage stops every lane after its current message (none is cut
+        # between its send and its mark), then the batch is given up and waited out.
+        outage: list[BaseException] = []
+        relay = self.relay
+
+        async def lane(part: list[_Row]) -> None:
+            async with relay.session() as send, asyncpg_connection(self.engine) as marks:
+                for row in part:
+                    if outage:
+                        return
+                    try:
+                        await self._deliver(row, send, recipients, marks)
+                    except Exception as error:
+                        if relay_unavailable(error) or is_unavailable(error):
+                            outage.append(error)
+                            return
+                        log.warning(
+                            "mail_failed", outbox_id=row.id, kind=row.kind, error=describe(error)
+                        )
+                        metrics.MAIL_FAILED.labels(row.kind).inc()
+                        await self.failures.park_send(
+                            row.id, row.registration_id, row.kind, describe(error)
+                        )
+
+        lanes = [rows[start :: self.sessions] for start in range(min(self.sessions, len(rows)))]
+        for ended in await asyncio.gather(*map(lane, lanes), return_exceptions=True):
+            if isinstance(ended, BaseException):
+                outage.append(ended)
+        if outage:
+            raise outage[0]
         return len(rows)
 
     async def send_one(self, outbox_id: int) -> None:

@@ -26,7 +26,7 @@ from infrastructure.settings import Settings
 from infrastructure.verification.mail_sink import MailSink
 from interfaces.http.app import build_app
 from tests.factories import make_cpf, valid_form
-from tests.mail import received
+from tests.mail import Received, received
 from tests.servers import ROOT
 
 REGISTRATIONS = 12
@@ -35,10 +35,16 @@ KILLED_AFTER_STORING = 3  # arrivals 4-6: stored, never answered
 
 
 class Killer:
-    """Counts the messages arriving at the sink and kills the worker on some of them."""
+    """Counts the messages arriving at the sink and kills the worker on some of them: on
+    arrivals 1 to ``before`` before storing, on the next ``after`` after; a worker once."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, before: int = KILLED_BEFORE_STORING, after: int = KILLED_AFTER_STORING
+    ) -> None:
         self.pid: int | None = None
+        self.killed: set[int] = set()
+        self.before_storing = before
+        self.after_storing = after
         self.arrivals = 0
         self.kills: list[str] = []
         self.lock = threading.Lock()
@@ -46,27 +52,31 @@ class Killer:
     def before(self, _: bytes) -> None:
         with self.lock:
             self.arrivals += 1
-            if self.arrivals <= KILLED_BEFORE_STORING:
-                self._kill("before storing")
+            if self.arrivals <= self.before_storing and self._kill("before storing"):
                 raise RuntimeError("the worker died before the relay took the message")
 
     def after(self, _: bytes) -> None:
         with self.lock:
-            if (
-                KILLED_BEFORE_STORING
-                < self.arrivals
-                <= KILLED_BEFORE_STORING + (KILLED_AFTER_STORING)
-            ):
+            if self.before_storing < self.arrivals <= self.before_storing + self.after_storing:
                 self._kill("after storing")
 
-    def _kill(self, when: str) -> None:
+    def _kill(self, when: str) -> bool:
         assert self.pid is not None
+        if self.pid in self.killed:
+            return False  # another of its connections got here first
         os.kill(self.pid, signal.SIGKILL)
+        self.killed.add(self.pid)
         self.kills.append(when)
+        return True
 
 
-def _worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings.server_env(), "SIGNUP_LOG_FORMAT": "json"}
+def _worker(settings: Settings, log: Path, sessions: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **settings.server_env(),
+        "SIGNUP_LOG_FORMAT": "json",
+        "SIGNUP_MAIL_SESSIONS": str(sessions),
+    }
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "interfaces.cli", "worker"],
@@ -84,10 +94,12 @@ def _outbox(settings: Settings) -> tuple[set[str], int]:
     return {str(rid) for rid, _ in rows}, sum(1 for _, sent in rows if sent is None)
 
 
-async def test_a_worker_killed_mid_send_loses_no_message_and_duplicates_only_what_smtp_forces(
-    settings: Settings, tmp_path: Path
-) -> None:
-    killer = Killer()
+async def _sent_through_kills(
+    settings: Settings, tmp_path: Path, killer: Killer, sessions: int
+) -> tuple[list[str], list[Received], int]:
+    """Registrations, then a worker sending their messages to a sink that kills it as
+    ``killer`` says, restarted until every message is recorded as sent: the registrations,
+    the messages the sink stored and the restarts."""
     sink = MailSink(tmp_path / "mail", before_store=killer.before, after_store=killer.after)
     mailing = dataclasses.replace(settings, smtp_url=sink.url)
     ids = []
@@ -102,7 +114,7 @@ async def test_a_worker_killed_mid_send_loses_no_message_and_duplicates_only_wha
     log = tmp_path / "worker.log"
     restarts = 0
     with sink:
-        worker = _worker(mailing, log)
+        worker = _worker(mailing, log, sessions)
         killer.pid = worker.pid
         deadline = time.monotonic() + 180
         try:
@@ -116,7 +128,7 @@ async def test_a_worker_killed_mid_send_loses_no_message_and_duplicates_only_wha
                     break
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 if worker.poll() is not None:
-                    worker = _worker(mailing, log)
+                    worker = _worker(mailing, log, sessions)
                     with killer.lock:
                         killer.pid = worker.pid
                     restarts += 1
@@ -125,7 +137,16 @@ async def test_a_worker_killed_mid_send_loses_no_message_and_duplicates_only_wha
             worker.send_signal(signal.SIGINT)
             worker.wait(30)
 
-    messages = received(sink.directory)
+    return ids, received(sink.directory), restarts
+
+
+async def test_a_worker_killed_mid_send_loses_no_message_and_duplicates_only_what_smtp_forces(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # One connection to the relay: one message in flight, so each kill's consequence can be
+    # counted (several: the next test).
+    killer = Killer()
+    ids, messages, restarts = await _sent_through_kills(settings, tmp_path, killer, sessions=1)
     per_registration = Counter(m.registration_id for m in messages)
     duplicated = {rid for rid, copies in per_registration.items() if copies > 1}
     print(
@@ -147,6 +168,27 @@ async def test_a_worker_killed_mid_send_loses_no_message_and_duplicates_only_wha
     assert len(messages) == len(ids) + KILLED_AFTER_STORING
     assert sum(per_registration[rid] - 1 for rid in duplicated) == KILLED_AFTER_STORING
     for rid in duplicated:
+        copies = [m for m in messages if m.registration_id == rid]
+        assert len({m.message_id for m in copies}) == 1
+        assert len({m.code for m in copies}) == 1
+
+
+async def test_a_worker_sending_over_several_connections_killed_mid_batch_loses_no_message(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Four connections: a kill after the relay stored a message may also leave the other
+    # connections' messages taken by the relay and unrecorded; each is sent again, never lost.
+    sessions = 4
+    killer = Killer(before=0, after=KILLED_AFTER_STORING)
+    ids, messages, restarts = await _sent_through_kills(settings, tmp_path, killer, sessions)
+
+    assert killer.kills, "no worker was killed: the test proves nothing"
+    assert restarts >= len(killer.kills)
+    per_registration = Counter(m.registration_id for m in messages)
+    assert set(per_registration) == set(ids)  # nothing lost
+    extra = len(messages) - len(ids)
+    assert 1 <= extra <= sessions * len(killer.kills)
+    for rid in per_registration:
         copies = [m for m in messages if m.registration_id == rid]
         assert len({m.message_id for m in copies}) == 1
         assert len({m.code for m in copies}) == 1
