@@ -120,7 +120,9 @@ def open_read_side(
         issuer=issuer,
     )
     mailer = Mailer(
-        read_engine,
+        # A pool of its own: each of its connections to the relay keeps one for the batch's
+        # marks, which in the worker would leave the projections waiting behind a slow relay.
+        make_engine(settings.read_url, pool_size=settings.mail_sessions + 1),
         events_engine,
         source,
         failures,

@@ -54,5 +54,10 @@ class ReadSide:
     async def close(self) -> None:
         if self.settlements is not None:
             await self.settlements.close()
-        for engine in {self.events_engine, self.read_engine, *self.shard_engines}:
+        for engine in {
+            self.events_engine,
+            self.read_engine,
+            *self.shard_engines,
+            self.mailer.engine,
+        }:
             await engine.dispose()
