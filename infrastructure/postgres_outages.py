@@ -48,6 +48,10 @@ def is_unavailable(error: BaseException) -> bool:
     (then the batch is retried, without spending the event's attempts)."""
     if isinstance(error, _SOCKET):
         return True
+    # asyncpg's own, from a statement sent past SQLAlchemy on the engine's connection (the
+    # worker's event reads and rows, the mailer's marks): unwrapped.
+    if isinstance(error, UNAVAILABLE):
+        return True
     if not isinstance(error, DBAPIError):
         return False
     if error.connection_invalidated or isinstance(error.orig, _SOCKET):

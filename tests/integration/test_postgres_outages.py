@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from infrastructure.postgres_outages import is_unavailable
-from infrastructure.read_side.read_store import async_url
+from infrastructure.read_side.read_store import async_url, asyncpg_connection
 
 _SSL_REQUEST = 80877103
 
@@ -89,3 +89,24 @@ async def test_a_statement_the_server_rejects_is_not_an_outage(postgres_url: str
         await engine.dispose()
     assert "division by zero" in str(raised.value)
     assert not is_unavailable(raised.value)
+
+
+async def test_a_connection_terminated_under_a_statement_sent_past_sqlalchemy_is_an_outage(
+    postgres_url: str,
+) -> None:
+    # The read side sends some statements on the engine's asyncpg connection itself (the
+    # worker's event reads and rows, the mailer's marks): asyncpg's own error, unwrapped.
+    engine = create_async_engine(async_url(postgres_url))
+    try:
+        async with asyncpg_connection(engine) as victim, engine.connect() as operator:
+            pid = await victim.fetchval("SELECT pg_backend_pid()")
+            await operator.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(Exception) as raised:
+                await victim.execute("SELECT 1")
+        with pytest.raises(Exception) as refused:
+            async with asyncpg_connection(engine) as other:
+                await other.execute("SELECT 1 / 0")
+    finally:
+        await engine.dispose()
+    assert is_unavailable(raised.value), repr(raised.value)
+    assert not is_unavailable(refused.value), repr(refused.value)
