@@ -100,9 +100,19 @@ async def test_a_connection_terminated_under_a_statement_sent_past_sqlalchemy_is
     try:
         async with asyncpg_connection(engine) as victim, engine.connect() as operator:
             pid = await victim.fetchval("SELECT pg_backend_pid()")
+            # Terminated in the middle of a statement (one sent in the instant the server's
+            # goodbye arrives meets asyncpg's own state error instead).
+            statement = asyncio.ensure_future(victim.execute("SELECT pg_sleep(30)"))
+            for _ in range(500):
+                state = await operator.execute(
+                    text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+                )
+                if state.scalar() == "active":
+                    break
+                await asyncio.sleep(0.01)
             await operator.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             with pytest.raises(Exception) as raised:
-                await victim.execute("SELECT 1")
+                await statement
         with pytest.raises(Exception) as refused:
             async with asyncpg_connection(engine) as other:
                 await other.execute("SELECT 1 / 0")
