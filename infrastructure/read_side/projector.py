@@ -134,6 +134,11 @@ class Projector:
         if self.gate is not None:
             gate = await self.gate()
             limit = gate if limit is None else min(limit, gate)
+            if limit <= position:
+                # The others have not moved past it: nothing to read. Every append's NOTIFY
+                # wakes the status projector too, and in a 20 s c64 run 1,623 of its 1,760
+                # reads asked the database for nothing (~8 % of the worker's CPU).
+                return 0
         notes, reached = await self._read(target, position, limit)
         if reached == position:
             return 0

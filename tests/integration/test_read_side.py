@@ -664,6 +664,35 @@ async def test_the_projectors_of_one_worker_fetch_each_events_payload_once_betwe
     assert len(fetched) == 30 and len(set(fetched)) == 30
 
 
+async def test_the_status_projector_asks_the_event_store_nothing_until_the_others_move(
+    client: Client, settings: Settings
+) -> None:
+    """Every append's NOTIFY wakes it, but it may not pass the slowest of the others: until
+    they move it has nothing to read, and then it reads what they passed."""
+    await _register(client, 5)
+    read_side = open_read_side(settings)
+    reads: list[str] = []
+    source = read_side.source
+    records = source._records
+
+    async def counting(statement: str, *arguments: Any) -> list[Any]:
+        reads.append(statement)
+        return await records(statement, *arguments)
+
+    source._records = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            assert await read_side.status.step() == 0
+        assert reads == []
+        others = [p for p in read_side.all_projectors if p is not read_side.status]
+        await asyncio.gather(*(catch_up(p) for p in others))
+        reads.clear()
+        assert await read_side.status.step() > 0
+        assert reads
+    finally:
+        await read_side.close()
+
+
 async def test_a_batchs_rows_are_rolled_back_with_its_transaction(settings: Settings) -> None:
     """The rows go in one statement past SQLAlchemy, yet inside the caller's transaction even
     when nothing was sent in it before: a batch that fails leaves none of its rows."""
