@@ -93,6 +93,8 @@ local function read(current, previous, expiry)
     -- No current window, so no previous one either: a shift leaves the current window a whole
     -- expiry longer to live than the previous it makes, and nothing else writes them. A
     -- person's first signup meets its email's and CPF's limits so: one command, not four.
+    -- (Only a full Valkey evicting the current key and sparing the previous breaks this: that
+    -- hit is counted without the previous window's share, as any eviction loses counts.)
     return false, -2, false, -2
   end
   if current_ttl > 0 and current_ttl < expiry then
