@@ -637,6 +637,21 @@ async def test_a_batch_that_holds_a_registration_and_its_verdict_writes_them_as_
     assert statuses == {verified_later: "verified", verified_first: "verified", plain: "completed"}
 
 
+def _recorded_reads(read_side: ReadSide) -> list[tuple[str, list[Any]]]:
+    """Every statement the read side's event source sends from now on, with its rows."""
+    reads: list[tuple[str, list[Any]]] = []
+    source = read_side.source
+    records = source._records
+
+    async def recording(statement: str, *arguments: Any) -> list[Any]:
+        rows = await records(statement, *arguments)
+        reads.append((statement, rows))
+        return rows
+
+    source._records = recording  # type: ignore[method-assign]
+    return reads
+
+
 async def test_the_projectors_of_one_worker_fetch_each_events_payload_once_between_them(
     client: Client, settings: Settings
 ) -> None:
@@ -644,23 +659,16 @@ async def test_the_projectors_of_one_worker_fetch_each_events_payload_once_betwe
     others wait for it, instead of each bringing every payload over the wire again."""
     await _register(client, 30)
     read_side = open_read_side(settings)
-    fetched: list[int] = []
-    source = read_side.source
-    records = source._records
-
-    async def counting(statement: str, *arguments: Any) -> list[Any]:
-        rows = await records(statement, *arguments)
-        if "state," in statement:
-            fetched.extend(row["notification_id"] for row in rows)
-        return rows
-
-    source._records = counting  # type: ignore[method-assign]
+    reads = _recorded_reads(read_side)
     try:
         others = [p for p in read_side.all_projectors if p is not read_side.status]
         await asyncio.gather(*(catch_up(p) for p in others))
         await catch_up(read_side.status)
     finally:
         await read_side.close()
+    fetched = [
+        row["notification_id"] for statement, rows in reads if "state," in statement for row in rows
+    ]
     assert len(fetched) == 30 and len(set(fetched)) == 30
 
 
@@ -671,15 +679,7 @@ async def test_the_status_projector_asks_the_event_store_nothing_until_the_other
     they move it has nothing to read, and then it reads what they passed."""
     await _register(client, 5)
     read_side = open_read_side(settings)
-    reads: list[str] = []
-    source = read_side.source
-    records = source._records
-
-    async def counting(statement: str, *arguments: Any) -> list[Any]:
-        reads.append(statement)
-        return await records(statement, *arguments)
-
-    source._records = counting  # type: ignore[method-assign]
+    reads = _recorded_reads(read_side)
     try:
         for _ in range(3):
             assert await read_side.status.step() == 0
