@@ -40,6 +40,12 @@ _SETTLED = b"settled:"
 # worker keeps up (p99 well under a second), short enough that a settlement lost while Redis
 # blinked leaves a completed registration reading pending only briefly.
 PENDING_SECONDS = 10
+# How long the API's pending notes gather before they go, in one script call. Per loop turn,
+# each group commit's notes were a call of their own (~65 a second an API process at c64);
+# over 20 ms, several commits share one: API CPU a signup -3 to -7 us (in-process driver,
+# three alternating pairs), Valkey's wake-ups -15 %. A poll within those 20 ms of its 202
+# reads the databases instead, as any poll without a note does; people poll later than that.
+PENDING_GATHER_SECONDS = 0.02
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RegistrationStatus).decode
@@ -127,17 +133,18 @@ return 0
 
 @dataclass
 class CacheWrites:
-    """Writes to the status cache that nobody waits for: whatever is written during one
-    turn of the event loop goes in one script call, with one call in flight at a time (as
-    the limiter counts). Bounded: while Redis does not answer, at most ``most_waiting``
-    writes wait, and the oldest are dropped (a dropped write only sends polls to the
-    databases, or leaves a pending note to its short lifetime)."""
+    """Writes to the status cache that nobody waits for: whatever is written within
+    ``gather_seconds`` (one turn of the event loop by default) goes in one script call, with
+    one call in flight at a time (as the limiter counts). Bounded: while Redis does not
+    answer, at most ``most_waiting`` writes wait, and the oldest are dropped (a dropped write
+    only sends polls to the databases, or leaves a pending note to its short lifetime)."""
 
     redis: Redis
     seconds: int
     only_if_absent: bool
     prefix: str = STATUS_CACHE_PREFIX
     most_waiting: int = 50_000
+    gather_seconds: float = 0.0
     _waiting: list[str | bytes] = field(init=False, default_factory=list)
     _sender: asyncio.Task[None] | None = field(init=False, default=None)
 
@@ -154,7 +161,7 @@ class CacheWrites:
     async def _send(self) -> None:
         try:
             while self._waiting:
-                await asyncio.sleep(0)  # the rest of this turn's writes join the call
+                await asyncio.sleep(self.gather_seconds)  # later writes join the call meanwhile
                 pairs, self._waiting = self._waiting, []
                 try:
                     await self._script(
@@ -188,8 +195,13 @@ class PendingNotes:
     writes: CacheWrites
 
     @classmethod
-    def to(cls, redis: Redis, seconds: int = PENDING_SECONDS) -> PendingNotes:
-        return cls(CacheWrites(redis, seconds, only_if_absent=True))
+    def to(
+        cls,
+        redis: Redis,
+        seconds: int = PENDING_SECONDS,
+        gather_seconds: float = PENDING_GATHER_SECONDS,
+    ) -> PendingNotes:
+        return cls(CacheWrites(redis, seconds, only_if_absent=True, gather_seconds=gather_seconds))
 
     def note(self, status: RegistrationStatus) -> None:
         self.writes.write(status.registration_id, _encode(status))

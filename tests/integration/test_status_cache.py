@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -69,3 +70,32 @@ async def test_a_pending_note_never_replaces_a_settlement_and_lasts_its_seconds(
 def _pending(registration_id: uuid.UUID) -> RegistrationStatus:
     now = datetime.now(UTC)
     return RegistrationStatus(registration_id, "pending", now, now)
+
+
+async def test_pending_notes_of_several_commits_within_the_gather_time_go_in_one_call(
+    redis_url: str,
+) -> None:
+    redis = Redis.from_url(redis_url)
+    notes = PendingNotes.to(redis, seconds=30, gather_seconds=0.5)
+    calls = 0
+    script = notes.writes._script
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await script(*args, **kwargs)
+
+    notes.writes._script = counted  # type: ignore[assignment]
+    ids = [uuid.uuid4() for _ in range(3)]
+    for registration_id in ids:
+        # Three group commits' notes, a few milliseconds apart (well within the half second).
+        notes.note(_pending(registration_id))
+        await asyncio.sleep(0.005)
+    await notes.writes.flush()
+
+    assert calls == 1
+    for registration_id in ids:
+        assert json.loads(await redis.get(f"signup:status:{registration_id}"))["status"] == (
+            "pending"
+        )
+    await redis.aclose()
