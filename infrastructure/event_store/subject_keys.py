@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
@@ -71,6 +72,12 @@ def subject_keys_table(events_table: str) -> str:
     return events_table.removesuffix("_events") + "_subject_keys"
 
 
+def shreds_table(events_table: str) -> str:
+    """One row counting the keys ever shredded, bumped in each shred's own transaction: a
+    reader that finds the count unchanged knows every key it saw is still there."""
+    return events_table.removesuffix("_events") + "_shreds"
+
+
 class SignupRecorder(PostgresApplicationRecorder):
     """eventsourcing's recorder, also writing the subject keys given to ``save(subject_keys=)``
     in the events' own transaction: an event is never stored without the key that opens it.
@@ -89,6 +96,23 @@ class SignupRecorder(PostgresApplicationRecorder):
                 " key bytea,"  # NULL once the person has been erased
                 " erased_at timestamptz)"
             ).format(table)
+        )
+        shreds = SQL("{}.{}").format(
+            Identifier(self.datastore.schema), Identifier(shreds_table(self.events_table_name))
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " id boolean PRIMARY KEY DEFAULT true CHECK (id),"
+                " shredded bigint NOT NULL)"
+            ).format(shreds)
+        )
+        # Counting from the keys a store shredded before the table existed.
+        self.sql_create_statements.append(
+            SQL(
+                "INSERT INTO {} (shredded) SELECT count(*) FROM {} WHERE key IS NULL"
+                " ON CONFLICT (id) DO NOTHING"
+            ).format(shreds, table)
         )
         self.sql_create_statements.extend(
             create_statements(self.datastore.schema, self.events_table_name)
@@ -110,10 +134,20 @@ class SignupRecorder(PostgresApplicationRecorder):
         self._insert_keys = SQL(
             "INSERT INTO {} (registration_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
         ).format(table)
-        self._erase = SQL(
+        shred = (
             "UPDATE {} SET key = NULL, erased_at = now()"
             " WHERE registration_id = %s AND key IS NOT NULL"
-        ).format(table)
+        )
+        # The shred and the count's bump in one transaction: whoever reads the count after
+        # it sees the key gone too.
+        self._erase = SQL(
+            f"WITH shredded AS ({shred} RETURNING 1),"
+            " counted AS (UPDATE {} SET shredded = shredded + (SELECT count(*) FROM shredded))"
+            " SELECT count(*) AS shredded FROM shredded"
+        ).format(table, shreds)
+        # A store not migrated since the count came: the shred alone (its readers do not
+        # share what they read, see ``EventSource``).
+        self._erase_uncounted = SQL(shred).format(table)
         self._key = SQL("SELECT key FROM {} WHERE registration_id = %s").format(table)
 
     def _insert_events(
@@ -130,9 +164,20 @@ class SignupRecorder(PostgresApplicationRecorder):
 
     def erase(self, registration_id: uuid.UUID) -> bool:
         """Shred the key; False when there was no key left to shred."""
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._erase, (registration_id,))
-            return curs.rowcount == 1
+        try:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self._erase, (registration_id,))
+                row = curs.fetchone()
+                return row is not None and row["shredded"] == 1
+        except (psycopg.errors.UndefinedTable, ProgrammingError) as error:
+            # eventsourcing's connection wraps psycopg's error in its own.
+            if not isinstance(error, psycopg.errors.UndefinedTable) and not isinstance(
+                error.__cause__, psycopg.errors.UndefinedTable
+            ):
+                raise
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self._erase_uncounted, (registration_id,))
+                return curs.rowcount == 1
 
     def key_of(self, registration_id: uuid.UUID) -> bytes | None:
         row = self._row(registration_id)

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
 from domain.registration import verified
+from infrastructure.composition.operations import migrate
 from infrastructure.composition.read_side import open_read_side, run_projections
 from infrastructure.event_store.store import open_event_store
 from infrastructure.event_store.subject_keys import SubjectVault
@@ -637,6 +638,21 @@ async def test_a_batch_that_holds_a_registration_and_its_verdict_writes_them_as_
     assert statuses == {verified_later: "verified", verified_first: "verified", plain: "completed"}
 
 
+async def _caught_up(
+    read_side: ReadSide,
+) -> tuple[dict[str, set[tuple[Any, ...]]], dict[str, set[tuple[Any, ...]]]]:
+    """Every projector caught up, then the projections' rows and the rows a replay gives."""
+    await _catch_up_all(read_side)
+    return await table_rows(read_side), await replayed_rows(read_side)
+
+
+async def _catch_up_all(read_side: ReadSide) -> None:
+    """The projectors together, then the status projector, which follows them."""
+    others = [p for p in read_side.all_projectors if p is not read_side.status]
+    await asyncio.gather(*(catch_up(p) for p in others))
+    await catch_up(read_side.status)
+
+
 def _recorded_reads(read_side: ReadSide) -> list[tuple[str, list[Any]]]:
     """Every statement the read side's event source sends from now on, with its rows."""
     reads: list[tuple[str, list[Any]]] = []
@@ -686,11 +702,65 @@ async def test_the_status_projector_asks_the_event_store_nothing_until_the_other
         assert reads == []
         others = [p for p in read_side.all_projectors if p is not read_side.status]
         await asyncio.gather(*(catch_up(p) for p in others))
-        reads.clear()
         assert await read_side.status.step() > 0
-        assert reads
     finally:
         await read_side.close()
+
+
+async def test_the_projectors_of_one_worker_scan_each_notifications_header_once_between_them(
+    client: Client, settings: Settings
+) -> None:
+    """They walk the same stretch of the log a few batches apart: the first to reach a
+    notification reads its header (its topic, whether its key is there) for the others."""
+    await _register(client, 30)
+    # A store that has shredded keys before: its count stands still while they read.
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("UPDATE signup_shreds SET shredded = 5")
+    read_side = open_read_side(settings)
+    # Long enough that a slow machine does not age the stretch between two projectors.
+    read_side.source.headers_seconds = 60
+    reads = _recorded_reads(read_side)
+    try:
+        await _catch_up_all(read_side)
+        scanned = [
+            row["notification_id"]
+            for statement, found in reads
+            if statement.startswith("SELECT notification_id") and "state," not in statement
+            for row in found
+        ]
+        rows, expected = await table_rows(read_side), await replayed_rows(read_side)
+    finally:
+        await read_side.close()
+    assert len(scanned) == 30 and len(set(scanned)) == 30
+    assert rows == expected
+    assert sum(len(rows[name]) for name in rows if name.startswith("users_shard")) == 30
+
+
+@pytest.mark.parametrize(
+    ("size", "seconds"), [(7, 60.0), (7, 0.0), (1000, 60.0)], ids=["trimmed", "aged", "kept"]
+)
+async def test_projectors_in_small_batches_over_a_trimmed_or_aged_stretch_equal_a_replay(
+    client: Client, settings: Settings, size: int, seconds: float
+) -> None:
+    """Batches of four over a stretch of seven headers (or one that ages at once) still
+    give every projection exactly the rows a replay gives, whatever order they step in."""
+    await _register(client, 30)
+    read_side = open_read_side(settings)
+    read_side.source.headers_size, read_side.source.headers_seconds = size, seconds
+    try:
+        others = [p for p in read_side.all_projectors if p is not read_side.status]
+        for projector in read_side.all_projectors:
+            projector.batch_size = 4
+        # One step each in turn, the first two projectors twice as often: they walk the
+        # stretch apart, each at its front, inside it or behind it in turn.
+        for _ in range(40):
+            for projector in [*others[:2], *others]:
+                await projector.step()
+        rows, expected = await _caught_up(read_side)
+    finally:
+        await read_side.close()
+    assert rows == expected
+    assert sum(len(rows[name]) for name in rows if name.startswith("users_shard")) == 30
 
 
 async def test_a_batchs_rows_are_rolled_back_with_its_transaction(settings: Settings) -> None:
@@ -725,3 +795,38 @@ def _status_row(registration_id: uuid.UUID, status: str, requested_at: datetime)
         "reason": None,
         "requested_at": requested_at,
     }
+
+
+async def test_a_store_not_migrated_to_count_its_shreds_is_projected_and_erased_as_before(
+    client: Client, settings: Settings
+) -> None:
+    """Before `signup migrate` has made the count: every projector reads its own headers,
+    an erasure shreds without counting, and the migration then counts what was shredded."""
+    assert settings.database_url
+    ids = [uuid.UUID(i) for i in await _register(client, 6)]
+    store = open_event_store(settings.database_url, cipher_key=settings.event_cipher_key)
+    try:
+        with store.recorder.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
+            curs.execute("DROP TABLE signup_shreds")
+        recorder = store.recorder
+        assert recorder.erase(ids[0]) is True  # type: ignore[attr-defined]
+        assert recorder.erase(ids[0]) is False  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    read_side = open_read_side(settings)
+    try:
+        rows, expected = await _caught_up(read_side)
+    finally:
+        await read_side.close()
+    assert rows == expected
+    assert sum(len(rows[name]) for name in rows if name.startswith("users_shard")) == 5
+
+    await asyncio.to_thread(migrate, settings)
+    store = open_event_store(settings.database_url, cipher_key=settings.event_cipher_key)
+    try:
+        assert store.recorder.erase(ids[1]) is True  # type: ignore[attr-defined]
+        with store.recorder.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
+            curs.execute("SELECT shredded FROM signup_shreds")
+            assert curs.fetchone()["shredded"] == 2
+    finally:
+        store.close()
