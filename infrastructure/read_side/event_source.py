@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventsourcing.persistence import Mapper, StoredEvent
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from application.personal_data import PersonalDataVault
@@ -25,7 +24,7 @@ from domain.registration import (
 from domain.statuses import EXPIRED, VERIFIED
 from infrastructure.event_store.store import SignupEvents, cipher_env
 from infrastructure.event_store.subject_keys import shreds_table, subject_keys_table
-from infrastructure.read_side.read_store import reading, records
+from infrastructure.read_side.read_store import records
 from projections.model import RequestedRegistration
 
 
@@ -310,9 +309,8 @@ class EventSource:
         return found
 
     async def head(self) -> int:
-        async with reading(self.engine) as conn:
-            result = await conn.execute(text(f'SELECT max(notification_id) FROM "{self.table}"'))
-            return int(result.scalar_one_or_none() or 0)
+        rows = await self._records(f'SELECT max(notification_id) AS head FROM "{self.table}"')
+        return int(rows[0]["head"] or 0)
 
     async def _records(self, statement: str, *arguments: Any) -> list[Any]:
         return await records(self.engine, statement, *arguments)

@@ -140,12 +140,14 @@ def _table(layout: Layout, name: str) -> Table:
 
 
 async def active_positions(engine: AsyncEngine) -> dict[str, int]:
-    """Each projection of this database and the position of its active table."""
-    statement = select(projection_tables.c.projection, projection_tracking.c.position).join(
-        projection_tracking, projection_tracking.c.table_name == projection_tables.c.active_table
+    """Each projection of this database and the position of its active table (every API
+    process asks every second, for its gauges: past SQLAlchemy's statement layers)."""
+    rows = await records(
+        engine,
+        "SELECT t.projection, k.position FROM projection_tables t"
+        " JOIN projection_tracking k ON k.table_name = t.active_table",
     )
-    async with reading(engine) as conn:
-        return {name: int(position) for name, position in await conn.execute(statement)}
+    return {row["projection"]: int(row["position"]) for row in rows}
 
 
 # The array type each kind of column is sent as (``unnest`` takes one array per column);
