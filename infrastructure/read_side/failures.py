@@ -77,17 +77,27 @@ class FailureLog:
 
     async def held(self, projection: str, registration_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these registrations have an open failure in this projection."""
-        ids = list(set(registration_ids))
+        # Every projector asks it for every batch, and a projection mostly has no open
+        # failure at all: asked first, that costs a worker ~170 us of CPU against ~500 for
+        # the batch's ids (600 of them) sent and looked up one by one.
+        ids = list(registration_ids)
         if not ids:
             return set()
-        # Every projector asks it for every batch: one array parameter (a batch has a
-        # thousand ids), encoded by asyncpg rather than an id at a time by SQLAlchemy.
+        any_open = await records(
+            self.engine,
+            "SELECT EXISTS (SELECT FROM projection_failures WHERE projection = $1) AS open",
+            projection,
+        )
+        if not any_open[0]["open"]:
+            return set()
+        # One array parameter (a batch has a thousand ids), encoded by asyncpg rather than
+        # an id at a time by SQLAlchemy.
         rows = await records(
             self.engine,
             "SELECT registration_id FROM projection_failures"
             " WHERE projection = $1 AND registration_id = ANY($2::uuid[])",
             projection,
-            ids,
+            list(set(ids)),
         )
         return {row["registration_id"] for row in rows}
 
