@@ -107,12 +107,14 @@ class SignupRecorder(PostgresApplicationRecorder):
                 " shredded bigint NOT NULL)"
             ).format(shreds)
         )
-        # Counting from the keys a store shredded before the table existed.
+        # Counting from the keys a store shredded before the table existed; once (every
+        # `signup up` and `signup migrate` runs this, and the keys table has a row a person).
         self.sql_create_statements.append(
             SQL(
-                "INSERT INTO {} (shredded) SELECT count(*) FROM {} WHERE key IS NULL"
-                " ON CONFLICT (id) DO NOTHING"
-            ).format(shreds, table)
+                "INSERT INTO {} (shredded)"
+                " SELECT (SELECT count(*) FROM {} WHERE key IS NULL)"
+                " WHERE NOT EXISTS (SELECT FROM {}) ON CONFLICT (id) DO NOTHING"
+            ).format(shreds, table, shreds)
         )
         self.sql_create_statements.extend(
             create_statements(self.datastore.schema, self.events_table_name)
