@@ -677,9 +677,7 @@ async def test_the_projectors_of_one_worker_fetch_each_events_payload_once_betwe
     read_side = open_read_side(settings)
     reads = _recorded_reads(read_side)
     try:
-        others = [p for p in read_side.all_projectors if p is not read_side.status]
-        await asyncio.gather(*(catch_up(p) for p in others))
-        await catch_up(read_side.status)
+        await _catch_up_all(read_side)
     finally:
         await read_side.close()
     fetched = [
