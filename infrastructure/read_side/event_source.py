@@ -154,7 +154,9 @@ class EventSource:
             headers, _ = await self._scan(after, limit, up_to)
             return headers
         cached = self._cached(after, limit, up_to)
-        if cached is not None and await self._shredded_since():
+        # Only headers about to be reused are checked: at the stretch's front (nothing cached
+        # past ``after``) the scan that extends it brings the count along.
+        if cached and await self._shredded_since():
             self._scanned_at = -math.inf  # aged: the next read starts a stretch anew
             cached = None
         if cached is not None and self._complete(cached, limit, up_to):
