@@ -21,7 +21,9 @@ LAYOUT = Layout(
     VIEW,
     (
         Column("email", "text", primary_key=True),
-        Column("registration_id", "uuid"),
+        # Erasure and expiry delete a registration's row by it: without an index each read
+        # the whole table, a row for everyone who ever signed up.
+        Column("registration_id", "uuid", index=True),
         Column("shard", "integer"),
         Column("registered_at", "timestamp"),
     ),

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Integer,
     MetaData,
@@ -137,6 +138,11 @@ def _table(layout: Layout, name: str) -> Table:
             for column in layout.columns
         ),
     )
+
+
+def _create_missing_indexes(conn: Connection, table: Table) -> None:
+    for index in table.indexes:
+        index.create(conn, checkfirst=True)
 
 
 async def active_positions(engine: AsyncEngine) -> dict[str, int]:
@@ -331,6 +337,12 @@ class ProjectionStore:
                     )
                 )
                 await self._point_view(conn, active)
+            # An index a layout gained since its tables were made is made now, on every one
+            # of them (``CREATE INDEX`` holds off the projector's writes while it builds):
+            # erasure and expiry find a registration's rows by index, not by reading a table
+            # of everyone.
+            for name in await self.tables(conn):
+                await conn.run_sync(_create_missing_indexes, table_for(self.projection, name))
             return active
 
     async def create_table(self, conn: AsyncConnection, name: str) -> None:
