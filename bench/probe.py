@@ -173,12 +173,11 @@ class Scraper:
             self._stop.wait(max(0.0, 1.0 - (time.monotonic() - began)))
 
 
-def _api_processes(url: str) -> list[psutil.Process]:
-    """The processes that serve the URL's port: those listening on it with no listening
+def _serving(listening: list[psutil.Process]) -> list[psutil.Process]:
+    """Of the processes listening on a port, those that serve it: with no listening
     descendant. A supervisor holds the socket it hands to its API processes without serving
     from it, and ``signup up``'s own process also runs the embedded SMTP sink: counted as an
     API process, the mail it took in was put down to the API (~8 % of the figure at c64)."""
-    listening = _listening_processes(url)
     pids = {process.pid for process in listening}
     supervisors: set[int] = set()
     for process in listening:
@@ -275,8 +274,9 @@ class CpuMeter:
     """
 
     def __init__(self, url: str, generator_pids: list[int]) -> None:
-        self._api = _api_processes(url)
-        self._server = _root(_listening_processes(url))
+        listening = _listening_processes(url)
+        self._api = _serving(listening)
+        self._server = _root(listening)
         self._generators = set(generator_pids)
         self._url = url
         self._before: dict[int, tuple[str, float]] = {}
@@ -294,7 +294,9 @@ class CpuMeter:
         after = _cpu_by_process()
         server = {p.pid for p in _tree(self._server)} if self._server is not None else set()
         # Listening now, or at the start: API processes may be started or replaced meanwhile.
-        api = {p.pid for p in self._api} | {p.pid for p in _api_processes(self._url)}
+        api = {p.pid for p in self._api} | {
+            p.pid for p in _serving(_listening_processes(self._url))
+        }
 
         def percent(seconds: float) -> float:
             # Percent of one core, like top: 200 means two cores fully busy.
