@@ -1,6 +1,7 @@
 """The validation fast paths decide exactly as the libraries they stand in for.
 
-Email and phone values in their plain spellings skip the libraries' parsing; these properties
+Email and phone values in their plain spellings skip the libraries' parsing, and CPF and CNPJ
+check digits are summed without validate_docbr (which still decides every refusal); these properties
 show, on generated inputs, that whenever a fast path answers, the library answers the same,
 and the unit tests of each rule (test_contact.py, test_form.py) keep holding for the rest.
 """
@@ -13,6 +14,7 @@ import unicodedata
 import phonenumbers
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from validate_docbr import CNPJ, CPF
 
 from domain.contact import (
     _BRAZIL,
@@ -23,8 +25,10 @@ from domain.contact import (
     _plain_landline,
     _plain_mobile,
 )
-from domain.form import has_control_characters
+from domain.documents import cnpj_check_digits_hold, cpf_check_digits_hold
+from domain.form import has_control_characters, has_invisible_characters
 from domain.values import InvalidValue
+from tests.factories import CNPJ_BODY_ALPHABET, cnpj_check_digits, make_cpf
 
 
 def _outcome(normalise: object, raw: str) -> str:
@@ -236,3 +240,63 @@ def test_the_fast_path_takes_the_common_phone_spellings() -> None:
 def test_control_characters_are_found_as_their_unicode_category_says(text: str) -> None:
     by_category = any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
     assert has_control_characters(text) == by_category
+
+
+_latin = st.characters(max_codepoint=0xFF)
+
+
+@settings(max_examples=2000)
+@given(st.one_of(st.text(_latin, max_size=30), st.text(st.characters(codec=None), max_size=30)))
+@example("Jos\xe9\xad")
+@example("\u200b")
+@example("\u2028")
+@example("S\xe3o Jo\xe3o \U000e0001")
+def test_invisible_characters_are_found_as_their_unicode_category_says(text: str) -> None:
+    by_category = any(unicodedata.category(char) in ("Cf", "Zl", "Zp") for char in text)
+    assert has_invisible_characters(text) == by_category
+
+
+# --- CPF and CNPJ check digits -----------------------------------------------------------------
+
+_cpfs = st.one_of(
+    st.text("0123456789", min_size=11, max_size=11),
+    # Valid ones, and the same with one digit changed: random digits are valid once in 100.
+    st.integers(0, 10**9).map(make_cpf),
+    st.tuples(st.integers(0, 10**9), st.integers(0, 10), st.integers(1, 9)).map(
+        lambda t: (
+            (cpf := make_cpf(t[0]))[: t[1]] + str((int(cpf[t[1]]) + t[2]) % 10) + cpf[t[1] + 1 :]
+        )
+    ),
+)
+
+
+@settings(max_examples=3000)
+@given(_cpfs)
+@example("52998224725")
+@example("00000000191")
+@example("11111111111")
+def test_a_cpf_s_check_digits_are_judged_as_validate_docbr_judges_them(digits: str) -> None:
+    # The library also refuses one repeated digit, which normalise_cpf refuses before.
+    library = CPF().validate(digits) or len(set(digits)) == 1
+    assert cpf_check_digits_hold(digits) == library
+
+
+_cnpjs = st.one_of(
+    st.text(CNPJ_BODY_ALPHABET, min_size=12, max_size=12).flatmap(
+        lambda body: st.text("0123456789", min_size=2, max_size=2).map(lambda end: body + end)
+    ),
+    # Valid ones, and the same with the last check digit changed.
+    st.tuples(st.text(CNPJ_BODY_ALPHABET, min_size=12, max_size=12), st.integers(0, 9)).map(
+        lambda t: (valid := t[0] + cnpj_check_digits(t[0]))[:13] + str((int(valid[13]) + t[1]) % 10)
+    ),
+)
+
+
+@settings(max_examples=3000)
+@given(_cnpjs)
+@example("11222333000181")
+@example("12ABC34501DE35")
+@example("00000000000000")
+def test_a_cnpj_s_check_digits_are_judged_as_validate_docbr_judges_them(chars: str) -> None:
+    library = CNPJ().validate(chars) or len(set(chars)) == 1
+    assert cnpj_check_digits_hold(chars) == library
