@@ -41,7 +41,8 @@ _CNPJ_SECOND = (6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2)
 
 
 def _weighted(raw: bytes, weights: tuple[int, ...]) -> int:
-    return sum(map(mul, raw, weights)) - 48 * sum(weights)
+    total: int = sum(map(mul, raw, weights))  # operator.mul is typed loosely
+    return total - 48 * sum(weights)
 
 
 def cpf_check_digits_hold(digits: str) -> bool:
