@@ -121,24 +121,27 @@ async def forget(read_side: ReadSide, registration_id: uuid.UUID) -> list[str]:
         async with projector.store.engine.begin() as conn:
             if await projector.store.erase(conn, registration_id):
                 removed.add(projector.name)
-    await read_side.failures.forget(registration_id)
+    await read_side.failures.forget([registration_id])
     return sorted(removed)
 
 
-async def drop_personal(read_side: ReadSide, registration_id: uuid.UUID) -> list[str]:
-    """An expired registration: its rows deleted from every read model that holds personal
-    data, and kept out of them (a rebuild that opened its event before its key was shredded
-    skips it, as it skips the erased); its failures (their texts may quote it) and its unsent
-    mail. The status read model keeps it, as ``expired``."""
+async def drop_personal(read_side: ReadSide, registration_ids: Sequence[uuid.UUID]) -> list[str]:
+    """Expired registrations: their rows deleted from every read model that holds personal
+    data, and kept out of them (a rebuild that opened their events before their keys were
+    shredded skips them, as it skips the erased); their failures (their texts may quote
+    them) and their unsent mail. The status read model keeps them, as ``expired``. One
+    transaction a projection for them all, as ``forget`` takes for one erased person."""
     removed = set()
+    if not registration_ids:
+        return []
     for projector in read_side.all_projectors:
         if not projector.projection.layout.personal:
             continue
         async with projector.store.engine.begin() as conn:
-            if await projector.store.expire(conn, registration_id):
+            if await projector.store.expire(conn, registration_ids):
                 removed.add(projector.name)
-    await read_side.failures.forget(registration_id)
-    if await read_side.verifications.drop_mail(registration_id, "recipient_expired"):
+    await read_side.failures.forget(registration_ids)
+    if await read_side.verifications.drop_mail(registration_ids, "recipient_expired"):
         removed.add("mail_outbox")
     return sorted(removed)
 
@@ -149,5 +152,5 @@ class ExpiredCopies:
 
     read_side: ReadSide
 
-    async def drop(self, registration_id: uuid.UUID) -> list[str]:
-        return await drop_personal(self.read_side, registration_id)
+    async def drop(self, registration_ids: Sequence[uuid.UUID]) -> list[str]:
+        return await drop_personal(self.read_side, registration_ids)

@@ -7,7 +7,7 @@ its failures change in one transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -251,12 +251,13 @@ class FailureLog:
             )
             return result.first() is not None
 
-    async def forget(self, registration_id: uuid.UUID) -> int:
-        """Drop a registration's parked events and dead letters (its error texts may quote it)."""
+    async def forget(self, registration_ids: Sequence[uuid.UUID]) -> int:
+        """Drop registrations' parked events and dead letters (their error texts may quote
+        them)."""
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 projection_failures.delete().where(
-                    projection_failures.c.registration_id == registration_id
+                    projection_failures.c.registration_id.in_(list(registration_ids))
                 )
             )
             return int(result.rowcount)

@@ -16,30 +16,35 @@ from projections.registration_status import LAYOUT, Change
 
 async def apply_change(
     conn: AsyncConnection,
-    registration_id: uuid.UUID,
+    registration_id: uuid.UUID | Sequence[uuid.UUID],
     change: Change,
     *,
     unless: str = "",
     params: Mapping[str, Any] | None = None,
     returning: Sequence[str] = (),
 ) -> Sequence[RowMapping]:
-    """``change`` on the registration's row, in the caller's transaction; ``unless``: a
-    further condition, in SQL (with ``params``; ``:rid`` is the registration), under which
-    the row stays as it is. The changed rows' ``returning`` columns."""
+    """``change`` on the registration's row (or on each of several registrations' rows, in
+    one statement), in the caller's transaction; ``unless``: a further condition, in SQL
+    (with ``params``; ``:rid`` is the registration), under which the row stays as it is.
+    The changed rows' ``returning`` columns."""
     sets = [f"{column} = :set_{column}" for column in change.values]
     # The written-at columns say when the row last changed.
     sets += [f"{c.name} = now()" for c in LAYOUT.columns if c.written_at]
     froms = [f":from_{i}" for i in range(len(change.from_statuses))]
+    many = not isinstance(registration_id, uuid.UUID)
+    if many and unless:
+        raise ValueError("unless names one registration (:rid)")
+    which = "= ANY(CAST(:rid AS uuid[]))" if many else "= :rid"
     statement = (
         f"UPDATE {LAYOUT.view} SET {', '.join(sets)}"
-        f" WHERE registration_id = :rid AND status IN ({', '.join(froms)})"
+        f" WHERE registration_id {which} AND status IN ({', '.join(froms)})"
     )
     if unless:
         statement += f" AND NOT ({unless})"
     if returning:
         statement += f" RETURNING {', '.join(returning)}"
     values = {
-        "rid": registration_id,
+        "rid": list(registration_id) if many else registration_id,  # type: ignore[arg-type]
         **{f"set_{column}": value for column, value in change.values.items()},
         **{f"from_{i}": status for i, status in enumerate(change.from_statuses)},
         **(params or {}),

@@ -308,25 +308,26 @@ class Verifications:
             )
             return [_challenge(row) for row in rows]
 
-    async def expired(self, registration_id: uuid.UUID, at: datetime) -> None:
+    async def expired(self, registration_ids: Sequence[uuid.UUID], at: datetime) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
                     "UPDATE email_verifications SET expired_at = :at"
-                    " WHERE registration_id = :id AND expired_at IS NULL"
+                    " WHERE registration_id = ANY(CAST(:ids AS uuid[])) AND expired_at IS NULL"
                 ),
-                {"id": registration_id, "at": at},
+                {"ids": list(registration_ids), "at": at},
             )
 
-    async def drop_mail(self, registration_id: uuid.UUID, reason: str) -> int:
-        """Unsent mail to this registration will never go (its address is gone)."""
+    async def drop_mail(self, registration_ids: Sequence[uuid.UUID], reason: str) -> int:
+        """Unsent mail to these registrations will never go (their addresses are gone)."""
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 text(
-                    "UPDATE mail_outbox SET dropped = :reason WHERE registration_id = :id"
+                    "UPDATE mail_outbox SET dropped = :reason"
+                    " WHERE registration_id = ANY(CAST(:ids AS uuid[]))"
                     " AND sent_at IS NULL AND dropped IS NULL"
                 ),
-                {"id": registration_id, "reason": reason},
+                {"ids": list(registration_ids), "reason": reason},
             )
             return int(result.rowcount)
 
@@ -359,10 +360,19 @@ class VerdictStatuses:
         return await self.queries.find(registration_id) if self.queries is not None else None
 
     async def settle(self, registration_id: uuid.UUID, status: str) -> RegistrationStatus | None:
+        verdicts = await self._settle(registration_id, status)
+        return verdicts[0] if verdicts else None
+
+    async def settle_all(self, registration_ids: Sequence[uuid.UUID], status: str) -> None:
+        await self._settle(registration_ids, status)
+
+    async def _settle(
+        self, registration_ids: uuid.UUID | Sequence[uuid.UUID], status: str
+    ) -> list[RegistrationStatus]:
         async with self.engine.begin() as conn:
             rows = await apply_change(
                 conn,
-                registration_id,
+                registration_ids,
                 settled(status),
                 returning=(
                     "registration_id",
@@ -373,17 +383,19 @@ class VerdictStatuses:
                     "reason",
                 ),
             )
-        if not rows:
-            return None
-        verdict = RegistrationStatus(**rows[0])
-        if self.redis is not None:
+        verdicts = [RegistrationStatus(**row) for row in rows]
+        if self.redis is not None and verdicts:
             try:
                 # Unconditionally: a poll that read ``completed`` just before may have cached
-                # it; polls cache only where nothing is (see StatusQueries._cache).
-                await cache_status(self.redis, verdict, self.cache_seconds, overwrite=True)
+                # it; polls cache only where nothing is (see StatusQueries._cache). One round
+                # trip for a sweep's.
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for verdict in verdicts:
+                        await cache_status(pipe, verdict, self.cache_seconds, overwrite=True)
+                    await pipe.execute()
             except RedisError as error:
                 log.warning("status_cache_unavailable", error=type(error).__name__)
-        return verdict
+        return verdicts
 
 
 @dataclass

@@ -25,9 +25,13 @@ async def _tables_read_whole(settings: Settings) -> list[str]:
                 # Any usable index is then taken, however few rows the table holds now.
                 await conn.execute(text("SET LOCAL enable_seqscan = off"))
                 for table in await projector.store.tables(conn):
+                    # As ProjectionStore._keep_out deletes (an erasure's one, a sweep's many).
                     plan = await conn.execute(
-                        text(f'EXPLAIN DELETE FROM "{table}" WHERE registration_id = :id'),
-                        {"id": uuid.uuid4()},
+                        text(
+                            f'EXPLAIN DELETE FROM "{table}"'
+                            " WHERE registration_id = ANY(CAST(:ids AS uuid[]))"
+                        ),
+                        {"ids": [uuid.uuid4(), uuid.uuid4()]},
                     )
                     if any("Seq Scan" in line for line in plan.scalars()):
                         scanned.append(table)

@@ -208,48 +208,53 @@ async def _dead_letters(settings: Settings, count: int) -> bool:
     return bool(rows[0][0] == count)
 
 
-async def test_an_expired_registration_leaves_no_personal_data_and_a_rebuild_keeps_it_expired(
+async def test_expired_registrations_leave_no_personal_data_and_a_rebuild_keeps_them_expired(
     settings: Settings, mailbox: MailSink
 ) -> None:
     hurried = dataclasses.replace(settings, smtp_url=mailbox.url, verification_ttl_seconds=0)
-    form = _person(6)
+    # Two, signed up before the worker starts: one sweep takes both (it expires a batch).
+    forms = [_person(6), _person(7)]
     async with AsyncTestClient(app=build_app(hurried)) as api:
-        expired = await _signed_up(api, form)
+        expired = [await _signed_up(api, form) for form in forms]
         async with running_worker(hurried) as read_side:
-            await eventually(lambda: _status_is(api, expired, "expired"))
+            for registration_id in expired:
+                await eventually(functools.partial(_status_is, api, registration_id, "expired"))
             assert settings.database_url
-            [(key,)] = _query(
-                settings.database_url,
-                "SELECT key FROM signup_subject_keys WHERE registration_id = %s",
-                expired,
-            )
-            assert key is None  # shredded
-            claims = _query(
-                settings.database_url,
-                "SELECT count(*) FROM signup_claims WHERE registration_id = %s",
-                expired,
-            )
-            assert claims == [(0,)]  # released
-            for url in (settings.read_url, *settings.shard_urls):
-                for view in ("email_lookup", "users"):
-                    if _query(url, "SELECT to_regclass(%s)", view)[0][0]:
-                        text = str(_query(url, f"SELECT * FROM {view}"))
-                        assert form["email"] not in text and expired not in text
-            topics = _query(
-                settings.database_url,
-                "SELECT topic FROM signup_events WHERE originator_id = %s ORDER BY 1",
-                expired,
-            )
-            assert [t.rsplit(".", 1)[-1] for (t,) in topics] == [
-                "RegistrationExpired",
-                "UserRegistrationRequested",
-            ]
+            for registration_id, form in zip(expired, forms, strict=True):
+                [(key,)] = _query(
+                    settings.database_url,
+                    "SELECT key FROM signup_subject_keys WHERE registration_id = %s",
+                    registration_id,
+                )
+                assert key is None  # shredded
+                claims = _query(
+                    settings.database_url,
+                    "SELECT count(*) FROM signup_claims WHERE registration_id = %s",
+                    registration_id,
+                )
+                assert claims == [(0,)]  # released
+                for url in (settings.read_url, *settings.shard_urls):
+                    for view in ("email_lookup", "users"):
+                        if _query(url, "SELECT to_regclass(%s)", view)[0][0]:
+                            text = str(_query(url, f"SELECT * FROM {view}"))
+                            assert form["email"] not in text and registration_id not in text
+                topics = _query(
+                    settings.database_url,
+                    "SELECT topic FROM signup_events WHERE originator_id = %s ORDER BY 1",
+                    registration_id,
+                )
+                assert [t.rsplit(".", 1)[-1] for (t,) in topics] == [
+                    "RegistrationExpired",
+                    "UserRegistrationRequested",
+                ]
 
             for projector in read_side.all_projectors:
                 await rebuild(projector)
             assert await table_rows(read_side) == await replayed_rows(read_side)
-            assert (await status_of(api, expired))["status"] == "expired"
-    assert form["email"] not in str(_query(settings.read_url, "SELECT * FROM email_lookup"))
+            for registration_id in expired:
+                assert (await status_of(api, registration_id))["status"] == "expired"
+    lookup = str(_query(settings.read_url, "SELECT * FROM email_lookup"))
+    assert all(form["email"] not in lookup for form in forms)
 
 
 async def test_an_expiry_verdict_alone_does_not_say_expired_until_its_values_are_free(

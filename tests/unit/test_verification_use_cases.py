@@ -108,9 +108,12 @@ class Challenges:
             if row.verified_at is None and row.expired_at is None and row.expires_at <= now
         ][:limit]
 
-    async def expired(self, registration_id: uuid.UUID, at: datetime) -> None:
+    async def expired(self, registration_ids: Sequence[uuid.UUID], at: datetime) -> None:
         self.steps.append("mark_expired")
-        self.rows[registration_id] = dataclasses.replace(self.rows[registration_id], expired_at=at)
+        for registration_id in registration_ids:
+            self.rows[registration_id] = dataclasses.replace(
+                self.rows[registration_id], expired_at=at
+            )
 
 
 class Verdicts:
@@ -141,6 +144,11 @@ class Statuses:
         self.status[registration_id] = status
         return await self.find(registration_id)
 
+    async def settle_all(self, registration_ids: Sequence[uuid.UUID], status: str) -> None:
+        self.steps.append(f"settle_{status}")
+        for registration_id in registration_ids:
+            self.status[registration_id] = status
+
 
 class Subjects:
     def __init__(self, steps: list[str]) -> None:
@@ -159,7 +167,7 @@ class Copies:
     def __init__(self, steps: list[str]) -> None:
         self.steps = steps
 
-    async def drop(self, registration_id: uuid.UUID) -> Sequence[str]:
+    async def drop(self, registration_ids: Sequence[uuid.UUID]) -> Sequence[str]:
         self.steps.append("drop")
         return ["users_shard0"]
 
@@ -410,3 +418,29 @@ async def test_a_registration_verified_just_before_its_sweep_keeps_everything(
     assert not expiry.recorded
     assert "shred" not in world.steps and "release" not in world.steps
     assert world.statuses.status[RID] == "verified"
+
+
+async def test_a_sweep_expires_its_registrations_together_each_through_every_step_in_order(
+    world: World,
+) -> None:
+    others = [uuid.uuid4(), uuid.uuid4()]
+    for rid in others:
+        world.challenges.issue(rid)
+    world.clock.now = T0 + POLICY.ttl
+
+    expiries = await world.expire().sweep()
+
+    assert {expiry.registration_id for expiry in expiries} == {RID, *others}
+    assert all(expiry.recorded and expiry.released == 2 for expiry in expiries)
+    # The copies, statuses and marks go in one call for the three; each one is shredded
+    # before the copies go, and released before it is said expired.
+    assert world.steps == [
+        *["record_RegistrationExpired"] * 3,
+        *["shred"] * 3,
+        "drop",
+        *["release"] * 3,
+        "settle_expired",
+        "mark_expired",
+    ]
+    assert all(world.statuses.status[rid] == "expired" for rid in (RID, *others))
+    assert await world.expire().sweep() == []
