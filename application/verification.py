@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -77,6 +77,10 @@ class Verdicts(Protocol):
     async def record(self, event: Any) -> str | None:
         """Append the verdict; None when it was recorded, else the verdict recorded before
         (``verified`` or ``expired``)."""
+        ...
+
+    async def record_all(self, events: Sequence[Any]) -> Sequence[str | None]:
+        """``record`` for each (in one append when it can), the answers in their order."""
         ...
 
 
@@ -206,11 +210,14 @@ class ResendVerification:
 
 
 class Shredder(Protocol):
-    """What erasure also uses (``application.erasure.Subjects``): the key, the values."""
+    """What erasure also uses (``application.erasure.Subjects``), for many at once: the
+    keys, the values."""
 
-    async def shred(self, registration_id: uuid.UUID) -> bool: ...
+    async def shred_all(self, registration_ids: Sequence[uuid.UUID]) -> int: ...
 
-    async def release(self, registration_id: uuid.UUID) -> int: ...
+    async def release_all(self, registration_ids: Sequence[uuid.UUID]) -> Mapping[uuid.UUID, int]:
+        """How many values each held (those that held none may be left out)."""
+        ...
 
 
 class PersonalCopies(Protocol):
@@ -237,10 +244,10 @@ class ExpireRegistrations:
     interruption, it finishes what was begun.
 
     A sweep's registrations go through those steps together, each step for all of them
-    before the next: every registration still takes them in that order, and the steps that
-    can take many at once (the copies, the statuses, the challenges' marks) are one statement
-    a table instead of one transaction a registration, which was most of what an expiry
-    cost."""
+    before the next: every registration still takes them in that order, and each step is
+    one statement a table for all of them (the verdicts' append, the shreds, the copies,
+    the releases, the statuses, the challenges' marks) instead of a transaction a
+    registration, which was most of what an expiry cost."""
 
     challenges: Challenges
     verdicts: Verdicts
@@ -255,27 +262,30 @@ class ExpireRegistrations:
         return await self.expire(await self.challenges.overdue(now, limit), now)
 
     async def expire(self, challenges: Sequence[Challenge], now: datetime) -> list[Expiry]:
+        if not challenges:
+            return []
+        befores = await self.verdicts.record_all(
+            [expired(c.registration_id, c.requested_at) for c in challenges]
+        )
         verified: list[uuid.UUID] = []
         expiring: list[uuid.UUID] = []
-        for challenge in challenges:
-            rid = challenge.registration_id
-            before = await self.verdicts.record(expired(rid, challenge.requested_at))
+        for challenge, before in zip(challenges, befores, strict=True):
             # Verified just in time (its verifier stopped before marking it): so be it.
-            (verified if before == VERIFIED else expiring).append(rid)
+            (verified if before == VERIFIED else expiring).append(challenge.registration_id)
         for rid in verified:
             await self.challenges.verified(rid, now)
             await self.statuses.settle(rid, VERIFIED)
-        for rid in expiring:
-            await self.subjects.shred(rid)
+        released: Mapping[uuid.UUID, int] = {}
         if expiring:
+            await self.subjects.shred_all(expiring)
             await self.copies.drop(expiring)
-        released = {rid: await self.subjects.release(rid) for rid in expiring}
-        # Only now ``expired``: the status promises its email and CPF/CNPJ are free again,
-        # and a person who reads it and signs up at once must not be told 409.
-        if expiring:
+            released = await self.subjects.release_all(expiring)
+            # Only now ``expired``: the status promises their emails and CPFs/CNPJs are free
+            # again, and a person who reads it and signs up at once must not be told 409.
             await self.statuses.settle_all(expiring, EXPIRED)
             await self.challenges.expired(expiring, now)
+        expiring_ids = set(expiring)
         return [
-            Expiry(rid, True, released[rid]) if rid in released else Expiry(rid, False, 0)
+            Expiry(rid, rid in expiring_ids, released.get(rid, 0))
             for rid in (challenge.registration_id for challenge in challenges)
         ]

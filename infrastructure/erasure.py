@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -66,6 +66,12 @@ class EventStoreSubjects:
 
     async def release(self, registration_id: uuid.UUID) -> int:
         return await asyncio.to_thread(self._recorder.release, registration_id)
+
+    async def shred_all(self, registration_ids: Sequence[uuid.UUID]) -> int:
+        return await asyncio.to_thread(self._recorder.erase_all, registration_ids)
+
+    async def release_all(self, registration_ids: Sequence[uuid.UUID]) -> Mapping[uuid.UUID, int]:
+        return await asyncio.to_thread(self._recorder.release_all, registration_ids)
 
     @property
     def _recorder(self) -> SignupRecorder:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from base64 import b64decode
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -132,13 +133,15 @@ class SignupRecorder(PostgresApplicationRecorder):
             Identifier(self.datastore.schema), Identifier(claims_table(self.events_table_name))
         )
         self._holder = SQL("SELECT registration_id FROM {} WHERE claim_id = %s").format(claims)
-        self._release = SQL("DELETE FROM {} WHERE registration_id = %s").format(claims)
+        self._release = SQL(
+            "DELETE FROM {} WHERE registration_id = ANY(%s::uuid[]) RETURNING registration_id"
+        ).format(claims)
         self._insert_keys = SQL(
             "INSERT INTO {} (registration_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
         ).format(table)
         shred = (
             "UPDATE {} SET key = NULL, erased_at = now()"
-            " WHERE registration_id = %s AND key IS NOT NULL"
+            " WHERE registration_id = ANY(%s::uuid[]) AND key IS NOT NULL"
         )
         # The shred and the count's bump in one transaction: whoever reads the count after
         # it sees the key gone too.
@@ -166,11 +169,16 @@ class SignupRecorder(PostgresApplicationRecorder):
 
     def erase(self, registration_id: uuid.UUID) -> bool:
         """Shred the key; False when there was no key left to shred."""
+        return self.erase_all([registration_id]) == 1
+
+    def erase_all(self, registration_ids: Sequence[uuid.UUID]) -> int:
+        """Shred the keys, in one transaction; how many there were left to shred."""
+        ids = list(registration_ids)
         try:
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(self._erase, (registration_id,))
+                curs.execute(self._erase, (ids,))
                 row = curs.fetchone()
-                return row is not None and row["shredded"] == 1
+                return int(row["shredded"]) if row is not None else 0
         except (psycopg.errors.UndefinedTable, ProgrammingError) as error:
             # eventsourcing's connection wraps psycopg's error in its own.
             if not isinstance(error, psycopg.errors.UndefinedTable) and not isinstance(
@@ -178,8 +186,8 @@ class SignupRecorder(PostgresApplicationRecorder):
             ):
                 raise
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(self._erase_uncounted, (registration_id,))
-                return curs.rowcount == 1
+                curs.execute(self._erase_uncounted, (ids,))
+                return curs.rowcount
 
     def key_of(self, registration_id: uuid.UUID) -> bytes | None:
         row = self._row(registration_id)
@@ -194,9 +202,14 @@ class SignupRecorder(PostgresApplicationRecorder):
 
     def release(self, registration_id: uuid.UUID) -> int:
         """Free every value the registration holds; how many there were."""
+        return self.release_all([registration_id]).get(registration_id, 0)
+
+    def release_all(self, registration_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Free every value the registrations hold, in one statement; how many each held
+        (those that held none are left out)."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._release, (registration_id,))
-            return curs.rowcount
+            curs.execute(self._release, (list(registration_ids),))
+            return dict(Counter(row["registration_id"] for row in curs.fetchall()))
 
     def _row(self, registration_id: uuid.UUID) -> Any:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

@@ -416,6 +416,18 @@ class EventStoreVerdicts:
             raise StoreUnavailable(str(error)) from error
         return None
 
+    async def record_all(self, events: Sequence[Any]) -> list[str | None]:
+        """``record`` for each, in one append when none meets a verdict recorded before (a
+        sweep's usual case); otherwise one at a time, so each learns which verdict won."""
+        stored = [self.events.mapper.to_stored_event(event) for event in events]
+        try:
+            await asyncio.to_thread(self.events.recorder.insert_events, stored)
+        except IntegrityError:
+            return [await self.record(event) for event in events]
+        except EVENT_STORE_UNAVAILABLE as error:
+            raise StoreUnavailable(str(error)) from error
+        return [None] * len(events)
+
     def _verdict_of(self, registration_id: uuid.UUID) -> str:
         recorder: Any = self.events.recorder
         with recorder.datastore.get_connection() as conn:

@@ -362,6 +362,36 @@ async def test_a_verification_and_an_expiry_racing_record_one_verdict_only(
     assert versions == [(1,), (2,)]
 
 
+async def test_a_sweeps_verdicts_go_in_one_append_and_one_verified_meanwhile_keeps_its_verdict(
+    settings: Settings,
+) -> None:
+    """A sweep appends its expiry verdicts together; one that meets a verification recorded
+    meanwhile sends them one at a time, so that registration is told it was verified and the
+    others still expire."""
+    async with AsyncTestClient(app=build_app(settings)) as api:
+        ids = [uuid.UUID(await _signed_up(api, _person(40 + n))) for n in range(3)]
+    assert settings.database_url
+    events = await asyncio.to_thread(functools.partial(open_event_store, settings.database_url, 2))
+    try:
+        verdicts = EventStoreVerdicts(events)
+        [(at,)] = _query(settings.database_url, "SELECT now()")
+        assert await verdicts.record(verified(ids[1], at)) is None
+        answers = await verdicts.record_all([expired(rid, at) for rid in ids])
+    finally:
+        await asyncio.to_thread(events.close)
+
+    assert answers == [None, "verified", None]
+    topics = _query(
+        settings.database_url,
+        "SELECT originator_id, topic FROM signup_events WHERE originator_version = 2",
+    )
+    assert {(rid, topic.rsplit(".", 1)[-1]) for rid, topic in topics} == {
+        (ids[0], "RegistrationExpired"),
+        (ids[1], "EmailVerified"),
+        (ids[2], "RegistrationExpired"),
+    }
+
+
 async def test_two_mailers_share_the_outbox_and_every_message_goes_once(
     settings: Settings, mailbox: MailSink
 ) -> None:
