@@ -54,6 +54,14 @@ class GroupCommit:
     max_size: int = 500
     max_wait: float = 0.002
     concurrency: int = 2
+    # After a batch of fewer than ``small_batch`` the next waits ``quiet_wait_factor`` times
+    # ``max_wait``: at a steady moderate rate batches are small and each pays the fixed costs
+    # (a round trip, the lock, the commit). At 1,500/s (open loop) waiting 5 ms instead of 2
+    # made batches 4.1 -> 6.7 and cut the API's CPU a signup 0.509 / 0.490 -> 0.480 / 0.481
+    # ms, PostgreSQL's per-batch work with it; under a saturating load (c64: batches of ~23)
+    # a longer wait only delays the answers (5 ms cost accepted/s ~11 %), so it stays max_wait.
+    small_batch: int = 8
+    quiet_wait_factor: float = 2.5
     # A client hears 503 after this long even if its batch is still being retried; should
     # the batch commit after all, the retry finds the registration (409, or the replay).
     answer_within: float = 7.0
@@ -65,6 +73,7 @@ class GroupCommit:
     _slots: asyncio.Semaphore = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
     _in_flight: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _last_batch: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -103,12 +112,14 @@ class GroupCommit:
             # A few milliseconds for others to join, unless the batch is full already; and
             # whoever arrives while every slot is busy joins too.
             if len(self._waiting) < self.max_size:
-                await asyncio.sleep(self.max_wait)
+                quiet = self._last_batch < self.small_batch
+                await asyncio.sleep(self.max_wait * (self.quiet_wait_factor if quiet else 1))
             await self._slots.acquire()
             batch = [self._waiting.popleft() for _ in range(min(self.max_size, len(self._waiting)))]
             if not batch:
                 self._slots.release()
                 continue
+            self._last_batch = len(batch)
             task = loop.create_task(self._commit(batch))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
