@@ -484,6 +484,14 @@ class ProjectionStore:
 
     async def drop(self, table: str) -> None:
         async with self.engine.begin() as conn:
+            # Its tracking row first, as a write, an erasure and an expiry take it before the
+            # table: dropping first, then waiting for the row, deadlocked with an erasure that
+            # held the row and waited to delete from the table.
+            await conn.execute(
+                select(projection_tracking.c.table_name)
+                .where(projection_tracking.c.table_name == table)
+                .with_for_update()
+            )
             await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
             await conn.execute(
                 projection_tracking.delete().where(projection_tracking.c.table_name == table)

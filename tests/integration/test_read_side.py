@@ -430,6 +430,45 @@ async def test_a_rebuild_first_drops_the_table_a_killed_rebuild_left_behind(
         await read_side.close()
 
 
+async def test_a_replaced_table_is_dropped_after_an_erasure_holding_it_not_in_deadlock_with_it(
+    settings: Settings,
+) -> None:
+    """An erasure (or an expiry) holds a projection's tracking rows, then deletes from each of
+    its tables; a rebuild drops the table it replaced. The drop used to lock the table first
+    and wait for its tracking row second, so each waited for the other and PostgreSQL killed
+    one (seen under a parallel test run). Both now take the tracking row first."""
+    read_side = open_read_side(settings)
+    try:
+        store = read_side.projector("email_lookup").store
+        async with store.engine.begin() as conn:
+            await store.create_table(conn, "email_lookup_v1_r2")  # as a switch leaves it
+        async with store.engine.connect() as erasing:
+            async with erasing.begin():
+                assert "email_lookup_v1_r2" in await store.tables(erasing, lock=True)
+                dropping = asyncio.create_task(store.drop("email_lookup_v1_r2"))
+                await asyncio.sleep(0.3)  # the drop goes as far as it can meanwhile
+                # Past PostgreSQL's deadlock_timeout (1 s): a deadlock would be found.
+                await asyncio.wait_for(
+                    erasing.execute(
+                        text(
+                            'DELETE FROM "email_lookup_v1_r2"'
+                            " WHERE registration_id = ANY(CAST(:ids AS uuid[]))"
+                        ),
+                        {"ids": [uuid.uuid4()]},
+                    ),
+                    timeout=3,
+                )
+                await asyncio.sleep(1.2)
+                assert not dropping.done()
+            await dropping
+        async with store.engine.connect() as conn:
+            assert "email_lookup_v1_r2" not in await store.tables(conn)
+            left = await conn.execute(text("SELECT to_regclass('email_lookup_v1_r2')"))
+            assert left.scalar_one() is None
+    finally:
+        await read_side.close()
+
+
 async def test_a_projection_is_rebuilt_by_one_process_at_a_time(settings: Settings) -> None:
     read_side = open_read_side(settings)
     try:
