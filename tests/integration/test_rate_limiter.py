@@ -235,11 +235,11 @@ async def test_the_limiters_script_answers_and_writes_as_the_librarys_own_script
                 ]
             )
         oracle, ours = answers
-        assert len(oracle) == len(ours) == 1
-        assert oracle[0][0] == ours[0][0]
-        if oracle[0][0]:
+        # Nothing when every limit took the hit; the request and the refusing limit otherwise.
+        assert [answer[:2] for answer in oracle] == [answer[:2] for answer in ours]
+        if oracle:
             # The refused limit's window: counts exactly, lifetimes within the runs' distance.
-            window, our_window = oracle[0][1], ours[0][1]
+            window, our_window = oracle[0][2], ours[0][2]
             assert [window[0], window[2]] == [our_window[0], our_window[2]]
             assert abs(int(window[1]) - int(our_window[1])) < 300
             assert abs(int(window[3]) - int(our_window[3])) < 300
