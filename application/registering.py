@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from application.identifiers import new_registration_id
 from application.outages import StoreUnavailable
 from application.personal_data import PersonalDataVault
 from application.rate_limits import RateLimiter, enforce
@@ -104,7 +105,7 @@ class RegisterUser:
                 ("cpf", str(self._cpf_key(details.cpf, reservation_ids))),
             ],
         )
-        registration_id = uuid.uuid4()
+        registration_id = new_registration_id()
         try:
             try:
                 if self.known_emails is not None and await self.known_emails.registered(
