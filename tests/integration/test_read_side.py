@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from application.registering import RegisterUser, Submission
 from domain.errors import EmailAlreadyRegistered
+from domain.form import parse_registration_form
 from domain.registration import verified
 from infrastructure.composition.operations import migrate
 from infrastructure.composition.read_side import open_read_side, run_projections
@@ -42,7 +43,7 @@ from projections.model import (
     RequestedRegistration,
     Row,
 )
-from tests.factories import make_cpf, valid_form
+from tests.factories import make_cpf, valid_address, valid_form
 from tests.read_models import (
     Poison,
     all_have_status,
@@ -331,6 +332,38 @@ async def test_completed_is_said_only_once_the_user_is_in_its_shard_and_the_emai
         await eventually(lambda: all_have_status(client, [registration_id], "completed"))
     in_shards = [await _count(url, "users", registration_id) for url in settings.shard_urls]
     assert sorted(in_shards) == [0, 1]
+
+
+async def test_a_users_row_holds_the_address_as_parsed_accents_and_all(
+    client: Client, settings: Settings
+) -> None:
+    address = valid_address(street="Rua João Pessoa", neighborhood="Coração de Jesus")
+    form = valid_form(
+        cpf=make_cpf(2990), email="endereco@example.com", email_confirmation="endereco@example.com"
+    )
+    form["address"] = address
+    response = await client.post("/registrations", json=form)
+    assert response.status_code == 202, response.text
+    registration_id = response.json()["registration_id"]
+
+    async with running_worker(settings):
+        await eventually(lambda: all_have_status(client, [registration_id], "completed"))
+    stored = []
+    for url in settings.shard_urls:
+        engine = make_engine(url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                stored += (
+                    await conn.execute(
+                        text("SELECT address FROM users WHERE registration_id = :id"),
+                        {"id": registration_id},
+                    )
+                ).scalars()
+        finally:
+            await engine.dispose()
+
+    assert stored == [parse_registration_form(form).address.to_dict()]
+    assert stored[0]["street"] == "Rua João Pessoa"
 
 
 async def _count(url: str, view: str, registration_id: str) -> int:
