@@ -8,6 +8,7 @@ import datetime
 import logging
 import sys
 import threading
+import time
 from typing import Any, BinaryIO
 
 import msgspec
@@ -96,9 +97,25 @@ def fast_lines() -> LineBuffer | None:
     return _fast_lines
 
 
-def timestamp() -> str:
-    """Now, as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it."""
-    return datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
+# The date and time to the second, formatted once a second: every request's line has a
+# timestamp, and formatting a datetime each time cost 1.4 us against 0.5. One tuple, so that a
+# thread never reads one second's text with another's number.
+_second: tuple[int, str] = (-1, "")
+
+
+def timestamp(now_ns: int | None = None) -> str:
+    """Now (or ``now_ns``, nanoseconds since the epoch), as structlog's
+    ``TimeStamper(fmt="iso", utc=True)`` writes it: to the microsecond, which is left out when
+    it is zero, and "Z" for UTC."""
+    global _second
+    seconds, nanoseconds = divmod(time.time_ns() if now_ns is None else now_ns, 1_000_000_000)
+    second, text = _second
+    if seconds != second:
+        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (seconds, text)
+    microseconds = nanoseconds // 1000
+    return f"{text}.{microseconds:06d}Z" if microseconds else f"{text}Z"
 
 
 def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:

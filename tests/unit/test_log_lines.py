@@ -1,12 +1,16 @@
-"""JSON log lines are written whole, soon, and all of them."""
+"""JSON log lines are written whole, soon, and all of them, each stamped as structlog would."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 
-from infrastructure.logging import FLUSH_EVERY_SECONDS, LineBuffer
+from hypothesis import given
+from hypothesis import strategies as st
+
+from infrastructure.logging import FLUSH_EVERY_SECONDS, LineBuffer, timestamp
 
 
 def test_lines_logged_outside_an_event_loop_are_written_at_once() -> None:
@@ -67,3 +71,19 @@ def test_a_line_logged_after_its_loop_ended_is_not_stranded() -> None:
     asyncio.run(log_and_leave(lines))  # the loop ends before its timer fires
     asyncio.run(log_and_wait(lines))  # a new loop: its own timer writes both lines
     assert stream.getvalue() == b"first\nsecond\n"
+
+
+@given(st.integers(min_value=0, max_value=253_402_300_799_999_999_999))
+def test_a_lines_timestamp_reads_as_structlogs_iso_utc_stamp_would(now_ns: int) -> None:
+    moment = datetime.datetime.fromtimestamp(now_ns // 10**9, tz=datetime.UTC).replace(
+        microsecond=now_ns % 10**9 // 1000
+    )
+
+    assert timestamp(now_ns) == moment.isoformat().replace("+00:00", "Z")
+
+
+def test_timestamps_a_second_apart_each_name_their_own_second() -> None:
+    first = 1_764_912_345 * 10**9 + 999_999_000
+    assert timestamp(first) == "2025-12-05T05:25:45.999999Z"
+    assert timestamp(first + 1_000) == "2025-12-05T05:25:46Z"
+    assert timestamp(first + 2_000) == "2025-12-05T05:25:46.000001Z"
