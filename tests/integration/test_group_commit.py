@@ -111,6 +111,22 @@ async def test_a_batch_holding_one_conflict_still_commits_the_others(settings: S
     }
 
 
+async def test_a_refused_registration_leaves_its_other_values_free_for_the_next_signup(
+    settings: Settings,
+) -> None:
+    async with _appender(settings) as appender:
+        assert await appender.record(await _submissions(_form(20, "held@example.com"))) == [None]
+        # Refused for its email: its CPF must not stay claimed. And for its CPF: its email.
+        refused = await _submissions(_form(21, "held@example.com"), _form(20, "free@example.com"))
+        assert [type(outcome) for outcome in await appender.record(refused)] == [
+            EmailAlreadyRegistered,
+            CpfAlreadyRegistered,
+        ]
+
+        again = await _submissions(_form(21, "other@example.com"), _form(22, "free@example.com"))
+        assert await appender.record(again) == [None, None]
+
+
 async def test_duplicates_inside_one_batch_keep_the_first_and_reject_the_rest(
     settings: Settings,
 ) -> None:
