@@ -7,10 +7,10 @@ as a single statement outside a transaction, the function runs in its own implic
 transaction: the lock is taken, held and released (at COMMIT) inside the server, so it is
 held for the database's work and the commit, and the API pays one round trip.
 
-It does what ``BatchAppender`` did between the round trips: a registration one of whose
-values someone holds is refused (the lock keeps other appenders out meanwhile, and the claims
-table's primary key stays the last word); the others' claims, keys and events are inserted,
-with the NOTIFY eventsourcing's readers LISTEN for.
+It does what ``BatchAppender`` did between the round trips: each registration's values are
+claimed where free (the claims table's primary key decides; the lock keeps other appenders
+out); a registration that did not get every value gives back the ones it got and is refused;
+the others' keys and events are inserted, with the NOTIFY eventsourcing's readers LISTEN for.
 A registration already stored (by a try whose acknowledgement was lost) is left as it is.
 
 Not eventsourcing's ``POSTGRES_ENABLE_DB_FUNCTIONS``: that one is not used (see the README).
@@ -54,21 +54,22 @@ BEGIN
     SELECT coalesce(array_agg(e.originator_id), ARRAY[]::uuid[]) INTO stored
         FROM {events} e
         WHERE e.originator_id = ANY(registration_ids) AND e.originator_version = 1;
-    -- The values someone already holds, and so the registrations refused. Every writer of
-    -- the claims takes the table lock taken above, so what is free now is free at the insert
-    -- below: no ON CONFLICT (its speculative insertion cost a WAL record and ~1 us a claim),
-    -- and nothing of a refused registration is written to be taken back. (A writer that
-    -- skipped the lock would make the insert fail, and the appender try halves of the batch.)
+    WITH wanted AS (
+        SELECT * FROM unnest(claim_ids, claim_registrations, claim_kinds)
+            AS w(claim_id, registration_id, kind)
+        WHERE NOT w.registration_id = ANY(stored)
+    ), taken AS (
+        INSERT INTO {claims} (claim_id, registration_id, kind) SELECT * FROM wanted
+        ON CONFLICT (claim_id) DO NOTHING RETURNING claim_id
+    )
     SELECT coalesce(array_agg(w.registration_id), ARRAY[]::uuid[]),
            coalesce(array_agg(w.claim_id), ARRAY[]::uuid[])
         INTO refused, held
-        FROM unnest(claim_ids, claim_registrations) AS w(claim_id, registration_id)
-        JOIN {claims} c ON c.claim_id = w.claim_id
-        WHERE NOT w.registration_id = ANY(stored);
-    INSERT INTO {claims} (claim_id, registration_id, kind)
-        SELECT * FROM unnest(claim_ids, claim_registrations, claim_kinds)
-            AS w(claim_id, registration_id, kind)
-        WHERE NOT (w.registration_id = ANY(stored) OR w.registration_id = ANY(refused));
+        FROM wanted w WHERE NOT EXISTS (SELECT 1 FROM taken t WHERE t.claim_id = w.claim_id);
+    IF cardinality(refused) > 0 THEN
+        -- What the refused took: their ids are new, so every row with them is this batch's.
+        DELETE FROM {claims} c WHERE c.registration_id = ANY(refused);
+    END IF;
     -- The keys first: an event is never stored without the key that opens it.
     INSERT INTO {keys} (registration_id, key)
         SELECT * FROM unnest(registration_ids, subject_keys) AS k(registration_id, key)
