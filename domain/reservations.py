@@ -13,6 +13,7 @@ turn them into rows (``infrastructure/event_store/claims.py``), and never writte
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import uuid
@@ -37,6 +38,13 @@ _CONFLICTS: dict[str, type[AlreadyRegistered]] = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """The HMAC keyed once: every claim of a signup copies it (1.0 us) instead of keying its
+    own (1.5 us); the same digest."""
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A unique value a registration needs: its normalised email, a PF's CPF, a PJ's CNPJ."""
@@ -45,8 +53,9 @@ class Claim:
     value: str
 
     def reservation_id(self, key: bytes) -> uuid.UUID:
-        digest = hmac.new(key, f"{self.kind}:{self.value}".encode(), hashlib.sha256).digest()
-        return uuid.UUID(bytes=digest[:16], version=5)
+        mac = _keyed(key).copy()
+        mac.update(f"{self.kind}:{self.value}".encode())
+        return uuid.UUID(bytes=mac.digest()[:16], version=5)
 
     def conflict(self) -> AlreadyRegistered:
         return _CONFLICTS[self.kind]()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.errors import CnpjAlreadyRegistered, CpfAlreadyRegistered, EmailAlreadyRegistered
 from domain.registration import Registration, requested
@@ -16,6 +21,20 @@ def test_the_same_value_always_names_the_same_claim_and_another_key_another() ->
     assert claim.reservation_id(KEY) == Claim("email", "maria@example.com").reservation_id(KEY)
     assert claim.reservation_id(KEY) != claim.reservation_id(b"other-key")
     assert claim.reservation_id(KEY) != Claim("cpf", "maria@example.com").reservation_id(KEY)
+
+
+@given(
+    st.sampled_from(["email", "cpf", "cnpj"]),
+    st.text(max_size=80),
+    st.sampled_from([KEY, b"other-key", bytes(range(32)), b"k" * 100]),
+)
+def test_a_claims_id_is_the_first_half_of_its_values_hmac_as_stores_already_hold_it(
+    kind: str, value: str, key: bytes
+) -> None:
+    # Stores hold claims by these ids: a different derivation would let a value be claimed twice.
+    digest = hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).digest()
+
+    assert Claim(kind, value).reservation_id(key) == uuid.UUID(bytes=digest[:16], version=5)
 
 
 def test_a_clash_names_the_field_of_the_value_someone_holds() -> None:
