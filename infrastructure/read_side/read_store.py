@@ -156,13 +156,13 @@ async def active_positions(engine: AsyncEngine) -> dict[str, int]:
     return {row["projection"]: int(row["position"]) for row in rows}
 
 
-# The array type each kind of column is sent as (``unnest`` takes one array per column);
-# PostgreSQL casts each element to the column's own type on insert, so a too-long string is
-# refused as it would be row by row.
 # A json column's values (the users' addresses) as text for jsonb: msgspec's encoder writes the
 # same value as ``json.dumps`` in 0.3 us instead of 2.3 (jsonb keeps no spacing nor escapes).
 _json = msgspec.json.Encoder().encode
 
+# The array type each kind of column is sent as (``unnest`` takes one array per column);
+# PostgreSQL casts each element to the column's own type on insert, so a too-long string is
+# refused as it would be row by row.
 _ARRAYS: dict[Kind, str] = {
     "uuid": "uuid[]",
     "text": "text[]",
