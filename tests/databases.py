@@ -20,6 +20,7 @@ a fresh copy.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -114,11 +115,33 @@ SELECT format('%I.%I', schemaname, sequencename), coalesce(last_value, start_val
 FROM pg_sequences
 """
 
+# Client sessions only: an autovacuum worker tidying the copy changes none of its rows.
 _OTHER_SESSIONS = """
 SELECT (SELECT count(*) FROM pg_stat_activity
-        WHERE datname = current_database() AND pid <> pg_backend_pid())
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND backend_type = 'client backend')
      + (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database())
 """
+
+
+# A session its client has just closed can still be listed while its backend exits: the copy
+# is waited for that long (seen: a test's own closed connection made its database look in use,
+# and the next test got a new copy instead of the one it was promised).
+_SESSIONS_END_WITHIN = 0.5
+
+
+def _alone(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether no other session (nor a prepared transaction) is on the database, waiting a
+    little for sessions on their way out."""
+    deadline = time.monotonic() + _SESSIONS_END_WITHIN
+    while True:
+        # pg_stat_activity is read once a transaction unless its snapshot is cleared.
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        if conn.execute(_OTHER_SESSIONS).fetchone() == (0,):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 @dataclass(frozen=True)
@@ -149,7 +172,7 @@ class _Template:
         equal it (it is then left untouched)."""
         try:
             with psycopg.connect(url) as conn:
-                if conn.execute(_OTHER_SESSIONS).fetchone() != (0,):
+                if not _alone(conn):
                     return False
                 if conn.execute(_SCHEMA).fetchone() != (self.schema,):
                     return False
