@@ -491,11 +491,7 @@ class ProjectionStore:
             # Its tracking row first, as a write, an erasure and an expiry take it before the
             # table: dropping first, then waiting for the row, deadlocked with an erasure that
             # held the row and waited to delete from the table.
-            await conn.execute(
-                select(projection_tracking.c.table_name)
-                .where(projection_tracking.c.table_name == table)
-                .with_for_update()
-            )
+            await self.lock(conn, table)
             await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
             await conn.execute(
                 projection_tracking.delete().where(projection_tracking.c.table_name == table)
