@@ -27,7 +27,7 @@ from infrastructure.composition.operations import erase, migrate
 from infrastructure.composition.read_side import open_read_side, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.logging import configure_logging
-from infrastructure.priority import make_background
+from infrastructure.priority import MachineRoom, make_background
 from infrastructure.read_side.gauges import lag
 from infrastructure.read_side.parts import ReadSide
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
@@ -237,11 +237,11 @@ def up(args: argparse.Namespace, settings: Settings) -> None:
 
         # The mail goes from a process of its own, in the background (infrastructure/
         # priority.py): under a peak the cores go to the people at the form (and their
-        # completion) first, and the outbox is sent in the gaps; the moment they are idle it
-        # sends at full speed. (In the worker it took ~10 % of the machine during a peak.)
+        # completion) first; the outbox waits while they are saturated, and the moment they
+        # are idle it is sent at full speed. (In the worker it took ~10 % of a peak's machine.)
         def start_mailer(restarts: int) -> subprocess.Popen[bytes]:
             child = subprocess.Popen(
-                [sys.executable, "-m", "interfaces.cli", "mailer", "--shard", "0"],
+                [sys.executable, "-m", "interfaces.cli", "mailer", "--shard", "0", "--background"],
                 env=env,
                 process_group=0,
             )
@@ -300,6 +300,9 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
             "runs with --no-mail)"
         )
 
+    if args.background:
+        make_background()  # as signup up already made it, for a mailer started by hand
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -307,6 +310,8 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
             loop.add_signal_handler(signum, stop.set)
         read_side = open_read_side(settings)
         read_side.mailer.shard = args.shard
+        if args.background:
+            read_side.mailer.room = MachineRoom()
         heap.settle()
         log.info("mailer_started", shard=args.shard, shards=settings.mail_shards)
         try:
@@ -523,6 +528,12 @@ def parser() -> argparse.ArgumentParser:
         "mailer", mailer, help="a mail sender, for shard --shard of SIGNUP_MAIL_SHARDS"
     )
     mailing_.add_argument("--shard", type=int, required=True)
+    mailing_.add_argument(
+        "--background",
+        action="store_true",
+        help="send in the machine's spare time only: at idle priority, resting while its "
+        "cores are saturated (signup up runs its mailer so)",
+    )
     data_dir(command("migrate", migrate_command, help="create or upgrade every schema"))
 
     projections = commands.add_parser("projections", help="read models").add_subparsers(

@@ -35,7 +35,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -260,6 +260,12 @@ _MARK_SENT = (
 )
 
 
+class Room(Protocol):
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Return when the machine has room for another batch (or ``stop`` is set)."""
+        ...
+
+
 @dataclass
 class Mailer:
     engine: AsyncEngine  # the read database: the outbox and the challenges
@@ -279,6 +285,9 @@ class Mailer:
     # also imports the owner notices.
     shard: int = 0
     shards: int = 1
+    # Asked between full batches when the mail is background work (``signup mailer
+    # --background``, as ``signup up`` runs it): it rests while the cores are saturated.
+    room: Room | None = None
     _warned: bool = field(default=False, init=False)
 
     async def run(self, stop: asyncio.Event, every: float = 0.5, longest: float = 30.0) -> None:
@@ -291,6 +300,8 @@ class Mailer:
                 sent = await self.send_due()
                 wait = every
                 if sent >= self.batch:
+                    if self.room is not None:
+                        await self.room.wait(stop)
                     continue  # more are waiting
             except Exception as error:
                 if not (relay_unavailable(error) or is_unavailable(error)):

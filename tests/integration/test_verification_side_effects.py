@@ -413,6 +413,57 @@ async def test_two_mailers_share_the_outbox_and_every_message_goes_once(
     assert sorted(m.registration_id for m in received(mailbox.directory)) == sorted(ids)
 
 
+class _Room:
+    """A machine whose cores stay saturated until ``freed`` is set."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.freed = asyncio.Event()
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        self.asked += 1
+        await self.freed.wait()
+
+
+async def test_a_mailer_in_the_background_sends_no_further_batch_until_the_machine_has_room(
+    settings: Settings, mailbox: MailSink
+) -> None:
+    async with AsyncTestClient(app=build_app(settings)) as api:
+        ids = [await _signed_up(api, _person(60 + n)) for n in range(5)]
+    async with running_worker(settings):  # no SMTP_URL: it queues the messages, sends none
+
+        async def queued() -> bool:
+            return len(_query(settings.read_url or "", "SELECT id FROM mail_outbox")) == 5
+
+        await eventually(queued)
+    sender = open_read_side(dataclasses.replace(settings, smtp_url=mailbox.url))
+    sender.mailer.batch = 2
+    room = sender.mailer.room = _Room()
+    stop = asyncio.Event()
+    sending = asyncio.create_task(sender.mailer.run(stop))
+    try:
+
+        async def asked() -> bool:
+            return room.asked == 1
+
+        await eventually(asked)
+        await asyncio.sleep(0.5)
+        assert len(received(mailbox.directory)) == 2  # one full batch, then it waits
+
+        room.freed.set()
+
+        async def all_sent() -> bool:
+            return len(received(mailbox.directory)) == 5
+
+        await eventually(all_sent)
+    finally:
+        stop.set()
+        room.freed.set()
+        await sending
+        await sender.close()
+    assert sorted(m.registration_id for m in received(mailbox.directory)) == sorted(ids)
+
+
 async def _sent_by_parity(settings: Settings, expected: dict[int, int]) -> bool:
     rows = _query(settings.read_url, "SELECT id, sent_at FROM mail_outbox")
     if len(rows) < sum(expected.values()) or len(rows) < 6:

@@ -165,8 +165,10 @@ def test_signup_up_sends_mail_from_a_process_of_its_own_in_the_background(
         worker, mailer = _worker(up), _child(up, "mailer")
         assert worker is not None and mailer is not None, "signup up runs a worker and a mailer"
         # Under a peak the cores go to the API and the worker; the mail has the gaps: the
-        # mailer, and the thread of signup up that runs its SMTP sink, in the background.
+        # mailer, and the thread of signup up that runs its SMTP sink, in the background,
+        # and the mailer rests while the cores are saturated.
         assert _in_background(mailer)
+        assert "--background" in mailer.cmdline()
         assert not _in_background(worker) and worker.nice() == up.nice()
         up_threads = [_in_background(psutil.Process(thread.id)) for thread in up.threads()]
         assert up_threads.count(True) == 1, "the sink's thread alone"
