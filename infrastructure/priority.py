@@ -64,9 +64,9 @@ class MachineRoom:
     off the CPU the moment a foreground one wakes, but not for free: two CPU burners at
     ``SCHED_IDLE`` cost a c64 bench of ``signup up`` 8 to 11 % of its accepted signups (and
     the bare endpoint as much) on the two-core virtual machine, and the mail in the gaps
-    cost it 6 to 7 % (interleaved runs: 3,025 accepted/s against 3,227 with the mail
-    stopped; 3,158 against 3,393 with these rests, which send ~60 messages a second there
-    instead of ~190). So background work also rests while the cores are saturated: when,
+    cost it ~7 % (interleaved runs: 3,025 accepted/s against 3,227 with the mail stopped;
+    3,158 and 2,892 against 3,393 and 3,112 with these rests, which send ~60 messages a
+    second there instead of ~190). So background work also rests while the cores are saturated: when,
     during its last batch, some task waited for a CPU more than ``most`` of the time (the
     kernel's count; ~60 % at 60 % of a c64 bench's capacity, 15-20 % while only the read
     side and the mail catch up, under 1 % idle), it rests, doubling from ``first_rest``,
