@@ -66,12 +66,12 @@ class MachineRoom:
     the bare endpoint as much) on the two-core virtual machine, and the mail in the gaps
     cost it ~7 % (interleaved runs: 3,025 accepted/s against 3,227 with the mail stopped;
     3,158 and 2,892 against 3,393 and 3,112 with these rests, which send ~60 messages a
-    second there instead of ~190). So background work also rests while the cores are saturated: when,
-    during its last batch, some task waited for a CPU more than ``most`` of the time (the
-    kernel's count; ~60 % at 60 % of a c64 bench's capacity, 15-20 % while only the read
-    side and the mail catch up, under 1 % idle), it rests, doubling from ``first_rest``,
-    until a rest finds room, and goes on after ``longest`` whatever it finds, so that it
-    never stops for good.
+    second there instead of ~190). So background work also rests while the cores are
+    saturated: when, during its last batch, some task waited for a CPU more than ``most``
+    of the time (the kernel's count; ~60 % at 60 % of a c64 bench's capacity, 15-20 % while
+    only the read side and the mail catch up, under 1 % idle), it rests, doubling from
+    ``first_rest``, until a rest finds room, and goes on after ``longest`` whatever it
+    finds, so that it never stops for good.
     """
 
     most: float = 0.5
