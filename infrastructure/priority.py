@@ -94,11 +94,11 @@ class MachineRoom:
 
     async def wait(self, stop: asyncio.Event) -> None:
         """Return at once if the cores had room since the last call; else after the first
-        rest that finds room, or ``longest`` seconds of rests, or ``stop``."""
+        rest that finds room, or ``longest`` seconds of rests, or ``stop``. The next batch is
+        measured from the return: the loop's condition looks first, every time."""
         rest, rested = self.first_rest, 0.0
         while self._crowded() and rested < self.longest and not stop.is_set():
             rest = min(rest, self.longest - rested)
             await self.rest(stop, rest)
             rested += rest
             rest *= 2
-        self._crowded()  # the next batch is measured from here
