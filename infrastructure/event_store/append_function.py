@@ -14,11 +14,32 @@ the others' keys and events are inserted, with the NOTIFY eventsourcing's reader
 A registration already stored (by a try whose acknowledgement was lost) is left as it is.
 
 Not eventsourcing's ``POSTGRES_ENABLE_DB_FUNCTIONS``: that one is not used (see the README).
+
+The append lock. Writers of the events table take turns so that notification ids commit in
+the order they are given (a reader never passes an id that commits later). eventsourcing takes
+turns with ``LOCK TABLE ... IN EXCLUSIVE MODE``, and that mode conflicts with the lock every
+VACUUM takes: when autovacuum came to the events table (a minute into a bench) appends waited
+for it, ~1 s at a quarter of the rate, until PostgreSQL cancelled it after
+``deadlock_timeout``; so it never finished there under load, and the vacuum against
+wraparound, which is not cancelled, would stop every signup for as long as it takes. Every
+writer takes a transaction-level advisory lock instead (``append_lock``: this function and
+``SignupRecorder``, eventsourcing's recorder), which no vacuum touches. A writer of an older
+version still takes the table lock; an insert's own ROW EXCLUSIVE lock conflicts with it, so
+the two still take turns while both run (a rolling upgrade).
 """
 
 from __future__ import annotations
 
 from psycopg.sql import SQL, Composed, Identifier, Literal
+
+
+def append_lock(schema: str, events_table: str) -> Composed:
+    """The call that takes the events table's append lock until the transaction ends. Two
+    int4 keys: advisory locks with one bigint key (the rebuild's, the migration's) are
+    another key space, so no other lock of this code can be taken for it."""
+    return SQL("pg_advisory_xact_lock(hashtext('signup events append'), hashtext({}))").format(
+        Literal(f"{schema}.{events_table}")
+    )
 
 
 def function_name(events_table: str) -> str:
@@ -50,7 +71,7 @@ DECLARE
     held uuid[];
 BEGIN
     PERFORM set_config('lock_timeout', lock_timeout, true);
-    LOCK TABLE {events} IN EXCLUSIVE MODE;
+    PERFORM {lock};
     SELECT coalesce(array_agg(e.originator_id), ARRAY[]::uuid[]) INTO stored
         FROM {events} e
         WHERE e.originator_id = ANY(registration_ids) AND e.originator_version = 1;
@@ -88,6 +109,7 @@ END
 $function$"""
     ).format(
         function=table(function_name(events_table)),
+        lock=append_lock(schema, events_table),
         events=table(events_table),
         claims=table(claims_table),
         keys=table(keys_table),

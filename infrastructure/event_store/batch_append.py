@@ -1,16 +1,17 @@
 """Appends a batch of registrations to the event store in one transaction, with asyncpg.
 
 The store stays eventsourcing's: its events table and stored-event format (the rows are made
-by ``SignupEvents``' own mapper), its table lock, which makes notification ids commit in
-order, and its NOTIFY channel; eventsourcing reads back everything written here. What differs
-is the way there: asyncpg on the event loop, with COPY, instead of psycopg on a worker thread
-dumping a composite array in Python under the GIL the event loop needs.
+by ``SignupEvents``' own mapper), the lock every writer takes so that notification ids
+commit in order, and its NOTIFY channel; eventsourcing reads back everything written here.
+What differs is the way there: asyncpg on the event loop, with COPY, instead of psycopg on a
+worker thread dumping a composite array in Python under the GIL the event loop needs.
 
 A batch is one round trip: a call of the store's append function
-(``infrastructure.event_store.append_function``), which takes the table lock every writer of
-the events table takes (as eventsourcing's recorder does), claims the values where free, refuses the
-registrations that did not get all of theirs, writes the others' keys and events, and commits.
-Its innocent neighbours are written with it, whatever a batch holds.
+(``infrastructure.event_store.append_function``), which takes the append lock every writer
+of the events table takes (eventsourcing's recorder too, see ``SignupRecorder``), claims the
+values where free, refuses the registrations that did not get all of theirs, writes the
+others' keys and events, and commits. Its innocent neighbours are written with it, whatever
+a batch holds.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class BatchAppender:
                 await self._transaction(batch, group, rows, outcomes)
                 return
             except asyncpg.UniqueViolationError:
-                # Only a writer that skips the table lock could get here; isolate its victim.
+                # Only a writer that skips the append lock could get here; isolate its victim.
                 if len(group) == 1:
                     raise
                 middle = len(group) // 2

@@ -23,6 +23,7 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.reservations import Reservation, holder
+from infrastructure.event_store.append_function import append_lock
 
 _RESERVATION_TOPICS = [
     get_topic(Reservation.Reserved),
@@ -64,7 +65,7 @@ def backfill(
 ) -> int:
     """Turn a store's reservation events into claim rows, once; how many values are held.
 
-    Under the events table's lock, so no append runs meanwhile. Run it (``signup migrate``)
+    Under the events table's locks, so no append runs meanwhile. Run it (``signup migrate``)
     before API processes of this version start, and after those of the last have stopped:
     they append reservation events this would not see again.
     """
@@ -77,6 +78,10 @@ def backfill(
         Identifier(schema), Identifier(migrations_table(recorder.events_table_name))
     )
     with recorder.datastore.transaction(commit=True) as curs:
+        # The append lock keeps this version's appends out (they claim before they insert
+        # an event), the table lock an older version's; in the appends' order, or the two
+        # could wait for each other.
+        curs.execute(SQL("SELECT {}").format(append_lock(schema, recorder.events_table_name)))
         curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events))
         curs.execute(
             SQL("INSERT INTO {} (name) VALUES (%s) ON CONFLICT DO NOTHING RETURNING name").format(

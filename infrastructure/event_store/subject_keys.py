@@ -86,6 +86,15 @@ class SignupRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
+        # The append lock every writer takes instead of the library's table lock, which
+        # conflicts with VACUUM (``append_function`` says why); after its lock_timeout.
+        lock_timeout, _table_lock = self.lock_table_statements
+        self.lock_table_statements = [
+            lock_timeout,
+            SQL("SELECT {}").format(
+                append_function.append_lock(self.datastore.schema, self.events_table_name)
+            ),
+        ]
         table = SQL("{}.{}").format(
             Identifier(self.datastore.schema),
             Identifier(subject_keys_table(self.events_table_name)),
@@ -161,7 +170,7 @@ class SignupRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         **kwargs: Any,
     ) -> None:
-        # Before the events' insert, which takes the table lock: the keys do not lengthen it.
+        # Before the events' insert, which takes the append lock: the keys do not lengthen it.
         keys: Sequence[tuple[uuid.UUID, bytes]] = kwargs.get("subject_keys", ())
         if keys:
             curs.execute(self._insert_keys, ([k for k, _ in keys], [v for _, v in keys]))

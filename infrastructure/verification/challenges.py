@@ -401,7 +401,7 @@ class VerdictStatuses:
 @dataclass
 class EventStoreVerdicts:
     """``application.verification.Verdicts``: a verdict appended through eventsourcing (its
-    mapper, its cipher, its table lock and NOTIFY), on a worker thread."""
+    mapper, its cipher, the append lock and NOTIFY), on a worker thread."""
 
     events: SignupEvents
 

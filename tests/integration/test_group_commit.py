@@ -9,11 +9,14 @@ from contextlib import asynccontextmanager
 
 import psycopg
 import pytest
+from psycopg.sql import SQL
 from structlog.testing import capture_logs
 
 from application.outages import StoreUnavailable
 from application.registering import RegisterUser, Submission
 from domain.errors import AlreadyRegistered, CpfAlreadyRegistered, EmailAlreadyRegistered
+from domain.registration import Registration
+from infrastructure.event_store.append_function import append_lock
 from infrastructure.event_store.batch_append import BatchAppender
 from infrastructure.event_store.group_commit import GroupCommit
 from infrastructure.event_store.store import SignupEvents, open_event_store
@@ -295,3 +298,58 @@ async def test_a_store_not_migrated_for_this_version_is_unavailable_and_the_log_
     assert {"event": "event_store_not_migrated", "hint": "run `signup migrate`"}.items() <= next(
         e for e in logged if e["event"] == "event_store_not_migrated"
     ).items()
+
+
+def _vacuum_holding_the_events_table(settings: Settings) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection holding the lock a VACUUM (autovacuum's too) holds on the events table
+    while it runs, until it is closed: a vacuum that takes as long as the test needs."""
+    assert settings.database_url
+    vacuum = psycopg.connect(settings.database_url)
+    vacuum.execute("LOCK TABLE signup_events IN SHARE UPDATE EXCLUSIVE MODE")
+    return vacuum
+
+
+async def test_signups_and_eventsourcing_s_own_writes_go_on_while_the_events_table_is_vacuumed(
+    settings: Settings,
+) -> None:
+    """Autovacuum came to the events table a minute into a bench and the appends waited for
+    it (the events table's EXCLUSIVE lock conflicts with a vacuum's) until PostgreSQL
+    cancelled it: a second at a quarter of the rate, and a vacuum that never finished."""
+    [submission] = await _submissions(_form(60))
+    written_by_eventsourcing = Registration.request(uuid.uuid4(), b"sealed")
+    store = _store(settings)
+    with _vacuum_holding_the_events_table(settings):
+        async with _group_commit(settings) as group:
+            group.answer_within = 3.0  # the lock_timeout is 5 s: a wait would be told 503
+            await group.append(submission)
+        await asyncio.wait_for(asyncio.to_thread(store.save, written_by_eventsourcing), 10)
+    store.close()
+    assert _stored_registrations(settings, [submission]) == {submission.registration_id}
+    assert _store(settings).recorder.select_events(written_by_eventsourcing.id)
+
+
+async def test_an_append_and_eventsourcing_s_own_writes_wait_for_a_writer_in_progress(
+    settings: Settings,
+) -> None:
+    """Every writer of the events table takes the same turn, so notification ids commit in
+    the order they are given: a reader never passes an id that commits later."""
+    [submission] = await _submissions(_form(61))
+    written_by_eventsourcing = Registration.request(uuid.uuid4(), b"sealed")
+    store = _store(settings)
+    assert settings.database_url
+    async with _group_commit(settings) as group:
+        group.answer_within = 30.0
+        with psycopg.connect(settings.database_url) as writer:
+            # A writer in the middle of its turn (what the append function and the recorder
+            # take before they insert an event).
+            writer.execute(
+                SQL("SELECT {}").format(append_lock("public", "signup_events"))  # type: ignore[arg-type]
+            )
+            appending = asyncio.ensure_future(group.append(submission))
+            saving = asyncio.ensure_future(asyncio.to_thread(store.save, written_by_eventsourcing))
+            done, _ = await asyncio.wait([appending, saving], timeout=1.0)
+            assert not done  # both wait for the writer's turn to end
+            writer.commit()
+        await asyncio.wait_for(asyncio.gather(appending, saving), 10)
+    store.close()
+    assert _stored_registrations(settings, [submission]) == {submission.registration_id}
