@@ -342,9 +342,7 @@ async def test_an_append_and_eventsourcing_s_own_writes_wait_for_a_writer_in_pro
         with psycopg.connect(settings.database_url) as writer:
             # A writer in the middle of its turn (what the append function and the recorder
             # take before they insert an event).
-            writer.execute(
-                SQL("SELECT {}").format(append_lock("public", "signup_events"))  # type: ignore[arg-type]
-            )
+            writer.execute(SQL("SELECT {}").format(append_lock("public", "signup_events")))
             appending = asyncio.ensure_future(group.append(submission))
             saving = asyncio.ensure_future(asyncio.to_thread(store.save, written_by_eventsourcing))
             done, _ = await asyncio.wait([appending, saving], timeout=1.0)
