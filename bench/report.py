@@ -45,6 +45,16 @@ def _best_window(per_second: list[int]) -> tuple[float, int]:
     return best / width, width
 
 
+def _slowest_second(per_second: list[int]) -> tuple[int | None, int | None]:
+    """The fewest accepted in a whole second, and which second (from 0), the first left out
+    (it holds the ramp-up): a stall the mean hides (a vacuum holding the appends for a
+    second, a minute into a run, read as 2 % off a 30 s mean)."""
+    if len(per_second) < 2:
+        return None, None
+    at = min(range(1, len(per_second)), key=per_second.__getitem__)
+    return per_second[at], at
+
+
 def _lag(scraper: Scraper | None) -> dict[str, Any]:
     if scraper is None:
         return {"status": NOT_APPLICABLE}
@@ -132,7 +142,9 @@ def summarise(measurement: Measurement, config: BenchConfig) -> dict[str, Any]:
             }
         )
     whole_seconds = int(measurement.duration_s)
-    best, window = _best_window([point["accepted"] for point in timeline[:whole_seconds]])
+    per_second = [point["accepted"] for point in timeline[:whole_seconds]]
+    best, window = _best_window(per_second)
+    slowest, slowest_at = _slowest_second(per_second)
     completion: dict[str, Any]
     if measurement.label == "baseline":
         completion = {"status": NOT_APPLICABLE}
@@ -160,6 +172,8 @@ def summarise(measurement: Measurement, config: BenchConfig) -> dict[str, Any]:
             "mean": round(total.accepted / measurement.duration_s, 1),
             "best_window": round(best, 1),
             "best_window_s": window,
+            "slowest_second": slowest,
+            "slowest_second_t": slowest_at,
         },
         "status_counts": {str(k): v for k, v in sorted(total.statuses.items())},
         "status_counts_by_kind": {
@@ -229,6 +243,12 @@ def _number(value: object) -> str:
     return str(value)
 
 
+def _slowest(rate: dict[str, Any]) -> str | None:
+    if rate.get("slowest_second") is None:
+        return None
+    return f"{rate['slowest_second']:,} (t {rate['slowest_second_t']})"
+
+
 def print_table(summaries: list[dict[str, Any]], ratio: dict[str, Any] | None, out: TextIO) -> None:
     """One column per measurement (baseline first), one row per figure."""
     rows: list[tuple[str, list[object]]] = [
@@ -237,6 +257,7 @@ def print_table(summaries: list[dict[str, Any]], ratio: dict[str, Any] | None, o
         ("accepted (202)", [s["accepted"] for s in summaries]),
         ("accepted/s mean", [s["accepted_per_s"]["mean"] for s in summaries]),
         ("accepted/s best window", [s["accepted_per_s"]["best_window"] for s in summaries]),
+        ("accepted slowest second", [_slowest(s["accepted_per_s"]) for s in summaries]),
     ]
     for name in ("p50", "p95", "p99", "max"):
         rows.append((f"202 latency {name} ms", [s["accept_latency_ms"][name] for s in summaries]))
