@@ -2,7 +2,7 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: uv setup test-tools run test lint load
+.PHONY: uv setup test-tools run test lint load ratio
 
 # The uv that wrote uv.lock: a newer one may read or resolve it differently.
 UV_VERSION := 0.13.9
@@ -54,3 +54,8 @@ lint: setup
 
 load: setup
 	$(UV) run pytest tests/load
+
+# The throughput goal's measure repeated (ROUNDS fresh `signup up` + `signup bench --baseline`).
+ROUNDS ?= 5
+ratio: setup
+	SIGNUP_RATIO_ROUNDS=$(ROUNDS) $(UV) run pytest tests/load/test_ratio_rounds.py -s

@@ -39,6 +39,20 @@ LOAD_FROM_ONE_ADDRESS = {
 }
 
 
+def shipped_rate_limits() -> dict[str, str]:
+    """The rate limits `signup` ships with, to put back over ``LOAD_FROM_ONE_ADDRESS`` where a
+    load names many clients in X-Forwarded-For (the throughput goal is measured with them on)."""
+    from infrastructure.settings import Settings
+
+    shipped = Settings()
+    return {
+        "SIGNUP_RATE_LIMIT_PER_CLIENT": shipped.rate_limit_per_client,
+        "SIGNUP_RATE_LIMIT_PER_EMAIL": shipped.rate_limit_per_email,
+        "SIGNUP_RATE_LIMIT_PER_CPF": shipped.rate_limit_per_cpf,
+        "SIGNUP_RATE_LIMIT_STATUS_PER_CLIENT": shipped.rate_limit_status_per_client,
+    }
+
+
 def create_database(server_url: str, template: str | None = None) -> str:
     """A fresh database on the server, so tests never see each other's rows: empty, or a
     copy of ``template`` (a database URL on the same server)."""
