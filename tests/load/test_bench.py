@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, free_port, shipped_rate_limits, signup_process
+from tests.servers import ROOT, bench_load_env, free_port, signup_process
 
 DURATION_S = 120
 
@@ -28,13 +28,7 @@ def test_two_minutes_of_signups_against_signup_up(data_dir: Path, tmp_path: Path
     url = f"http://127.0.0.1:{port}"
     up = ["up", "--port", str(port), "--data-dir", str(data_dir)]
 
-    # Embedded servers; the bench is trusted as a proxy and names many clients in
-    # X-Forwarded-For, so the per-client rate limit sees real-looking traffic, not one client.
-    # The limits as shipped (signup_process turns them off for tests from one address; until
-    # 2026-12-05 this run had them off, and its figures with them).
-    env = {"DATABASE_URL": "", "REDIS_URL": "", "SIGNUP_TRUSTED_PROXIES": "127.0.0.1"}
-    env |= shipped_rate_limits()
-    with signup_process(up, env, url, tmp_path / "up.log"):
+    with signup_process(up, bench_load_env(), url, tmp_path / "up.log"):
         report, plot = out / "bench-report.json", out / "bench-report.png"
         command = [sys.executable, "-m", "interfaces.cli", "bench", "--url", url, "--baseline"]
         command += ["--client-addresses", "100000"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, free_port, shipped_rate_limits, signup_process
+from tests.servers import ROOT, bench_load_env, free_port, signup_process
 
 ROUNDS = int(os.environ.get("SIGNUP_RATIO_ROUNDS", "0") or 0)
 GOAL = 0.35
@@ -37,10 +37,8 @@ def test_rounds_of_the_bench_against_a_fresh_signup_up_give_the_ratio_and_its_sp
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         up = ["up", "--port", str(port), "--data-dir", str(data_dir)]
-        env = {"DATABASE_URL": "", "REDIS_URL": "", "SIGNUP_TRUSTED_PROXIES": "127.0.0.1"}
-        env |= shipped_rate_limits()  # the goal is measured with all three limits on
         report = tmp_path / f"round-{round_number}.json"
-        with signup_process(up, env, url, tmp_path / f"up-{round_number}.log"):
+        with signup_process(up, bench_load_env(), url, tmp_path / f"up-{round_number}.log"):
             command = [sys.executable, "-m", "interfaces.cli", "bench", "--url", url]
             command += ["--baseline", "--client-addresses", "100000"]
             command += ["--report", str(report), "--plot", str(tmp_path / "plot.png")]
