@@ -42,6 +42,11 @@ def append_lock(schema: str, events_table: str) -> Composed:
     )
 
 
+def take_append_lock(schema: str, events_table: str) -> Composed:
+    """The statement a writer outside the append function runs to take its turn."""
+    return SQL("SELECT {}").format(append_lock(schema, events_table))
+
+
 def function_name(events_table: str) -> str:
     return events_table.removesuffix("_events") + "_append_batch"
 

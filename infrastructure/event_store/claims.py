@@ -23,7 +23,7 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Composed, Identifier
 
 from domain.reservations import Reservation, holder
-from infrastructure.event_store.append_function import append_lock
+from infrastructure.event_store.append_function import take_append_lock
 
 _RESERVATION_TOPICS = [
     get_topic(Reservation.Reserved),
@@ -81,7 +81,7 @@ def backfill(
         # The append lock keeps this version's appends out (they claim before they insert
         # an event), the table lock an older version's; in the appends' order, or the two
         # could wait for each other.
-        curs.execute(SQL("SELECT {}").format(append_lock(schema, recorder.events_table_name)))
+        curs.execute(take_append_lock(schema, recorder.events_table_name))
         curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events))
         curs.execute(
             SQL("INSERT INTO {} (name) VALUES (%s) ON CONFLICT DO NOTHING RETURNING name").format(

@@ -91,9 +91,7 @@ class SignupRecorder(PostgresApplicationRecorder):
         lock_timeout, _table_lock = self.lock_table_statements
         self.lock_table_statements = [
             lock_timeout,
-            SQL("SELECT {}").format(
-                append_function.append_lock(self.datastore.schema, self.events_table_name)
-            ),
+            append_function.take_append_lock(self.datastore.schema, self.events_table_name),
         ]
         table = SQL("{}.{}").format(
             Identifier(self.datastore.schema),

@@ -9,14 +9,13 @@ from contextlib import asynccontextmanager
 
 import psycopg
 import pytest
-from psycopg.sql import SQL
 from structlog.testing import capture_logs
 
 from application.outages import StoreUnavailable
 from application.registering import RegisterUser, Submission
 from domain.errors import AlreadyRegistered, CpfAlreadyRegistered, EmailAlreadyRegistered
 from domain.registration import Registration
-from infrastructure.event_store.append_function import append_lock
+from infrastructure.event_store.append_function import take_append_lock
 from infrastructure.event_store.batch_append import BatchAppender
 from infrastructure.event_store.group_commit import GroupCommit
 from infrastructure.event_store.store import SignupEvents, open_event_store
@@ -342,7 +341,7 @@ async def test_an_append_and_eventsourcing_s_own_writes_wait_for_a_writer_in_pro
         with psycopg.connect(settings.database_url) as writer:
             # A writer in the middle of its turn (what the append function and the recorder
             # take before they insert an event).
-            writer.execute(SQL("SELECT {}").format(append_lock("public", "signup_events")))
+            writer.execute(take_append_lock("public", "signup_events"))
             appending = asyncio.ensure_future(group.append(submission))
             saving = asyncio.ensure_future(asyncio.to_thread(store.save, written_by_eventsourcing))
             done, _ = await asyncio.wait([appending, saving], timeout=1.0)
