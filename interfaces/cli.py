@@ -26,6 +26,7 @@ from infrastructure import heap
 from infrastructure.composition.operations import erase, migrate
 from infrastructure.composition.read_side import open_read_side, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
+from infrastructure.event_store.key_checks import KeysDoNotMatch
 from infrastructure.logging import configure_logging
 from infrastructure.priority import MachineRoom, make_background
 from infrastructure.read_side.gauges import lag
@@ -123,6 +124,16 @@ def _mail(settings: Settings, args: argparse.Namespace) -> Iterator[Settings]:
             url_file.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _refusing_other_keys(doing: str) -> Iterator[None]:
+    """A store written with other keys than the process's (``key_checks``): one line naming
+    the variable, no traceback."""
+    try:
+        yield
+    except KeysDoNotMatch as error:
+        sys.exit(f"signup: refusing to {doing}: {error}")
+
+
 def _require_secrets(settings: Settings) -> None:
     problem = settings.secrets_problem()
     if problem is not None:
@@ -218,7 +229,8 @@ def _require_free_port(host: str, port: int) -> None:
 def up(args: argparse.Namespace, settings: Settings) -> None:
     _require_free_port(args.host, args.port)
     with _servers(settings, Path(args.data_dir)) as servers, _mail(servers, args) as running:
-        migrate(running)
+        with _refusing_other_keys("start"):
+            migrate(running)
 
         env = {**os.environ, **running.server_env(), STARTED_BY_UP_ENV: "1"}
 
@@ -283,7 +295,8 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         )
 
     # uvloop, as the API runs on: the worker's loop was a quarter of its time on asyncio's.
-    uvloop.run(main())
+    with _refusing_other_keys("start"):
+        uvloop.run(main())
 
 
 def mailer(args: argparse.Namespace, settings: Settings) -> None:
@@ -323,7 +336,10 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def migrate_command(args: argparse.Namespace, settings: Settings) -> None:
-    with _servers(settings, Path(args.data_dir), redis=False) as running:
+    with (
+        _refusing_other_keys("migrate"),
+        _servers(settings, Path(args.data_dir), redis=False) as running,
+    ):
         migrate(running)
 
 

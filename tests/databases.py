@@ -20,12 +20,15 @@ a fresh copy.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import psycopg
 
+from infrastructure.event_store import key_checks
+from infrastructure.settings import Settings
 from tests.servers import create_database
 
 # Everything a test could change in a database's definition, one text line per object. The
@@ -214,3 +217,18 @@ class TestDatabases:
         template = self._template_of[url]
         if self._templates[template].restore(url):
             self._idle[template].append(url)
+
+
+def with_cipher_key(settings: Settings, cipher_key: str) -> Settings:
+    """These settings with an event cipher key, their store (migrated, still empty) recorded
+    as written with it, as `signup migrate` records a new store's keys: a process given a key
+    the store was not written with refuses to start (infrastructure/event_store/key_checks.py)."""
+    assert settings.database_url
+    digest = key_checks.expected(settings.reservation_key, cipher_key)[key_checks.EVENT_CIPHER_KEY]
+    table = key_checks.key_checks_table("signup_events")
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            f'UPDATE "{table}" SET digest = %s WHERE name = %s',
+            (digest, key_checks.EVENT_CIPHER_KEY),
+        )
+    return dataclasses.replace(settings, event_cipher_key=cipher_key)

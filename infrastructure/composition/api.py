@@ -26,6 +26,7 @@ from application.verification import ResendVerification, VerifyEmail
 from domain.verification import verification_key
 from infrastructure import heap
 from infrastructure.composition.read_side import open_read_side
+from infrastructure.event_store import key_checks
 from infrastructure.event_store.batch_append import BatchAppender
 from infrastructure.event_store.group_commit import GroupCommit
 from infrastructure.event_store.owner_notifications import OwnerNotifications
@@ -106,6 +107,17 @@ class Container:
         if events is None:
             log.info("api_stopped_while_waiting_for_postgres")
             return None
+        try:
+            # Other keys than the store's would break uniqueness or write unreadable events.
+            await asyncio.to_thread(
+                key_checks.verify,
+                events,
+                settings.reservation_key,
+                settings.event_cipher_key,
+            )
+        except BaseException:
+            await asyncio.to_thread(events.close)
+            raise
         appender = await BatchAppender.open(
             settings.database_url, events, connections=settings.append_concurrency + 1
         )

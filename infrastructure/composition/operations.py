@@ -12,9 +12,10 @@ from redis.asyncio import Redis
 from application.erasure import Erased, EraseUser
 from infrastructure.composition.read_side import open_read_side
 from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
-from infrastructure.event_store import claims
+from infrastructure.event_store import claims, key_checks
 from infrastructure.event_store.owner_notifications import OwnerNotifications
 from infrastructure.event_store.store import open_event_store
+from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.read_side.read_store import (
     main_catalog,
 )
@@ -41,6 +42,17 @@ def migrate(settings: Settings) -> None:
         backfilled = claims.backfill(recorder, events.mapper.to_domain_event)
         if backfilled:
             log.info("claims_backfilled", held=backfilled)
+        # Which keys this store is written with, so that a process given others refuses to
+        # start (``key_checks``); a store holding data is checked against them first.
+        recorded = key_checks.record(
+            recorder,
+            key_checks.expected(settings.reservation_key, settings.event_cipher_key),
+            events.mapper.to_domain_event,
+            SubjectVault(settings.event_cipher_key),
+            settings.reservation_key,
+        )
+        if recorded:
+            log.info("key_checks_recorded", keys=recorded)
     finally:
         events.close()
 

@@ -21,6 +21,7 @@ from application.verification import ExpireRegistrations
 from domain.verification import verification_key
 from infrastructure import heap, metrics
 from infrastructure.erasure import EventStoreSubjects, ExpiredCopies
+from infrastructure.event_store import key_checks
 from infrastructure.event_store.store import SignupEvents, open_event_store
 from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.metrics import serve_worker_metrics
@@ -186,6 +187,16 @@ async def run_worker(
     """Projectors (``only`` those named) and the process manager, until ``stop`` is set;
     ``restarts``: how many times this worker has been restarted (by ``signup up``); ``mail``
     off: the mail of shard 0 is sent by a ``signup mailer --shard 0`` instead."""
+    # Before anything is read: a worker with other keys than the store's could open none of
+    # its events (``key_checks``).
+    verified = await once_reachable(
+        lambda: asyncio.to_thread(_verify_keys, settings),
+        stop,
+        waiting="worker_waiting_for_postgres",
+        url=settings.database_url,
+    )
+    if verified is None:  # stopped before PostgreSQL answered
+        return
     read_side = open_read_side(settings)
     metrics.WORKER_RESTARTS.inc(restarts)
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
@@ -221,6 +232,16 @@ async def run_worker(
         if expiry is not None:
             await expiry.close()
         await read_side.close()
+
+
+def _verify_keys(settings: Settings) -> bool:
+    assert settings.database_url
+    events = open_event_store(settings.database_url, 1, cipher_key=settings.event_cipher_key)
+    try:
+        key_checks.verify(events, settings.reservation_key, settings.event_cipher_key)
+    finally:
+        events.close()
+    return True
 
 
 @dataclass

@@ -30,6 +30,7 @@ from infrastructure.verification.mail_sink import MailSink
 from interfaces.http.app import build_app
 from projections.model import REGISTRATION_REQUESTED, Row
 from tests import clients
+from tests.databases import with_cipher_key
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, valid_form, valid_pj_form
 from tests.mail import wait_for_messages
 from tests.read_models import (
@@ -48,9 +49,8 @@ Client = AsyncTestClient  # type: ignore[type-arg]
 
 @pytest.fixture
 def encrypted(settings: Settings) -> Settings:
-    """With an event cipher key, so the subject keys are stored wrapped, as in production.
-    The databases are already migrated: the key changes how events are stored, not a table."""
-    return dataclasses.replace(settings, event_cipher_key=AESCipher.create_key(32))
+    """With an event cipher key, so the subject keys are stored wrapped, as in production."""
+    return with_cipher_key(settings, AESCipher.create_key(32))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
+from tests.databases import with_cipher_key
 from tests.factories import make_cnpj, make_cpf, mask_cnpj, mask_cpf, valid_form, valid_pj_form
 from tests.read_models import all_have_status, eventually, running_worker
 
@@ -36,8 +37,7 @@ def _raw_event_store(settings: Settings) -> bytes:
 async def test_a_signup_leaves_no_personal_data_readable_in_the_event_store(
     settings: Settings,
 ) -> None:
-    # The databases are already migrated: the key changes how events are stored, not a table.
-    encrypted = dataclasses.replace(settings, event_cipher_key=AESCipher.create_key(32))
+    encrypted = with_cipher_key(settings, AESCipher.create_key(32))
     cpf, cnpj = make_cpf(88_001), make_cnpj(88_002)
     email = "segredo.pessoal@example.com"
     form = valid_pj_form(
@@ -65,7 +65,7 @@ async def test_with_a_cipher_key_every_event_is_sealed_whole_and_the_subject_key
     per-person sealing alone hides the values it looks for): here the rows themselves are
     read, and opened only the way the code says they open."""
     cipher_key = AESCipher.create_key(32)
-    encrypted = dataclasses.replace(settings, event_cipher_key=cipher_key)
+    encrypted = with_cipher_key(settings, cipher_key)
     master = AESGCM(base64.b64decode(cipher_key))
     email = "cifrado.inteiro@example.com"
     form = valid_form(cpf=make_cpf(88_201), email=email, email_confirmation=email)
