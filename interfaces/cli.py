@@ -24,7 +24,7 @@ import uvloop
 from application.erasure import UnknownSubject
 from infrastructure import heap
 from infrastructure.composition.operations import erase, migrate
-from infrastructure.composition.read_side import open_read_side, run_worker
+from infrastructure.composition.read_side import keys_verified, open_read_side, run_worker
 from infrastructure.embedded import embedded_servers, local_cipher_key, local_reservation_key
 from infrastructure.event_store.key_checks import KeysDoNotMatch
 from infrastructure.logging import configure_logging
@@ -321,6 +321,9 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        # It opens each recipient's address with the store's keys.
+        if not await keys_verified(settings, stop, waiting="mailer_waiting_for_postgres"):
+            return
         read_side = open_read_side(settings)
         read_side.mailer.shard = args.shard
         if args.background:
@@ -332,7 +335,8 @@ def mailer(args: argparse.Namespace, settings: Settings) -> None:
         finally:
             await read_side.close()
 
-    uvloop.run(main())
+    with _refusing_other_keys("start"):
+        uvloop.run(main())
 
 
 def migrate_command(args: argparse.Namespace, settings: Settings) -> None:

@@ -188,15 +188,9 @@ async def run_worker(
     ``restarts``: how many times this worker has been restarted (by ``signup up``); ``mail``
     off: the mail of shard 0 is sent by a ``signup mailer --shard 0`` instead."""
     # Before anything is read: a worker with other keys than the store's could open none of
-    # its events (``key_checks``).
-    verified = await once_reachable(
-        lambda: asyncio.to_thread(_verify_keys, settings),
-        stop,
-        waiting="worker_waiting_for_postgres",
-        url=settings.database_url,
-    )
-    if verified is None:  # stopped before PostgreSQL answered
-        return
+    # its events.
+    if not await keys_verified(settings, stop, waiting="worker_waiting_for_postgres"):
+        return  # stopped before PostgreSQL answered
     read_side = open_read_side(settings)
     metrics.WORKER_RESTARTS.inc(restarts)
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
@@ -232,6 +226,19 @@ async def run_worker(
         if expiry is not None:
             await expiry.close()
         await read_side.close()
+
+
+async def keys_verified(settings: Settings, stop: asyncio.Event, *, waiting: str) -> bool:
+    """Once PostgreSQL answers, whether this process's keys are those its event store was
+    written with (``KeysDoNotMatch`` if not, see ``key_checks``); False if ``stop`` is set
+    first."""
+    verified = await once_reachable(
+        lambda: asyncio.to_thread(_verify_keys, settings),
+        stop,
+        waiting=waiting,
+        url=settings.database_url,
+    )
+    return verified is not None
 
 
 def _verify_keys(settings: Settings) -> bool:

@@ -120,11 +120,12 @@ async def test_an_api_given_a_cipher_key_its_store_was_not_written_with_refuses_
     assert refused.variables == [EVENT_CIPHER_KEY]
 
 
-async def test_a_worker_given_another_key_than_its_store_exits_naming_the_variable(
-    settings: Settings,
+@pytest.mark.parametrize("command", [["worker"], ["mailer", "--shard", "0"]])
+async def test_a_worker_or_mailer_given_another_key_than_its_store_exits_naming_the_variable(
+    settings: Settings, command: list[str]
 ) -> None:
     other = dataclasses.replace(settings, reservation_key=OTHER_RESERVATION_KEY)
-    finished = await run_signup(other, "worker")
+    finished = await run_signup(other, *command)
     assert finished.returncode != 0
     assert "refusing to start" in finished.stderr and RESERVATION_KEY in finished.stderr
     assert OTHER_RESERVATION_KEY not in finished.stderr + finished.stdout
