@@ -200,16 +200,27 @@ def _serve_many(settings: Settings, host: str, port: int, workers: int) -> None:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="signup-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        "interfaces.http.app:build_app_from_env",
+        factory=True,
+        workers=workers,
+        **_server_options(host, port),
+    )
+    # What uvicorn.run does for several workers, keeping the supervisor: when a process fails
+    # to start (a store written with other keys, say) the supervisor stops them all, and
+    # uvicorn.run then returned as from a clean stop, status 0; one process exits with 3.
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
     try:
-        uvicorn.run(
-            "interfaces.http.app:build_app_from_env",
-            factory=True,
-            workers=workers,
-            **_server_options(host, port),
-        )
+        supervisor.run()
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        log.error("api_failed_to_start", hint="the API processes' log above says why")
+        sys.exit(STARTUP_FAILURE)
 
 
 def _require_free_port(host: str, port: int) -> None:

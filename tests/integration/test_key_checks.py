@@ -29,7 +29,7 @@ from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.databases import with_cipher_key
 from tests.factories import make_cpf, valid_form
-from tests.servers import run_signup
+from tests.servers import free_port, run_signup
 
 OTHER_RESERVATION_KEY = "another-reservation-key-" + "y" * 24
 
@@ -129,6 +129,18 @@ async def test_a_worker_or_mailer_given_another_key_than_its_store_exits_naming_
     assert finished.returncode != 0
     assert "refusing to start" in finished.stderr and RESERVATION_KEY in finished.stderr
     assert OTHER_RESERVATION_KEY not in finished.stderr + finished.stdout
+
+
+async def test_signup_api_on_two_processes_given_another_key_exits_non_zero_without_serving(
+    settings: Settings,
+) -> None:
+    """uvicorn's several-process run returned status 0 when its processes failed to start."""
+    other = dataclasses.replace(settings, reservation_key=OTHER_RESERVATION_KEY)
+    port = str(free_port())
+    finished = await run_signup(other, "api", "--port", port, "--workers", "2")
+    assert finished.returncode == 3, finished.stderr[-2000:]
+    assert "keys_do_not_match_store" in finished.stderr and RESERVATION_KEY in finished.stderr
+    assert OTHER_RESERVATION_KEY not in finished.stdout + finished.stderr
 
 
 async def test_migrate_checks_a_store_without_checks_against_its_data_before_recording_them(
