@@ -326,9 +326,16 @@ async def run_forever(
             try:
                 passed = await projector.step()
             except Exception as error:
-                log.warning(
-                    "projector_unavailable", projection=projector.name, error=describe(error)
-                )
+                if is_unavailable(error):
+                    log.warning(
+                        "projector_unavailable", projection=projector.name, error=describe(error)
+                    )
+                else:
+                    # Not an outage: something in the store this projector cannot get past (an
+                    # event that does not open, as one written with another cipher key did).
+                    # It is tried again, but every later registration waits behind it: an
+                    # operator must be told so, not that the database is down.
+                    log.error("projector_stuck", projection=projector.name, error=describe(error))
                 await sleep_unless_stopped(stop, backoff)
                 continue
             if passed and moved is not None:
