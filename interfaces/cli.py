@@ -463,7 +463,10 @@ def dead_letters(args: argparse.Namespace, settings: Settings) -> None:
 def erase_command(args: argparse.Namespace, settings: Settings) -> None:
     # With Redis: its status cache would otherwise go on answering for the erased
     # registration. On a laptop, the data dir's embedded one (attached to, if running).
-    with _servers(settings, Path(args.data_dir), redis=not settings.database_url) as running:
+    with (
+        _refusing_other_keys("erase"),
+        _servers(settings, Path(args.data_dir), redis=not settings.database_url) as running,
+    ):
         try:
             erased = asyncio.run(erase(running, args.id))
         except UnknownSubject:

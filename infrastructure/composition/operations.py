@@ -79,6 +79,15 @@ async def erase(settings: Settings, subject: str) -> Erased:
             open_event_store, settings.database_url, 1, cipher_key=settings.event_cipher_key
         )
     )
+    try:
+        # With another reservation key a person is looked up by another claim id, and an
+        # erasure by email would answer "no user" for someone the store holds.
+        await asyncio.to_thread(
+            key_checks.verify, events, settings.reservation_key, settings.event_cipher_key
+        )
+    except BaseException:
+        await asyncio.to_thread(events.close)
+        raise
     read_side = open_read_side(settings)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:

@@ -143,6 +143,23 @@ async def test_signup_api_on_two_processes_given_another_key_exits_non_zero_with
     assert OTHER_RESERVATION_KEY not in finished.stdout + finished.stderr
 
 
+async def test_signup_erase_with_another_reservation_key_refuses_instead_of_finding_no_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """With another key the person's email is another claim id: the erasure answered "no
+    user" for someone the store holds, and they stayed."""
+    await _sign_up(settings, 3)
+    other = dataclasses.replace(settings, reservation_key=OTHER_RESERVATION_KEY)
+    finished = await run_signup(other, "erase", "chave3@example.com", "--data-dir", str(tmp_path))
+    assert finished.returncode != 0
+    said = finished.stderr.strip().splitlines()[-1]
+    assert said.startswith("signup: refusing to erase:"), finished.stderr
+    assert RESERVATION_KEY in finished.stderr and "no user" not in finished.stderr
+    erased = await run_signup(settings, "erase", "chave3@example.com", "--data-dir", str(tmp_path))
+    assert erased.returncode == 0, erased.stderr
+    assert erased.stdout.startswith("erased registration")
+
+
 async def test_migrate_checks_a_store_without_checks_against_its_data_before_recording_them(
     settings: Settings,
 ) -> None:
