@@ -13,9 +13,9 @@ Two secrets give a store its meaning, and neither may change under it:
 So the store keeps a check of each key: an HMAC, under the key, of a fixed text (it helps
 nobody find the key). ``signup migrate`` (so ``signup up`` too) records them, and first checks
 a store that already holds data against the keys it was given: its newest event must open
-with the cipher key, and an email claim must be the HMAC of its holder's email. The API and
-the worker compare theirs when they first reach the store and refuse to start on a
-difference, naming the variable and never the value. A store migrated before the checks
+with the cipher key, and an email claim must be the HMAC of its holder's email. The API, the
+worker, the mailer and ``signup erase`` compare theirs when they first reach the store and
+refuse to start on a difference, naming the variable and never the value. A store migrated before the checks
 existed has none until ``signup migrate`` runs again: processes then start, with a warning.
 """
 
