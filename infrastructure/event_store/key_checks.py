@@ -15,8 +15,9 @@ nobody find the key). ``signup migrate`` (so ``signup up`` too) records them, an
 a store that already holds data against the keys it was given: its newest event must open
 with the cipher key, and an email claim must be the HMAC of its holder's email. The API, the
 worker, the mailer and ``signup erase`` compare theirs when they first reach the store and
-refuse to start on a difference, naming the variable and never the value. A store migrated before the checks
-existed has none until ``signup migrate`` runs again: processes then start, with a warning.
+refuse to start on a difference, naming the variable and never the value. A store migrated
+before the checks existed has none until ``signup migrate`` runs again: processes then start,
+with a warning.
 """
 
 from __future__ import annotations
