@@ -107,17 +107,10 @@ class Container:
         if events is None:
             log.info("api_stopped_while_waiting_for_postgres")
             return None
-        try:
-            # Other keys than the store's would break uniqueness or write unreadable events.
-            await asyncio.to_thread(
-                key_checks.verify,
-                events,
-                settings.reservation_key,
-                settings.event_cipher_key,
-            )
-        except BaseException:
-            await asyncio.to_thread(events.close)
-            raise
+        # Other keys than the store's would break uniqueness or write unreadable events.
+        await key_checks.verify_or_close(
+            events, settings.reservation_key, settings.event_cipher_key
+        )
         appender = await BatchAppender.open(
             settings.database_url, events, connections=settings.append_concurrency + 1
         )

@@ -15,7 +15,6 @@ from infrastructure.erasure import EventStoreSubjects, ReadModelsAndCache
 from infrastructure.event_store import claims, key_checks
 from infrastructure.event_store.owner_notifications import OwnerNotifications
 from infrastructure.event_store.store import open_event_store
-from infrastructure.event_store.subject_keys import SubjectVault
 from infrastructure.read_side.read_store import (
     main_catalog,
 )
@@ -44,13 +43,7 @@ def migrate(settings: Settings) -> None:
             log.info("claims_backfilled", held=backfilled)
         # Which keys this store is written with, so that a process given others refuses to
         # start (``key_checks``); a store holding data is checked against them first.
-        recorded = key_checks.record(
-            recorder,
-            key_checks.expected(settings.reservation_key, settings.event_cipher_key),
-            events.mapper.to_domain_event,
-            SubjectVault(settings.event_cipher_key),
-            settings.reservation_key,
-        )
+        recorded = key_checks.record(events, settings.reservation_key, settings.event_cipher_key)
         if recorded:
             log.info("key_checks_recorded", keys=recorded)
     finally:
@@ -79,15 +72,9 @@ async def erase(settings: Settings, subject: str) -> Erased:
             open_event_store, settings.database_url, 1, cipher_key=settings.event_cipher_key
         )
     )
-    try:
-        # With another reservation key a person is looked up by another claim id, and an
-        # erasure by email would answer "no user" for someone the store holds.
-        await asyncio.to_thread(
-            key_checks.verify, events, settings.reservation_key, settings.event_cipher_key
-        )
-    except BaseException:
-        await asyncio.to_thread(events.close)
-        raise
+    # With another reservation key a person is looked up by another claim id, and an erasure
+    # by email would answer "no user" for someone the store holds.
+    await key_checks.verify_or_close(events, settings.reservation_key, settings.event_cipher_key)
     read_side = open_read_side(settings)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:

@@ -22,6 +22,7 @@ with a warning.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -126,32 +127,43 @@ def verify(events: SignupEvents, reservation_key: str, cipher_key: str | None) -
         log.warning("key_checks_not_recorded", hint="`signup migrate` records them")
 
 
-def record(
-    recorder: PostgresApplicationRecorder,
-    wanted: Mapping[str, bytes],
-    to_domain_event: Callable[[StoredEvent], object],
-    vault: SubjectVault,
-    reservation_key: str,
-) -> list[str]:
+async def verify_or_close(
+    events: SignupEvents, reservation_key: str, cipher_key: str | None
+) -> None:
+    """``verify`` from an event loop (its statements block), closing the store when it
+    refuses: the caller, which gets the error, never holds the store's pool."""
+    try:
+        await asyncio.to_thread(verify, events, reservation_key, cipher_key)
+    except BaseException:
+        await asyncio.to_thread(events.close)
+        raise
+
+
+def record(events: SignupEvents, reservation_key: str, cipher_key: str | None) -> list[str]:
     """Record the checks this store lacks, after checking its data against the keys (see the
     module's text); raise ``KeysDoNotMatch`` for a key the store or its data contradict. The
     variables newly recorded."""
-    schema, events = recorder.datastore.schema, recorder.events_table_name
+    recorder = events.recorder
+    assert isinstance(recorder, PostgresApplicationRecorder), "recorded on PostgreSQL only"
+    wanted = expected(reservation_key, cipher_key)
+    to_domain_event = events.mapper.to_domain_event
+    vault = SubjectVault(cipher_key)
+    schema, events_table = recorder.datastore.schema, recorder.events_table_name
     with recorder.datastore.transaction(commit=True) as curs:
-        curs.execute(create_statement(schema, events))
+        curs.execute(create_statement(schema, events_table))
     recorded = _recorded(recorder) or {}
     different = mismatched(recorded, wanted)
     missing = [name for name in wanted if name not in recorded]
     with recorder.datastore.transaction(commit=True) as curs:
         if EVENT_CIPHER_KEY in missing and not _newest_event_opens(
-            curs, schema, events, to_domain_event
+            curs, schema, events_table, to_domain_event
         ):
             different.append(EVENT_CIPHER_KEY)
         # A claim is checked through its holder's email, so only once the events open.
         if RESERVATION_KEY in missing and EVENT_CIPHER_KEY not in different:
             try:
                 matches = _a_claim_matches(
-                    curs, schema, events, to_domain_event, vault, reservation_key
+                    curs, schema, events_table, to_domain_event, vault, reservation_key
                 )
             except Exception:  # its event or its holder's key did not open with the cipher
                 different.append(EVENT_CIPHER_KEY)
@@ -160,7 +172,7 @@ def record(
                     different.append(RESERVATION_KEY)
         if different:
             raise KeysDoNotMatch(sorted(set(different), key=list(wanted).index))
-        table = SQL("{}.{}").format(Identifier(schema), Identifier(key_checks_table(events)))
+        table = SQL("{}.{}").format(Identifier(schema), Identifier(key_checks_table(events_table)))
         for name in missing:
             curs.execute(
                 SQL("INSERT INTO {} (name, digest) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
