@@ -148,6 +148,12 @@ class Projector:
             self._read_next(target, reached, limit)
         held = await self.failures.held(self.name, (n.registration_id for n in notes))
         try:
+            if live and not any(n.registration_id in held for n in notes):
+                written = await self._write_at_once(target, notes, reached)
+                if written is False:
+                    raise TableSwitched
+                if written:
+                    return self._passed(notes, position, reached, live=live)
             async with self.store.engine.begin() as conn:
                 if live:
                     await self._check_active(conn, target)
@@ -164,6 +170,19 @@ class Projector:
             if is_unavailable(error):
                 raise
             await self._one_by_one(target, notes, reached, held, live=live)
+        return self._passed(notes, position, reached, live=live)
+
+    async def _write_at_once(
+        self, table: str, notes: Sequence[Notification], position: int
+    ) -> bool | None:
+        """A live batch in one round trip (``ProjectionStore.write_batch``): True once written,
+        False when the table was switched, None when it must go through ``write``."""
+        rows = [row for note in notes for row in self.projection.reduce(note.registration)]
+        return await self.store.write_batch(table, rows, position)
+
+    def _passed(
+        self, notes: Sequence[Notification], position: int, reached: int, *, live: bool
+    ) -> int:
         if live:
             self._live_position = reached
             if self.settle is not None:
@@ -300,6 +319,12 @@ class StatusProjector(Projector):
 
     async def apply(self, note: Notification) -> None:
         raise NotImplementedError("the status projector is not retried event by event")
+
+    async def _write_at_once(
+        self, table: str, notes: Sequence[Notification], position: int
+    ) -> bool | None:
+        # Its batch reads the failures and issues verifications in its transaction.
+        return None
 
 
 async def run_forever(

@@ -12,11 +12,13 @@ import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import msgspec
+import structlog
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -37,6 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import TypeEngine
 
 from projections.model import Kind, Layout, Projection, Row
+
+log = structlog.get_logger(__name__)
 
 catalog = MetaData()
 
@@ -244,6 +248,57 @@ def _bulk_insert(layout: Layout, name: str, columns: tuple[str, ...]) -> _BulkIn
     return _BulkInsert(sql, columns, json_columns, key)
 
 
+@dataclass(frozen=True, slots=True)
+class _WriteFunction:
+    """A live batch's whole transaction as one function of its table: hold the catalog row (a
+    rebuild's switch waits) and the tracking row (an erasure waits), insert the rows
+    (``_bulk_insert``'s statement), move the position; false, writing nothing, when the table
+    is no longer the active one. Called outside a transaction it is one round trip, where the
+    same steps sent one by one were five (begin, the lock, the insert, the position, commit),
+    each ~0.15 ms of the worker's CPU on a two-core machine. A PL/pgSQL function takes a new
+    snapshot for each statement, as statements sent one by one do: the insert, after the lock,
+    sees an erasure that held it."""
+
+    ddl: str
+    call: str
+    insert: _BulkInsert
+
+
+def write_function_name(table: str) -> str:
+    return f"signup_write_{table}"
+
+
+@functools.cache
+def _write_function(projection: str, layout: Layout, table: str) -> _WriteFunction | None:
+    """None for a layout whose rows may replace each other within a batch (the status read
+    model: its rows go in rounds, ``_BulkInsert.rounds``)."""
+    if layout.replaced_by is not None:
+        return None
+    columns = tuple(c.name for c in layout.columns if not c.written_at)
+    insert = _bulk_insert(layout, table, columns)
+    kinds = {column.name: column.kind for column in layout.columns}
+    types = [_ARRAYS[kinds[c]] for c in columns]
+    name = write_function_name(table)
+    up_to = f"${len(columns) + 1}"
+    literal, owner = table.replace("'", "''"), projection.replace("'", "''")
+    ddl = (
+        f'CREATE OR REPLACE FUNCTION "{name}"({", ".join(types)}, bigint)'
+        " RETURNS boolean LANGUAGE plpgsql AS $write$\nBEGIN\n"
+        "  PERFORM FROM projection_tables t"
+        f" JOIN projection_tracking k ON k.table_name = '{literal}'"
+        f" WHERE t.projection = '{owner}' AND t.active_table = '{literal}'"
+        " FOR SHARE OF t FOR UPDATE OF k;\n"
+        "  IF NOT FOUND THEN RETURN false; END IF;\n"
+        f"  {insert.sql};\n"
+        f"  UPDATE projection_tracking SET position = greatest(position, {up_to})"
+        f" WHERE table_name = '{literal}';\n"
+        "  RETURN true;\nEND\n$write$"
+    )
+    arguments = ", ".join(f"${n}::{t}" for n, t in enumerate(types, start=1))
+    call = f'SELECT "{name}"({arguments}, {up_to}::bigint) AS written'
+    return _WriteFunction(ddl, call, insert)
+
+
 async def _driver(conn: AsyncConnection) -> Any:
     """The asyncpg connection under ``conn``, inside ``conn``'s transaction: SQLAlchemy begins
     it at the first statement (the callers' is the tracking row's lock), so a statement sent
@@ -325,6 +380,9 @@ class ProjectionStore:
 
     projection: Projection
     engine: AsyncEngine
+    # Set once a write function was found missing (a store not migrated since): batches go
+    # as they did before, until this process restarts.
+    _without_function: bool = field(default=False, init=False)
 
     async def ensure(self) -> str:
         """Create the catalog, the first table and its view if missing; return the active table."""
@@ -347,6 +405,9 @@ class ProjectionStore:
             # of everyone.
             for name in await self.tables(conn):
                 await conn.run_sync(_create_missing_indexes, table_for(self.projection, name))
+                # Made again: a store from before had none, and the function follows the
+                # layout and ``_bulk_insert``'s statement as they are now.
+                await self._create_write_function(conn, name)
             return active
 
     async def create_table(self, conn: AsyncConnection, name: str) -> None:
@@ -354,6 +415,12 @@ class ProjectionStore:
         await conn.execute(
             insert(projection_tracking).values(table_name=name, position=0).on_conflict_do_nothing()
         )
+        await self._create_write_function(conn, name)
+
+    async def _create_write_function(self, conn: AsyncConnection, table: str) -> None:
+        function = _write_function(self.projection.name, self.projection.layout, table)
+        if function is not None:
+            await conn.execute(text(function.ddl))
 
     async def _active(self, conn: AsyncConnection) -> str | None:
         result = await conn.execute(
@@ -418,6 +485,29 @@ class ProjectionStore:
                 .where(projection_tracking.c.table_name == table)
                 .values(position=func.greatest(projection_tracking.c.position, position))
             )
+
+    async def write_batch(self, table: str, rows: Sequence[Row], position: int) -> bool | None:
+        """A live batch in one round trip (``_WriteFunction``): its rows and the new position,
+        in a transaction of their own. False when ``table`` is no longer the active one
+        (nothing written); None when it has no write function (a store not migrated since, a
+        layout without one): then the caller writes as ``write`` does."""
+        function = self._write_function(table)
+        if function is None or (rows and set(rows[0]) != set(function.insert.columns)):
+            return None
+        try:
+            answer = await records(
+                self.engine, function.call, *function.insert.arguments(rows), position
+            )
+        except asyncpg.UndefinedFunctionError:
+            self._without_function = True
+            log.warning("projection_write_function_missing", table=table, hint="signup migrate")
+            return None
+        return bool(answer[0]["written"])
+
+    def _write_function(self, table: str) -> _WriteFunction | None:
+        if self._without_function:
+            return None
+        return _write_function(self.projection.name, self.projection.layout, table)
 
     async def tables(self, conn: AsyncConnection, *, lock: bool = False) -> list[str]:
         """This projection's tables: the active one and any a rebuild is filling; ``lock``
@@ -492,6 +582,7 @@ class ProjectionStore:
             # table: dropping first, then waiting for the row, deadlocked with an erasure that
             # held the row and waited to delete from the table.
             await self.lock(conn, table)
+            await conn.execute(text(f'DROP FUNCTION IF EXISTS "{write_function_name(table)}"'))
             await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
             await conn.execute(
                 projection_tracking.delete().where(projection_tracking.c.table_name == table)

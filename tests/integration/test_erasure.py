@@ -361,6 +361,71 @@ async def test_a_person_erased_while_a_batch_that_read_them_waits_does_not_come_
     assert "titular33@example.com" in readable
 
 
+def _waiting_on_a_lock(url: str, like: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE %s",
+            (like,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+async def test_a_person_erased_while_a_live_batch_writes_them_in_one_call_does_not_come_back(
+    api: Client, encrypted: Settings
+) -> None:
+    """A live batch goes in one statement (the table's write function): the erasure that
+    comes while it writes waits for it, and then deletes what it wrote."""
+    victim = await _register(api, _person(36))
+    kept = await _register(api, _person(37))
+    # The users tables held against inserts, so each shard's batch stops inside its write.
+    holders = [psycopg.connect(url) for url in encrypted.shard_urls]
+    for holder in holders:
+        tables = holder.execute(
+            "SELECT string_agg(format('%I', table_name), ', ') FROM projection_tracking"
+            " WHERE table_name LIKE 'users%'"
+        ).fetchone()
+        assert tables and tables[0]
+        holder.execute(f"LOCK TABLE {tables[0]} IN SHARE MODE")
+    async with running_worker(encrypted):
+        erasure = None
+        try:
+            await eventually(
+                lambda: _async(
+                    all(_waiting_on_a_lock(u, "%signup_write_users%") for u in encrypted.shard_urls)
+                )
+            )
+            erasure = asyncio.create_task(run_signup(encrypted, "erase", victim))
+            # It must wait for the batch's tracking row, not pass it and wait at the table: a
+            # batch that took its lock only after its rows would let the erasure delete first.
+            await eventually(
+                lambda: _async(
+                    any(
+                        _waiting_on_a_lock(u, "%projection_tracking%FOR UPDATE%")
+                        for u in encrypted.shard_urls
+                    )
+                ),
+                timeout=15,
+            )
+        finally:
+            for holder in holders:
+                holder.close()  # the batches go on, and the erasure after them
+            if erasure is not None:
+                result = await erasure
+        assert result.returncode == 0, result.stderr
+        await eventually(lambda: all_have_status(api, [kept], "completed"))
+
+    assert (await api.get(f"/registrations/{victim}")).status_code == 404
+    readable = _everything_readable(encrypted)
+    assert "titular36@example.com" not in readable
+    assert victim not in readable
+    assert "titular37@example.com" in readable
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
 async def test_a_person_erased_during_a_rebuild_is_in_neither_the_old_nor_the_rebuilt_tables(
     api: Client, encrypted: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -718,6 +718,18 @@ async def _caught_up(
     return await table_rows(read_side), await replayed_rows(read_side)
 
 
+async def _users_once_caught_up(settings: Settings) -> int:
+    """Every projector caught up: how many users the shards hold, once the projections' rows
+    are found to be those a replay gives."""
+    read_side = open_read_side(settings)
+    try:
+        rows, expected = await _caught_up(read_side)
+    finally:
+        await read_side.close()
+    assert rows == expected
+    return sum(len(rows[name]) for name in rows if name.startswith("users_shard"))
+
+
 async def _catch_up_all(read_side: ReadSide) -> None:
     """The projectors together, then the status projector, which follows them."""
     others = [p for p in read_side.all_projectors if p is not read_side.status]
@@ -883,13 +895,7 @@ async def test_a_store_not_migrated_to_count_its_shreds_is_projected_and_erased_
         assert recorder.erase(ids[0]) is False  # type: ignore[attr-defined]
     finally:
         store.close()
-    read_side = open_read_side(settings)
-    try:
-        rows, expected = await _caught_up(read_side)
-    finally:
-        await read_side.close()
-    assert rows == expected
-    assert sum(len(rows[name]) for name in rows if name.startswith("users_shard")) == 5
+    assert await _users_once_caught_up(settings) == 5
 
     await asyncio.to_thread(migrate, settings)
     store = open_event_store(settings.database_url, cipher_key=settings.event_cipher_key)
@@ -900,3 +906,33 @@ async def test_a_store_not_migrated_to_count_its_shreds_is_projected_and_erased_
             assert curs.fetchone()["shredded"] == 2
     finally:
         store.close()
+
+
+def _write_functions(settings: Settings) -> set[str]:
+    found = set()
+    for url in {settings.read_url, *settings.shard_urls}:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT proname FROM pg_proc WHERE proname LIKE 'signup_write_%'")
+            found.update(row[0] for row in rows)
+    return found
+
+
+async def test_a_store_migrated_before_the_write_functions_is_projected_as_before_until_migrated(
+    client: Client, settings: Settings
+) -> None:
+    """Live batches go through each table's write function, which `signup migrate` makes; a
+    store migrated before it had none, and its projectors write as they did until then."""
+    made = _write_functions(settings)
+    # The tables whose rows never replace each other: the lookup and the users shards.
+    assert {"signup_write_email_lookup_v1", "signup_write_users_shard0_v1"} <= made
+    for url in {settings.read_url, *settings.shard_urls}:
+        with psycopg.connect(url) as conn:
+            for name in made:
+                conn.execute(f'DROP FUNCTION IF EXISTS "{name}"')
+    await _register(client, 4, start=880)
+    assert await _users_once_caught_up(settings) == 4
+
+    await asyncio.to_thread(migrate, settings)
+    assert _write_functions(settings) == made
+    await _register(client, 3, start=890)
+    assert await _users_once_caught_up(settings) == 7
