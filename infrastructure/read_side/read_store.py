@@ -380,9 +380,11 @@ class ProjectionStore:
 
     projection: Projection
     engine: AsyncEngine
-    # Set once a write function was found missing (a store not migrated since): batches go
-    # as they did before, until this process restarts.
-    _without_function: bool = field(default=False, init=False)
+    # Tables whose write function was found missing (a store not migrated since): their
+    # batches go as they did before, until this process restarts. Per table: a live
+    # projector may call the function of a table a rebuild has just replaced and dropped,
+    # and the new table has its own.
+    _without_function: set[str] = field(default_factory=set, init=False)
 
     async def ensure(self) -> str:
         """Create the catalog, the first table and its view if missing; return the active table."""
@@ -499,13 +501,17 @@ class ProjectionStore:
                 self.engine, function.call, *function.insert.arguments(rows), position
             )
         except asyncpg.UndefinedFunctionError:
-            self._without_function = True
-            log.warning("projection_write_function_missing", table=table, hint="signup migrate")
+            self._without_function.add(table)
+            log.warning(
+                "projection_write_function_missing",
+                table=table,
+                hint="signup migrate, unless a rebuild has just replaced this table",
+            )
             return None
         return bool(answer[0]["written"])
 
     def _write_function(self, table: str) -> _WriteFunction | None:
-        if self._without_function:
+        if table in self._without_function:
             return None
         return _write_function(self.projection.name, self.projection.layout, table)
 
