@@ -260,12 +260,10 @@ class _WriteFunction:
     sees an erasure that held it."""
 
     ddl: str
+    # By its signature: a name alone is refused once a changed layout has left two.
+    drop: str
     call: str
     insert: _BulkInsert
-
-
-def write_function_name(table: str) -> str:
-    return f"signup_write_{table}"
 
 
 @functools.cache
@@ -278,7 +276,7 @@ def _write_function(projection: str, layout: Layout, table: str) -> _WriteFuncti
     insert = _bulk_insert(layout, table, columns)
     kinds = {column.name: column.kind for column in layout.columns}
     types = [_ARRAYS[kinds[c]] for c in columns]
-    name = write_function_name(table)
+    name = f"signup_write_{table}"
     up_to = f"${len(columns) + 1}"
     literal, owner = table.replace("'", "''"), projection.replace("'", "''")
     ddl = (
@@ -296,7 +294,8 @@ def _write_function(projection: str, layout: Layout, table: str) -> _WriteFuncti
     )
     arguments = ", ".join(f"${n}::{t}" for n, t in enumerate(types, start=1))
     call = f'SELECT "{name}"({arguments}, {up_to}::bigint) AS written'
-    return _WriteFunction(ddl, call, insert)
+    drop = f'DROP FUNCTION IF EXISTS "{name}"({", ".join(types)}, bigint)'
+    return _WriteFunction(ddl, drop, call, insert)
 
 
 async def _driver(conn: AsyncConnection) -> Any:
@@ -588,7 +587,9 @@ class ProjectionStore:
             # table: dropping first, then waiting for the row, deadlocked with an erasure that
             # held the row and waited to delete from the table.
             await self.lock(conn, table)
-            await conn.execute(text(f'DROP FUNCTION IF EXISTS "{write_function_name(table)}"'))
+            function = _write_function(self.projection.name, self.projection.layout, table)
+            if function is not None:
+                await conn.execute(text(function.drop))
             await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
             await conn.execute(
                 projection_tracking.delete().where(projection_tracking.c.table_name == table)
