@@ -297,17 +297,27 @@ async def test_erasing_a_person_with_a_dead_letter_removes_it_and_leaves_no_trac
     assert await all_have_status(api, [kept], "completed")
 
 
+# What an erasure's statement waiting for a batch's tracking row looks like.
+_ERASURE_AT_A_TRACKING_ROW = "%projection_tracking%FOR UPDATE%"
+
+
+def _waiting_on_a_lock(url: str, like: str) -> bool:
+    """Whether a statement like ``like`` waits for a lock in that database."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE %s",
+            (like,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
 async def _erasure_done_or_waiting(settings: Settings, erasure: asyncio.Task[Any]) -> None:
     """Until ``signup erase`` has ended, or one of its statements waits for a lock (a batch
     holding its table's tracking row, as it should)."""
     assert settings.read_url
     while not erasure.done():
-        with psycopg.connect(settings.read_url) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%projection_tracking%FOR UPDATE%'"
-            ).fetchone()
-        if row and row[0]:
+        if _waiting_on_a_lock(settings.read_url, _ERASURE_AT_A_TRACKING_ROW):
             return
         await asyncio.sleep(0.05)
 
@@ -361,16 +371,6 @@ async def test_a_person_erased_while_a_batch_that_read_them_waits_does_not_come_
     assert "titular33@example.com" in readable
 
 
-def _waiting_on_a_lock(url: str, like: str) -> bool:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE %s",
-            (like,),
-        ).fetchone()
-    return bool(row and row[0])
-
-
 async def test_a_person_erased_while_a_live_batch_writes_them_in_one_call_does_not_come_back(
     api: Client, encrypted: Settings
 ) -> None:
@@ -387,26 +387,21 @@ async def test_a_person_erased_while_a_live_batch_writes_them_in_one_call_does_n
         ).fetchone()
         assert tables and tables[0]
         holder.execute(f"LOCK TABLE {tables[0]} IN SHARE MODE")
+
+    async def every_users_batch_waits() -> bool:
+        return all(_waiting_on_a_lock(u, "%signup_write_users%") for u in encrypted.shard_urls)
+
+    async def the_erasure_waits_at_a_tracking_row() -> bool:
+        return any(_waiting_on_a_lock(u, _ERASURE_AT_A_TRACKING_ROW) for u in encrypted.shard_urls)
+
     async with running_worker(encrypted):
         erasure = None
         try:
-            await eventually(
-                lambda: _async(
-                    all(_waiting_on_a_lock(u, "%signup_write_users%") for u in encrypted.shard_urls)
-                )
-            )
+            await eventually(every_users_batch_waits)
             erasure = asyncio.create_task(run_signup(encrypted, "erase", victim))
             # It must wait for the batch's tracking row, not pass it and wait at the table: a
             # batch that took its lock only after its rows would let the erasure delete first.
-            await eventually(
-                lambda: _async(
-                    any(
-                        _waiting_on_a_lock(u, "%projection_tracking%FOR UPDATE%")
-                        for u in encrypted.shard_urls
-                    )
-                ),
-                timeout=15,
-            )
+            await eventually(the_erasure_waits_at_a_tracking_row, timeout=15)
         finally:
             for holder in holders:
                 holder.close()  # the batches go on, and the erasure after them
@@ -420,10 +415,6 @@ async def test_a_person_erased_while_a_live_batch_writes_them_in_one_call_does_n
     assert "titular36@example.com" not in readable
     assert victim not in readable
     assert "titular37@example.com" in readable
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_a_person_erased_during_a_rebuild_is_in_neither_the_old_nor_the_rebuilt_tables(
