@@ -185,6 +185,9 @@ class _BulkInsert:
 
     sql: str
     columns: tuple[str, ...]
+    # Each column's array type, and the statement's parameters as it casts them.
+    types: tuple[str, ...]
+    parameters: str
     json_columns: frozenset[str]
     # A replacing table's key: a row may replace one written earlier in the same batch, which
     # one statement cannot do (``ON CONFLICT DO UPDATE`` touches a row once), so such rows go
@@ -217,7 +220,8 @@ class _BulkInsert:
 def _bulk_insert(layout: Layout, name: str, columns: tuple[str, ...]) -> _BulkInsert:
     kinds = {column.name: column.kind for column in layout.columns}
     names = ", ".join(f'"{c}"' for c in columns)
-    arrays = ", ".join(f"${n}::{_ARRAYS[kinds[c]]}" for n, c in enumerate(columns, start=1))
+    types = tuple(_ARRAYS[kinds[c]] for c in columns)
+    arrays = ", ".join(f"${n}::{t}" for n, t in enumerate(types, start=1))
     kept_out = [erased_registrations.name] + (
         [expired_registrations.name] if layout.personal else []
     )
@@ -245,7 +249,7 @@ def _bulk_insert(layout: Layout, name: str, columns: tuple[str, ...]) -> _BulkIn
             f' WHERE EXCLUDED."{replacement.column}" IN ({values})'
         )
     json_columns = frozenset(c for c in columns if kinds[c] == "json")
-    return _BulkInsert(sql, columns, json_columns, key)
+    return _BulkInsert(sql, columns, types, arrays, json_columns, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,13 +278,12 @@ def _write_function(projection: str, layout: Layout, table: str) -> _WriteFuncti
         return None
     columns = tuple(c.name for c in layout.columns if not c.written_at)
     insert = _bulk_insert(layout, table, columns)
-    kinds = {column.name: column.kind for column in layout.columns}
-    types = [_ARRAYS[kinds[c]] for c in columns]
+    types = ", ".join(insert.types)
     name = f"signup_write_{table}"
     up_to = f"${len(columns) + 1}"
     literal, owner = table.replace("'", "''"), projection.replace("'", "''")
     ddl = (
-        f'CREATE OR REPLACE FUNCTION "{name}"({", ".join(types)}, bigint)'
+        f'CREATE OR REPLACE FUNCTION "{name}"({types}, bigint)'
         " RETURNS boolean LANGUAGE plpgsql AS $write$\nBEGIN\n"
         "  PERFORM FROM projection_tables t"
         f" JOIN projection_tracking k ON k.table_name = '{literal}'"
@@ -292,9 +295,8 @@ def _write_function(projection: str, layout: Layout, table: str) -> _WriteFuncti
         f" WHERE table_name = '{literal}';\n"
         "  RETURN true;\nEND\n$write$"
     )
-    arguments = ", ".join(f"${n}::{t}" for n, t in enumerate(types, start=1))
-    call = f'SELECT "{name}"({arguments}, {up_to}::bigint) AS written'
-    drop = f'DROP FUNCTION IF EXISTS "{name}"({", ".join(types)}, bigint)'
+    call = f'SELECT "{name}"({insert.parameters}, {up_to}::bigint) AS written'
+    drop = f'DROP FUNCTION IF EXISTS "{name}"({types}, bigint)'
     return _WriteFunction(ddl, drop, call, insert)
 
 
