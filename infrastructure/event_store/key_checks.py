@@ -75,7 +75,7 @@ def create_statement(schema: str, events_table: str) -> Composed:
     return SQL(
         "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, digest bytea NOT NULL,"
         " recorded_at timestamptz NOT NULL DEFAULT now())"
-    ).format(SQL("{}.{}").format(Identifier(schema), Identifier(key_checks_table(events_table))))
+    ).format(Identifier(schema, key_checks_table(events_table)))
 
 
 def expected(reservation_key: str, cipher_key: str | None) -> dict[str, bytes]:
@@ -172,7 +172,7 @@ def record(events: SignupEvents, reservation_key: str, cipher_key: str | None) -
                     different.append(RESERVATION_KEY)
         if different:
             raise KeysDoNotMatch(sorted(set(different), key=list(wanted).index))
-        table = SQL("{}.{}").format(Identifier(schema), Identifier(key_checks_table(events_table)))
+        table = Identifier(schema, key_checks_table(events_table))
         for name in missing:
             curs.execute(
                 SQL("INSERT INTO {} (name, digest) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
@@ -187,10 +187,7 @@ def record(events: SignupEvents, reservation_key: str, cipher_key: str | None) -
 
 def _recorded(recorder: PostgresApplicationRecorder) -> dict[str, bytes] | None:
     """The store's checks; None where it has no table for them (not migrated since)."""
-    table = SQL("{}.{}").format(
-        Identifier(recorder.datastore.schema),
-        Identifier(key_checks_table(recorder.events_table_name)),
-    )
+    table = Identifier(recorder.datastore.schema, key_checks_table(recorder.events_table_name))
     try:
         with recorder.datastore.transaction(commit=False) as curs:
             curs.execute(SQL("SELECT name, digest FROM {}").format(table))
@@ -214,7 +211,7 @@ def _newest_event_opens(
         SQL(
             "SELECT originator_id, originator_version, topic, state FROM {}"
             " ORDER BY notification_id DESC LIMIT 1"
-        ).format(SQL("{}.{}").format(Identifier(schema), Identifier(events)))
+        ).format(Identifier(schema, events))
     )
     row = curs.fetchone()
     if row is None:
@@ -237,16 +234,17 @@ def _a_claim_matches(
     """Whether an email claim whose holder's details can still be opened is the HMAC, under
     ``reservation_key``, of that holder's email (true when no such claim exists)."""
 
-    def table(name: str) -> Composed:
-        return SQL("{}.{}").format(Identifier(schema), Identifier(name))
-
     curs.execute(
         SQL(
             "SELECT c.claim_id, e.originator_id, e.originator_version, e.topic, e.state, k.key"
             " FROM {} c JOIN {} k ON k.registration_id = c.registration_id"
             " JOIN {} e ON e.originator_id = c.registration_id AND e.originator_version = 1"
             " WHERE c.kind = 'email' AND k.key IS NOT NULL LIMIT 1"
-        ).format(table(claims_table(events)), table(subject_keys_table(events)), table(events))
+        ).format(
+            Identifier(schema, claims_table(events)),
+            Identifier(schema, subject_keys_table(events)),
+            Identifier(schema, events),
+        )
     )
     row = curs.fetchone()
     if row is None:
