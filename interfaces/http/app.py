@@ -16,6 +16,7 @@ from infrastructure.composition.api import running_services
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
 from interfaces.http import health, page, registrations, status, verification
+from interfaces.http.hot_routes import SignupApp
 from interfaces.http.metrics import MetricsController
 from interfaces.http.observability import observe
 from interfaces.http.openapi import document_operations
@@ -42,7 +43,7 @@ def create_app(
     def services(state: State) -> Services:
         return services_of(state)
 
-    app = Litestar(
+    app = SignupApp(
         route_handlers=[
             registrations.registrations,
             health.live,
