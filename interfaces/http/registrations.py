@@ -89,11 +89,12 @@ async def _register(register_user: RegisterUser, form: object, client: str) -> S
 
 def _accepted(registration_id: uuid.UUID) -> StoredAnswer:
     body = RegistrationAccepted(registration_id=registration_id, status="pending")
+    spelled = str(registration_id)  # once: 0.6 us each time
     return StoredAnswer(
         202,
         _encode(body),
-        {"content-type": "application/json", "location": f"{PATH}/{registration_id}"},
-        subject=str(registration_id),
+        {"content-type": "application/json", "location": f"{PATH}/{spelled}"},
+        subject=spelled,
     )
 
 
