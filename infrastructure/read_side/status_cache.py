@@ -30,6 +30,7 @@ import structlog
 from redis.asyncio import Redis
 
 from application.status import RegistrationStatus
+from infrastructure.redis_store.held_script import HeldScript
 
 log = structlog.get_logger(__name__)
 
@@ -149,7 +150,7 @@ class CacheWrites:
     _sender: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self._script = self.redis.register_script(_WRITE)
+        self._script = HeldScript(self.redis, _WRITE)
 
     def write(self, registration_id: uuid.UUID, value: bytes) -> None:
         self._waiting += (self.prefix + str(registration_id), value)
@@ -164,10 +165,7 @@ class CacheWrites:
                 await asyncio.sleep(self.gather_seconds)  # later writes join the call meanwhile
                 pairs, self._waiting = self._waiting, []
                 try:
-                    await self._script(
-                        keys=[],
-                        args=["NX" if self.only_if_absent else "", self.seconds, *pairs],
-                    )
+                    await self._script(["NX" if self.only_if_absent else "", self.seconds, *pairs])
                 except Exception as error:
                     log.warning("status_cache_unavailable", error=type(error).__name__)
         finally:

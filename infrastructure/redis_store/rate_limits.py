@@ -21,10 +21,10 @@ import structlog
 from limits import RateLimitItem, parse
 from limits.aio.storage.redis.bridge import RedisBridge
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from application.rate_limits import Refused
 from infrastructure import metrics
+from infrastructure.redis_store.held_script import HeldScript
 
 log = structlog.get_logger(__name__)
 
@@ -205,7 +205,7 @@ class RedisRateLimiter:
     limits: dict[str, str]
     _limits: dict[str, _Limit] = field(init=False)
     _definitions: list[Any] = field(init=False)
-    _script: AsyncScript = field(init=False)
+    _script: HeldScript = field(init=False)
     # How long a call waits for company before it goes when company is scarce: fewer than
     # ``gather_below`` requests waiting, and the last call counted fewer too; otherwise it
     # goes at the next loop turn. With one call in flight, whoever asks while it is out goes
@@ -233,7 +233,7 @@ class RedisRateLimiter:
             self._limits[name] = _Limit(name, item, len(self._limits) + 1, head, tail)
             self._definitions += [item.amount, item.get_expiry()]
         self._definitions.insert(0, len(self._limits))
-        self._script = self.redis.register_script(self.script)
+        self._script = HeldScript(self.redis, self.script)
 
     async def hit(self, limits: Sequence[tuple[str, str]]) -> Refused | None:
         wanted = [
@@ -290,9 +290,7 @@ class RedisRateLimiter:
 
     async def _count(self, asks: list[_Ask]) -> None:
         try:
-            answers = await self._script(
-                keys=[], args=[*self._definitions, *(ask.lines for ask in asks)]
-            )
+            answers = await self._script([*self._definitions, *(ask.lines for ask in asks)])
             results: list[tuple[Refused | None, bytes | None]] = [(None, None)] * len(asks)
             for place, refused, payload in answers:
                 index, position = int(place) - 1, int(refused)

@@ -8,13 +8,14 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from limits import parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 
 from application.rate_limits import Refused
 from infrastructure.redis_store.rate_limits import KEY_PREFIX, RedisRateLimiter, library_batch
@@ -116,26 +117,26 @@ async def test_each_limit_of_a_request_is_counted_and_the_first_refusal_named(
     assert other_email is not None and other_email.limit == "cpf"
 
 
-class _Counting(Redis):
-    """The real client, noting each command it sends."""
+class _Counting(Connection):
+    """The real connection, noting each command sent on it (by the client's commands or by
+    the limiter's own held connection alike)."""
 
-    sent: list[str]
+    sent: ClassVar[list[str]] = []
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
+    async def send_command(self, *args: Any, **kwargs: Any) -> None:
         self.sent.append(str(args[0]))
-        return await super().execute_command(*args, **options)
+        await super().send_command(*args, **kwargs)
 
 
 async def test_keys_read_with_a_turns_hits_ride_in_the_same_call_and_absent_ones_read_none(
     redis: Redis, redis_url: str
 ) -> None:
-    counting = _Counting.from_url(redis_url)
-    counting.sent = []
+    counting = Redis.from_url(redis_url, connection_class=_Counting)
     limiter = _limiter(counting, redis_url, client="5/minute")
     await limiter.hit([("client", uuid.uuid4().hex)])  # loads the script into the server
     present, absent = f"test:read:{uuid.uuid4().hex}", f"test:read:{uuid.uuid4().hex}"
     await redis.set(present, b"\x00a value\nwith a line break")
-    counting.sent.clear()
+    _Counting.sent.clear()
 
     hit, found, missing = await asyncio.gather(
         limiter.hit([("client", uuid.uuid4().hex)]), limiter.read(present), limiter.read(absent)
@@ -144,7 +145,7 @@ async def test_keys_read_with_a_turns_hits_ride_in_the_same_call_and_absent_ones
 
     assert (hit, found, missing) == (None, b"\x00a value\nwith a line break", None)
     # One script call for the hit and both reads: no command of their own.
-    assert counting.sent == ["EVALSHA"]
+    assert _Counting.sent == ["EVALSHA"]
 
 
 async def test_a_key_read_while_redis_is_unreachable_reads_none(redis_url: str) -> None:
@@ -165,6 +166,25 @@ async def test_with_redis_unreachable_every_request_passes(redis_url: str) -> No
     finally:
         await client.aclose()
     assert answers == [None, None, None]
+
+
+async def test_a_limiter_whose_connection_was_cut_and_script_lost_fails_open_then_counts_again(
+    redis: Redis, redis_url: str
+) -> None:
+    own = Redis.from_url(redis_url)
+    limiter = _limiter(own, redis_url, client="2/minute")
+    client = uuid.uuid4().hex
+    try:
+        assert await limiter.hit([("client", client)]) is None  # counted: 1 of 2
+        # As a Valkey restart would leave it: the limiter's connection gone, the script too.
+        await redis.script_flush()
+        await redis.client_kill_filter(_type="normal", skipme=True)
+        assert await limiter.hit([("client", client)]) is None  # failed open: not counted
+        assert await limiter.hit([("client", client)]) is None  # counted: 2 of 2
+        refused = await limiter.hit([("client", client)])
+    finally:
+        await own.aclose()
+    assert refused is not None and refused.limit == "client"
 
 
 def _state_keys(prefix: str, n: int) -> list[str]:
