@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -71,9 +72,20 @@ def create_database(server_url: str, template: str | None = None) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing is bound to, drawn from below the kernel's ephemeral range (32768 and
+    up on Linux). A port the kernel picks for a bind to port 0 comes from that range, and so
+    does the local end of every client connection: between this check and the server's bind,
+    one of the busy test processes' connections could take it (a worker died so, "Address
+    already in use", under the full suite)."""
+    for _ in range(200):
+        port = random.randrange(20_000, 32_768)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32767")
 
 
 def logged(log: Path) -> list[dict[str, Any]]:

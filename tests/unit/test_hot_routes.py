@@ -24,6 +24,8 @@ from interfaces.http.hot_routes import SignupApp
 from tests.factories import MISSING, valid_form
 
 KNOWN = uuid.UUID("0192f5d2-7c1e-7abc-8def-0123456789ab")
+# Fixed, not drawn: test processes must collect the same test ids.
+UNKNOWN = uuid.UUID("0192f5d2-7c1e-7abc-8def-0123456789ac")
 
 
 class Log:
@@ -95,7 +97,7 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
     ("POST", "/registrations", {"content-type": "text/plain"}, b"{}"),
     ("POST", "/registrations", JSON, b" " * (17 * 1024)),
     ("GET", f"/registrations/{KNOWN}", {}, None),
-    ("GET", f"/registrations/{uuid.uuid4()}", {}, None),
+    ("GET", f"/registrations/{UNKNOWN}", {}, None),
     ("GET", "/registrations/not-an-id", {}, None),
     ("GET", "/registrations", {}, None),
     ("OPTIONS", "/registrations", {}, None),
