@@ -2,7 +2,7 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 
-.PHONY: uv setup test-tools run test lint load ratio
+.PHONY: uv setup test-tools run test lint load ratio pairs
 
 # The uv that wrote uv.lock: a newer one may read or resolve it differently.
 UV_VERSION := 0.13.9
@@ -59,3 +59,10 @@ load: setup
 ROUNDS ?= 5
 ratio: setup
 	SIGNUP_RATIO_ROUNDS=$(ROUNDS) $(UV) run pytest tests/load/test_ratio_rounds.py -s
+
+# A change's verdict: PAIRS interleaved rounds of another commit (AGAINST, a git ref with the
+# same uv.lock) and of this checkout, side by side so that the VM's drift falls on both.
+PAIRS ?= 4
+pairs: setup
+	@test -n "$(AGAINST)" || { echo "usage: make pairs AGAINST=<git ref> [PAIRS=4]"; exit 2; }
+	SIGNUP_PAIRS_AGAINST=$(AGAINST) SIGNUP_PAIRS=$(PAIRS) $(UV) run pytest tests/load/test_ratio_pairs.py -s

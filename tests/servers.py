@@ -125,13 +125,19 @@ async def run_signup(settings: Settings, *args: str) -> subprocess.CompletedProc
 
 @contextmanager
 def signup_process(
-    args: list[str], env: Mapping[str, str], base_url: str, log_path: Path
+    args: list[str],
+    env: Mapping[str, str],
+    base_url: str,
+    log_path: Path,
+    checkout: Path = ROOT,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``signup ARGS`` as its own process until ready; SIGINT it on exit."""
+    """Run ``signup ARGS`` as its own process until ready; SIGINT it on exit. ``checkout``:
+    whose code it runs (``python -m`` puts the working directory first on the path; the
+    processes it starts inherit it), this one's by default."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "interfaces.cli", *args],
-            cwd=ROOT,
+            cwd=checkout,
             env={**os.environ, **LOAD_FROM_ONE_ADDRESS, "SIGNUP_LOG_FORMAT": "json", **env},
             stdout=log,
             stderr=subprocess.STDOUT,
