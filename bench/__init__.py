@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.config import BenchConfig, add_arguments
+from bench.ports import free_port
 
 EXIT_UNREACHABLE = 2
 EXIT_GENERATOR_FAILED = 3
@@ -76,7 +77,7 @@ def execute(config: BenchConfig) -> int:
                 Path(tempfile.gettempdir()) / f"signup-bench-baseline-{secrets.token_hex(4)}.log"
             )
             try:
-                with baseline.serving(_free_port(), log_path) as (url, _):
+                with baseline.serving(free_port(), log_path) as (url, _):
                     measured = measure(config, url, "baseline", status_endpoint=False, scrape=False)
             except Unreachable as error:
                 print(
@@ -109,14 +110,6 @@ def execute(config: BenchConfig) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
+# Re-exported: the tests start their servers on ports from here.
+from bench.ports import free_port as free_port
 from infrastructure.embedded import database_url, ensure_database
 from infrastructure.settings import Settings
 from tests import clients
@@ -69,23 +69,6 @@ def create_database(server_url: str, template: str | None = None) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
     return database_url(server_url, name)
-
-
-def free_port() -> int:
-    """A port nothing is bound to, drawn from below the kernel's ephemeral range (32768 and
-    up on Linux). A port the kernel picks for a bind to port 0 comes from that range, and so
-    does the local end of every client connection: between this check and the server's bind,
-    one of the busy test processes' connections could take it (a worker died so, "Address
-    already in use", under the full suite)."""
-    for _ in range(200):
-        port = random.randrange(20_000, 32_768)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32767")
 
 
 def logged(log: Path) -> list[dict[str, Any]]:
