@@ -421,7 +421,7 @@ class ProjectionStore:
         await self._create_write_function(conn, name)
 
     async def _create_write_function(self, conn: AsyncConnection, table: str) -> None:
-        function = _write_function(self.projection.name, self.projection.layout, table)
+        function = self._write_function(table)
         if function is not None:
             await conn.execute(text(function.ddl))
 
@@ -494,7 +494,7 @@ class ProjectionStore:
         in a transaction of their own. False when ``table`` is no longer the active one
         (nothing written); None when it has no write function (a store not migrated since, a
         layout without one): then the caller writes as ``write`` does."""
-        function = self._write_function(table)
+        function = None if table in self._without_function else self._write_function(table)
         if function is None or (rows and set(rows[0]) != set(function.insert.columns)):
             return None
         try:
@@ -512,8 +512,6 @@ class ProjectionStore:
         return bool(answer[0]["written"])
 
     def _write_function(self, table: str) -> _WriteFunction | None:
-        if table in self._without_function:
-            return None
         return _write_function(self.projection.name, self.projection.layout, table)
 
     async def tables(self, conn: AsyncConnection, *, lock: bool = False) -> list[str]:
@@ -589,7 +587,7 @@ class ProjectionStore:
             # table: dropping first, then waiting for the row, deadlocked with an erasure that
             # held the row and waited to delete from the table.
             await self.lock(conn, table)
-            function = _write_function(self.projection.name, self.projection.layout, table)
+            function = self._write_function(table)
             if function is not None:
                 await conn.execute(text(function.drop))
             await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
