@@ -59,6 +59,29 @@ def bench_load_env() -> dict[str, str]:
     }
 
 
+def bench_round(tmp_path: Path, label: str, checkout: Path = ROOT) -> dict[str, Any]:
+    """One round of the throughput goal's measure: a fresh `signup up` of ``checkout``'s code
+    (a fresh store, as a person trying `signup up` then `signup bench` has), measured by this
+    checkout's `signup bench --baseline` at its defaults, all three rate limits on (100,000
+    client addresses). Its report, checked to mean something."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    up = ["up", "--port", str(port), "--data-dir", str(tmp_path / label)]
+    report = tmp_path / f"{label}.json"
+    env = {**bench_load_env(), "PYTHONPATH": str(checkout)}
+    with signup_process(up, env, url, tmp_path / f"{label}.log", checkout=checkout):
+        command = [sys.executable, "-m", "interfaces.cli", "bench", "--url", url]
+        command += ["--baseline", "--client-addresses", "100000"]
+        command += ["--report", str(report), "--plot", str(tmp_path / f"{label}.png")]
+        bench = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert bench.returncode == 0, bench.stderr[-4000:]
+    document: dict[str, Any] = json.loads(report.read_text())
+    target = document["target"]
+    assert target["accepted"] > 0 and target["server_errors_5xx"] == 0
+    assert "429" not in target["status_counts"], "rate-limited: the ratio would mean nothing"
+    return document
+
+
 def create_database(server_url: str, template: str | None = None) -> str:
     """A fresh database on the server, so tests never see each other's rows: empty, or a
     copy of ``template`` (a database URL on the same server)."""

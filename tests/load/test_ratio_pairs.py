@@ -13,17 +13,15 @@ AGAINST=<ref>`` (``PAIRS``, 4 by default there); skipped otherwise, as a pair ta
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, bench_load_env, free_port, signup_process
+from tests.servers import ROOT, bench_round
 
 AGAINST = os.environ.get("SIGNUP_PAIRS_AGAINST", "")
 PAIRS = int(os.environ.get("SIGNUP_PAIRS", "0") or 0)
@@ -48,23 +46,12 @@ def other_checkout(tmp_path: Path) -> Iterator[Path]:
 
 
 def _round(checkout: Path, tmp_path: Path, label: str) -> tuple[float, float | None]:
-    """One fresh `signup up` of ``checkout``'s code, measured by this checkout's bench: the
-    ratio to the bare endpoint and the API's CPU ms a signup."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    up = ["up", "--port", str(port), "--data-dir", str(tmp_path / label)]
-    report = tmp_path / f"{label}.json"
-    env = {**bench_load_env(), "PYTHONPATH": str(checkout)}
-    with signup_process(up, env, url, tmp_path / f"{label}.log", checkout=checkout):
-        command = [sys.executable, "-m", "interfaces.cli", "bench", "--url", url]
-        command += ["--baseline", "--client-addresses", "100000", "--report", str(report)]
-        bench = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert bench.returncode == 0, bench.stderr[-4000:]
-    target = json.loads(report.read_text())["target"]
-    assert target["accepted"] > 0 and target["server_errors_5xx"] == 0
-    assert "429" not in target["status_counts"], "rate-limited: the ratio would mean nothing"
-    ratio = json.loads(report.read_text())["target_over_baseline"]["accepted_per_s"]
-    return ratio, target.get("api_cpu_ms_per_accepted")
+    """The ratio to the bare endpoint and the API's CPU ms a signup of one round."""
+    document = bench_round(tmp_path, label, checkout)
+    return (
+        document["target_over_baseline"]["accepted_per_s"],
+        document["target"].get("api_cpu_ms_per_accepted"),
+    )
 
 
 @pytest.mark.skipif(

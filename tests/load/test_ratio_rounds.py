@@ -10,16 +10,13 @@ default there); skipped otherwise, as a round takes about 75 s.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, bench_load_env, free_port, signup_process
+from tests.servers import bench_round
 
 ROUNDS = int(os.environ.get("SIGNUP_RATIO_ROUNDS", "0") or 0)
 GOAL = 0.35
@@ -32,22 +29,8 @@ def test_rounds_of_the_bench_against_a_fresh_signup_up_give_the_ratio_and_its_sp
 ) -> None:
     ratios: list[float] = []
     for round_number in range(1, ROUNDS + 1):
-        # A fresh store each round, as a person trying `signup up` then `signup bench` has.
-        data_dir = tmp_path / f"round-{round_number}"
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        up = ["up", "--port", str(port), "--data-dir", str(data_dir)]
-        report = tmp_path / f"round-{round_number}.json"
-        with signup_process(up, bench_load_env(), url, tmp_path / f"up-{round_number}.log"):
-            command = [sys.executable, "-m", "interfaces.cli", "bench", "--url", url]
-            command += ["--baseline", "--client-addresses", "100000"]
-            command += ["--report", str(report), "--plot", str(tmp_path / "plot.png")]
-            bench = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
-        assert bench.returncode == 0, bench.stderr[-4000:]
-        document = json.loads(report.read_text())
+        document = bench_round(tmp_path, f"round-{round_number}")
         target = document["target"]
-        assert target["accepted"] > 0 and target["server_errors_5xx"] == 0
-        assert "429" not in target["status_counts"], "rate-limited: the ratio would mean nothing"
         ratio = document["target_over_baseline"]["accepted_per_s"]
         ratios.append(ratio)
         api = target.get("api_cpu_ms_per_accepted")
