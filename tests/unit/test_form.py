@@ -570,3 +570,76 @@ def test_a_long_unknown_field_name_is_cut_short_in_the_error() -> None:
     [unknown] = [e for e in errors if e.code == "unknown_field"]
     assert unknown.field == "k" * 64 + "…"
     assert len(unknown.message) < 100
+
+
+# --- the common form's pass --------------------------------------------------------------------
+# Nearly every body is decided by a pass that only accepts (``_common_form``); anything it does
+# not accept goes through every field again, and that pass's answer is the answer. Both must
+# agree on every body the first one accepts.
+
+
+def _answer(parse: Any, body: object) -> object:
+    """The details, or the errors a client would be told."""
+    try:
+        return parse(body)
+    except InvalidRegistration as error:
+        return error.errors
+
+
+# Values a field of the form may be given: plain and masked spellings, the blank, the absent,
+# other JSON types, and texts that only look plain (composed, invisible, separated).
+field_values = st.one_of(
+    st.sampled_from(
+        [
+            MISSING, None, "", "   ", 0, 1.5, True, False, [], {},
+            "PF", "PJ", "pf", " PF", mask_cpf(make_cpf(3)), make_cpf(3), mask_cnpj(make_cnpj(3)),
+            "12.abc.345/01de-35", "(11) 91234-5678", "11912345678", "+55 11 3123-4567",
+            "(11) 3123-4567", "maria@example.com", "Maria@Example.COM ", " maria@example.com",
+            "01310-100", "01310100", "SP", "sp", "São Paulo", "Sa\u0303o Paulo", "João\u00a0Silva",
+            "Jo\u200bão", "a\u2028b", "x" * 201, "x" * 21, "N", " Bela Vista ", "\u3000Rua A\u3000",
+            "a\x00b", "a\x85b", "ab\u00ad", "\U0001f600 Ana",
+        ]
+    ),
+    st.text(max_size=12),
+)  # fmt: skip
+form_fields = st.sampled_from(
+    [
+        "person_type", "cpf", "cnpj", "name", "mobile_phone", "phone", "email",
+        "email_confirmation", "accepted_terms",
+    ]
+)  # fmt: skip
+address_values = st.sampled_from(
+    ["cep", "street", "number", "complement", "neighborhood", "city", "state"]
+)
+
+
+@given(
+    st.booleans(),
+    st.dictionaries(form_fields, field_values, max_size=3),
+    st.dictionaries(address_values, field_values, max_size=3),
+    st.booleans(),
+)
+def test_the_common_forms_pass_answers_as_the_full_pass_on_generated_bodies(
+    company: bool, top: dict[str, Any], inner: dict[str, Any], unknown: bool
+) -> None:
+    body = valid_pj_form(**top) if company else valid_form(**top)
+    body["address"] = valid_address(**inner)
+    if unknown:
+        body["address"]["floor"] = 3
+    assert _answer(parse_registration_form, body) == _answer(domain.form._every_field, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        valid_form(),
+        valid_pj_form(),
+        valid_pj_form(cnpj="12.abc.345/01de-35"),
+        valid_form(name="  Conceição Araújo  ", email_confirmation="MARIA@example.com"),
+        valid_form(name="Sa\u0303o", phone=None, address=valid_address(complement="  ")),
+        valid_form(phone="", address=valid_address(complement=MISSING)),
+        valid_form(cnpj=MISSING, phone=MISSING),
+    ],
+)
+def test_the_common_forms_pass_takes_the_usual_bodies(body: dict[str, Any]) -> None:
+    assert domain.form._common_form(body) == domain.form._every_field(body)
