@@ -35,6 +35,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from domain.address import Address, normalise_cep, normalise_state
 from domain.contact import normalise_email, normalise_landline, normalise_mobile_phone
@@ -272,7 +273,7 @@ class _Unusual(Exception):
     """A value the common form's pass does not decide (wrong, or just spelled unusually)."""
 
 
-def _common_form(data: dict[object, object]) -> RegistrationDetails:
+def _common_form(data: dict[Any, Any]) -> RegistrationDetails:
     """The form as the full pass returns it, for a body every field of which is present (or
     absent where it may be), of its plain type and valid: nearly every signup. A third of the
     full pass's time went into its reader's bookkeeping, which only an error needs. Raises
