@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,24 +161,26 @@ async def test_no_code_outlives_its_registrations_deadline_not_even_a_resent_one
             assert resent.status_code == 202, resent.text
             await wait_for_messages(mailbox.directory, registration_id, 2)
             second = await _code_and_registration_ends(short, registration_id)
-    for code_ends, registration_ends in (first, second):
+    for code_ends, registration_ends, requested in (first, second):
         assert code_ends == registration_ends  # not now + 24 h
+        assert registration_ends - requested == timedelta(hours=1)
 
 
 async def _code_and_registration_ends(
     settings: Settings, registration_id: str
-) -> tuple[datetime, datetime]:
+) -> tuple[datetime, datetime, datetime]:
+    """When the challenge's code and its registration end, and when it was requested."""
     conn = await asyncpg.connect(asyncpg_dsn(settings.read_url))
     try:
         row = await conn.fetchrow(
-            "SELECT code_expires_at, expires_at FROM email_verifications"
+            "SELECT code_expires_at, expires_at, requested_at FROM email_verifications"
             " WHERE registration_id = $1",
             uuid.UUID(registration_id),
         )
     finally:
         await conn.close()
     assert row is not None
-    return row["code_expires_at"], row["expires_at"]
+    return row["code_expires_at"], row["expires_at"], row["requested_at"]
 
 
 async def test_a_new_code_is_refused_too_soon_after_the_last_and_once_every_message_is_spent(
