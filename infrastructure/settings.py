@@ -31,7 +31,8 @@ class Settings:
     logical_shards: int = 64
     projection_batch_size: int = 1000
     # After a partial batch, how long a projector lets the next one fill before it steps
-    # again. Every step pays six queries and a commit in its database: at 50 ms, under a peak,
+    # again (to the next multiple of it on the machine's clock, so the projectors step
+    # together). Every step pays six queries and a commit in its database: at 50 ms, under a peak,
     # the worker and PostgreSQL cost 0.29-0.37 and 0.38-0.50 ms a signup; at 200 ms 0.20-0.21
     # and 0.34-0.38 (docs/performance.md). The status projector does not wait: the others'
     # progress wakes it, so a registration waits for one fill, not two.

@@ -8,6 +8,7 @@ later events parked behind it, so its own events stay in order.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -327,6 +328,21 @@ class StatusProjector(Projector):
         return None
 
 
+def until_next_fill(fill: float, now: float) -> float:
+    """How long a projector that has just written a partial batch waits: until the next
+    multiple of ``fill`` seconds on the monotonic clock (0 when it does not wait).
+
+    The clock is the machine's, so the projectors that wait step again at the same moments,
+    and the status projector, which follows the slowest of them, steps once after them. Each
+    waiting ``fill`` from the end of its own step, they drifted apart: the status projector
+    waited for the latest of three unrelated moments and stepped about twice a cycle, a
+    registration took 286-292 ms to complete (p50) and the bench's polls asked that much longer.
+    Aligned: 217-221 ms, the same CPU a signup (docs/performance.md)."""
+    if fill <= 0:
+        return 0.0
+    return fill - now % fill
+
+
 async def run_forever(
     projector: Projector,
     stop: asyncio.Event,
@@ -338,9 +354,10 @@ async def run_forever(
 ) -> None:
     """Step until ``stop`` is set; back off while a database is down.
 
-    A full batch is followed at once by the next. After a partial one it waits ``fill``
-    seconds: under a steady trickle, stepping again at once wrote batches of a few events,
-    each paying a batch's fixed costs (six queries), and the worker burnt a core at 300/s.
+    A full batch is followed at once by the next. After a partial one it waits for the next
+    ``fill`` tick (``until_next_fill``): under a steady trickle, stepping again at once wrote
+    batches of a few events, each paying a batch's fixed costs (six queries), and the worker
+    burnt a core at 300/s.
     When caught up it waits for ``wake`` (set when events are appended) and polls anyway
     after ``idle[0]`` seconds, doubling up to ``idle[1]`` while nothing comes. ``moved`` is
     told whenever this projector has moved (the status projector waits for the others).
@@ -369,7 +386,7 @@ async def run_forever(
                 pause = idle[0]
             elif passed:
                 pause = idle[0]
-                await sleep_unless_stopped(stop, fill)
+                await sleep_unless_stopped(stop, until_next_fill(fill, time.monotonic()))
             else:
                 await wait_for_wake(stop, wake, pause)
                 pause = min(idle[1], pause * 2)
