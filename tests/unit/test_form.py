@@ -602,21 +602,15 @@ field_values = st.one_of(
     ),
     st.text(max_size=12),
 )  # fmt: skip
-form_fields = st.sampled_from(
-    [
-        "person_type", "cpf", "cnpj", "name", "mobile_phone", "phone", "email",
-        "email_confirmation", "accepted_terms",
-    ]
-)  # fmt: skip
-address_values = st.sampled_from(
-    ["cep", "street", "number", "complement", "neighborhood", "city", "state"]
-)
+# The form's own fields (the address is given whole, below) and its address's.
+form_fields = st.sampled_from(sorted(domain.form._FIELDS - {"address"}))
+address_field_names = st.sampled_from(sorted(domain.form._ADDRESS_FIELDS))
 
 
 @given(
     st.booleans(),
     st.dictionaries(form_fields, field_values, max_size=3),
-    st.dictionaries(address_values, field_values, max_size=3),
+    st.dictionaries(address_field_names, field_values, max_size=3),
     st.booleans(),
 )
 def test_the_common_forms_pass_answers_as_the_full_pass_on_generated_bodies(
