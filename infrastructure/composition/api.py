@@ -39,7 +39,7 @@ from infrastructure.read_side.parts import ReadSide
 from infrastructure.read_side.read_store import (
     asyncpg_dsn,
 )
-from infrastructure.read_side.status_cache import PendingNotes
+from infrastructure.read_side.status_cache import PendingNotes, PollCaches
 from infrastructure.read_side.status_queries import StatusQueries
 from infrastructure.redis_store.idempotency import RedisIdempotencyStore
 from infrastructure.redis_store.rate_limits import RedisRateLimiter
@@ -75,10 +75,13 @@ class Container:
     progress: ProjectionProgress = field(init=False)
     # Each registration recorded here, noted pending in the status cache for its first polls.
     pending: PendingNotes = field(init=False)
+    # What polls found in the read model, cached for the polls after them.
+    poll_caches: PollCaches = field(init=False)
 
     def __post_init__(self) -> None:
         self.progress = ProjectionProgress(self.settings.projection_stall_seconds)
         self.pending = PendingNotes.to(self.redis, self.settings.status_pending_seconds)
+        self.poll_caches = PollCaches.to(self.redis, self.settings.status_cache_seconds)
 
     @classmethod
     async def start(cls, settings: Settings) -> Container | None:
@@ -171,8 +174,7 @@ class Container:
             self.status_read_pool,
             self.status_events_pool,
             self.events.mapper,
-            self.redis,
-            settings.status_cache_seconds,
+            self.poll_caches,
             events_table=self.appender.events_table,
             keys_table=self.appender.keys_table,
             reader=limiter.read,
@@ -220,6 +222,7 @@ class Container:
         await self.read_side.close()
         await self.group_commit.stop()
         await self.pending.writes.flush()
+        await self.poll_caches.writes.flush()
         await self.appender.close()
         if self.email_index is not None:
             await self.email_index.close()

@@ -24,6 +24,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import structlog
@@ -82,28 +83,6 @@ async def cache_status(
     )
 
 
-_REPLACE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
-end
-return 0
-"""
-
-
-async def cache_status_over(
-    redis: Redis,
-    status: RegistrationStatus,
-    seconds: int,
-    read: bytes,
-    prefix: str = STATUS_CACHE_PREFIX,
-) -> None:
-    """Cache ``status`` (read from the read model) if its key still holds the settlement
-    ``read`` that sent the poll there."""
-    await redis.eval(
-        _REPLACE, 1, prefix + str(status.registration_id), read, _encode(status), seconds
-    )
-
-
 async def settle_now(
     redis: Redis,
     registration_id: uuid.UUID,
@@ -131,6 +110,23 @@ end
 return 0
 """
 
+# A poll's cache of what it read from the read model, where the key is still as the poll found
+# it: empty (its read "" here: the status is set only where nothing is), or holding the very
+# settlement the poll read (see the module's header). ARGV: the lifetime in seconds, then key,
+# read and value triples.
+_CACHE_OVER = """
+local seconds = ARGV[1]
+for i = 2, #ARGV, 3 do
+  local key, read = ARGV[i], ARGV[i + 1]
+  if read == '' then
+    redis.call('set', key, ARGV[i + 2], 'EX', seconds, 'NX')
+  elseif redis.call('get', key) == read then
+    redis.call('set', key, ARGV[i + 2], 'EX', seconds)
+  end
+end
+return 0
+"""
+
 
 @dataclass
 class CacheWrites:
@@ -138,11 +134,14 @@ class CacheWrites:
     ``gather_seconds`` (one turn of the event loop by default) goes in one script call, with
     one call in flight at a time (as the limiter counts). Bounded: while Redis does not
     answer, at most ``most_waiting`` writes wait, and the oldest are dropped (a dropped write
-    only sends polls to the databases, or leaves a pending note to its short lifetime)."""
+    only sends polls to the databases, or leaves a pending note to its short lifetime).
+
+    A write is ``width`` arguments of ``script``, after the call's ``leading`` ones."""
 
     redis: Redis
-    seconds: int
-    only_if_absent: bool
+    script: str
+    leading: tuple[str | int, ...]
+    width: int = 2
     prefix: str = STATUS_CACHE_PREFIX
     most_waiting: int = 50_000
     gather_seconds: float = 0.0
@@ -150,12 +149,13 @@ class CacheWrites:
     _sender: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self._script = HeldScript(self.redis, _WRITE)
+        self._script = HeldScript(self.redis, self.script)
 
-    def write(self, registration_id: uuid.UUID, value: bytes) -> None:
-        self._waiting += (self.prefix + str(registration_id), value)
-        if len(self._waiting) > 2 * self.most_waiting:
-            del self._waiting[: len(self._waiting) - 2 * self.most_waiting]
+    def write(self, registration_id: uuid.UUID, *values: str | bytes) -> None:
+        """The key of ``registration_id`` and ``values``: the rest of the write's arguments."""
+        self._waiting += (self.prefix + str(registration_id), *values)
+        if len(self._waiting) > self.width * self.most_waiting:
+            del self._waiting[: len(self._waiting) - self.width * self.most_waiting]
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send())
 
@@ -163,9 +163,9 @@ class CacheWrites:
         try:
             while self._waiting:
                 await asyncio.sleep(self.gather_seconds)  # later writes join the call meanwhile
-                pairs, self._waiting = self._waiting, []
+                written, self._waiting = self._waiting, []
                 try:
-                    await self._script(["NX" if self.only_if_absent else "", self.seconds, *pairs])
+                    await self._script([*self.leading, *written])
                 except Exception as error:
                     log.warning("status_cache_unavailable", error=type(error).__name__)
         finally:
@@ -182,8 +182,15 @@ class CacheWrites:
             if self._sender is not None:
                 self._sender.cancel()
             log.warning(
-                "status_cache_unavailable", error="TimeoutError", waiting=len(self._waiting) // 2
+                "status_cache_unavailable",
+                error="TimeoutError",
+                waiting=len(self._waiting) // self.width,
             )
+
+
+def setting(redis: Redis, seconds: int, *, only_if_absent: bool, **options: Any) -> CacheWrites:
+    """Writes that set each key to a value for ``seconds``: where nothing is, or over anything."""
+    return CacheWrites(redis, _WRITE, ("NX" if only_if_absent else "", seconds), **options)
 
 
 @dataclass
@@ -199,7 +206,7 @@ class PendingNotes:
         seconds: int = PENDING_SECONDS,
         gather_seconds: float = PENDING_GATHER_SECONDS,
     ) -> PendingNotes:
-        return cls(CacheWrites(redis, seconds, only_if_absent=True, gather_seconds=gather_seconds))
+        return cls(setting(redis, seconds, only_if_absent=True, gather_seconds=gather_seconds))
 
     def note(self, status: RegistrationStatus) -> None:
         self.writes.write(status.registration_id, _encode(status))
@@ -214,7 +221,7 @@ class Settlements:
 
     @classmethod
     def to(cls, redis: Redis, seconds: int = PENDING_SECONDS) -> Settlements:
-        return cls(CacheWrites(redis, seconds, only_if_absent=False))
+        return cls(setting(redis, seconds, only_if_absent=False))
 
     def settle(self, registration_ids: Iterable[uuid.UUID]) -> None:
         for registration_id in registration_ids:
@@ -223,3 +230,22 @@ class Settlements:
     async def close(self) -> None:
         await self.writes.flush()
         await self.writes.redis.aclose()
+
+
+@dataclass
+class PollCaches:
+    """What polls read from the read model and may cache (see the module's header), written
+    after their answers, in one script call a loop turn: a poll that found its registration
+    completed used to wait for a command of its own (redis-py's ``EVAL`` with the script's
+    whole text, which the server hashed again each time) before it answered."""
+
+    writes: CacheWrites
+
+    @classmethod
+    def to(cls, redis: Redis, seconds: int) -> PollCaches:
+        return cls(CacheWrites(redis, _CACHE_OVER, (seconds,), width=3))
+
+    def cache(self, status: RegistrationStatus, read: bytes | None) -> None:
+        """Cache ``status`` where its key is empty (``read`` None), or still holds the
+        settlement ``read`` that sent the poll to the read model."""
+        self.writes.write(status.registration_id, read or b"", _encode(status))

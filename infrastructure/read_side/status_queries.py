@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
-import structlog
 from eventsourcing.persistence import Mapper, StoredEvent
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from application.outages import StoreUnavailable
 from application.status import RegistrationStatus
@@ -27,21 +24,15 @@ from domain.registration import SignupAttempted, UserRegistrationRequested
 from domain.statuses import COMPLETED, EXPIRED, PENDING, VERIFIED
 from infrastructure.event_store.owner_notifications import TABLE as ATTEMPTS_TABLE
 from infrastructure.postgres_outages import UNAVAILABLE
-from infrastructure.read_side.status_cache import (
-    STATUS_CACHE_PREFIX,
-    cache_status,
-    cache_status_over,
-    decode_cached,
-)
+from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX, PollCaches, decode_cached
 from projections.registration_status import VIEW as STATUS_VIEW
 from projections.shards import user_id_for
 
-log = structlog.get_logger(__name__)
-
 # What a poll may cache: completed, and the verdicts after it (a failed registration can
 # still be retried to completed). Completed is not final any more: a verdict overwrites it
-# (``cache_status``), and a poll caches only where nothing is, so a poll that read
-# ``completed`` just before a verdict cannot put it back.
+# (``cache_status``), and a poll caches only where nothing is or over the settlement it read
+# (``PollCaches``), so a poll that read ``completed`` just before a verdict cannot put it back,
+# however late its write arrives.
 _CACHED = frozenset({COMPLETED, VERIFIED, EXPIRED})
 
 
@@ -56,8 +47,7 @@ class StatusQueries:
     read_pool: asyncpg.Pool  # the status read model (or its replica)
     events_pool: asyncpg.Pool  # the event store
     mapper: Mapper[uuid.UUID]
-    redis: Redis  # the status cache's writes
-    cache_seconds: int
+    caches: PollCaches  # the status cache's writes, after the answers
     # Reads the cache in the rate limiter's next call (``RedisRateLimiter.read``) instead of a
     # command of its own (a redis-py command cost the API ~70 us of CPU).
     reader: Callable[[str], Awaitable[bytes | None]]
@@ -109,7 +99,7 @@ class StatusQueries:
         if found is None:
             self._remember_miss(registration_id)
         elif projected and found.status in _CACHED:
-            await self._cache(found, raw)
+            self.caches.cache(found, raw)
         return found
 
     async def _lookup(self, registration_id: uuid.UUID) -> tuple[RegistrationStatus | None, bool]:
@@ -144,20 +134,6 @@ class StatusQueries:
         """What the cache holds for it: a status (a pending note included), a settlement,
         or nothing."""
         return await self.reader(self.prefix + str(registration_id)) or None
-
-    async def _cache(self, status: RegistrationStatus, read: bytes | None) -> None:
-        """Where the key was empty, or still holds the settlement ``read`` (status_cache)."""
-        try:
-            if read is not None:
-                await cache_status_over(
-                    self.redis, status, self.cache_seconds, read, prefix=self.prefix
-                )
-            else:
-                await cache_status(
-                    self.redis, status, self.cache_seconds, overwrite=False, prefix=self.prefix
-                )
-        except RedisError as error:
-            log.warning("status_cache_unavailable", error=type(error).__name__)
 
     async def _from_read_model(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
         row = await self.read_pool.fetchrow(_FROM_READ_MODEL, registration_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 
 from infrastructure.composition.operations import migrate
 from infrastructure.embedded import ensure_database
-from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX
+from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX, is_settlement
 from infrastructure.settings import Settings
 from interfaces.http.app import build_app
 from tests.faults.harness import person, start_postgres, stop_postgres_immediately
@@ -52,6 +53,9 @@ async def test_a_completed_status_is_still_answered_from_the_cache_while_postgre
             return bool(answer.json()["status"] == "completed")
 
         await eventually(completed, timeout=30)
+        # The poll that read completed caches it just after its answer.
+        async with Redis.from_url(redis_url) as redis:
+            await eventually(lambda: _cached_as(redis, rid, "completed"), timeout=10)
         during = await _polled_while_down(breakable_postgres, client, rid)
 
     assert during.status_code == 200, during.text
@@ -106,6 +110,11 @@ async def test_a_registration_accepted_just_before_postgres_went_down_is_still_a
 
 async def _key_written(redis: Redis, registration_id: str) -> bool:
     return bool(await redis.exists(STATUS_CACHE_PREFIX + registration_id))
+
+
+async def _cached_as(redis: Redis, registration_id: str, status: str) -> bool:
+    raw = await redis.get(STATUS_CACHE_PREFIX + registration_id)
+    return raw is not None and not is_settlement(raw) and json.loads(raw)["status"] == status
 
 
 async def _polled_while_down(postgres: Any, client: Any, registration_id: str) -> Any:

@@ -113,9 +113,14 @@ async def test_a_pending_note_answers_until_the_status_row_is_written_and_not_a_
                 await eventually(
                     lambda: all_have_status(client, [registration_id], "completed"), timeout=5
                 )
-            # The poll that read the row cached it over the settlement it found.
-            cached = await redis.get(key)
-            assert cached is not None and json.loads(cached)["status"] == "completed"
+            # The poll that read the row cached it over the settlement it found (just after
+            # its answer: nobody waits for the cache).
+
+            async def cached_completed() -> bool:
+                cached = await redis.get(key)
+                return cached is not None and json.loads(cached)["status"] == "completed"
+
+            await eventually(cached_completed, timeout=5)
 
 
 async def test_a_registration_a_retry_completes_is_said_completed_though_its_pending_note_came_back(
@@ -608,8 +613,12 @@ async def test_a_dead_letter_after_completed_is_answered_failed_though_completed
         await eventually(lambda: all_have_status(client, [registration_id], "completed"))
         await status_of(client, registration_id)  # read from the row, and cached for an hour
         async with Redis.from_url(settings.redis_url or "") as redis:
-            cached = await redis.get(STATUS_CACHE_PREFIX + registration_id)
-        assert cached is not None and json.loads(cached)["status"] == "completed"
+
+            async def cached_completed() -> bool:
+                cached = await redis.get(STATUS_CACHE_PREFIX + registration_id)
+                return cached is not None and json.loads(cached)["status"] == "completed"
+
+            await eventually(cached_completed, timeout=5)
 
         # A projection fails on its event afterwards (a replay, a later fix gone wrong).
         [note] = [

@@ -1,4 +1,4 @@
-"""The status cache's writes that nobody waits for (pending notes, settlements)."""
+"""The status cache's writes that nobody waits for (pending notes, settlements, polls' caches)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from application.status import RegistrationStatus
-from infrastructure.read_side.status_cache import CacheWrites, PendingNotes, settlement
+from infrastructure.read_side.status_cache import PendingNotes, PollCaches, setting, settlement
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ async def silent_server() -> AsyncIterator[str]:
 
 async def test_a_stop_does_not_wait_on_a_redis_that_does_not_answer(silent_server: str) -> None:
     redis = Redis.from_url(silent_server)
-    writes = CacheWrites(redis, seconds=10, only_if_absent=True)
+    writes = setting(redis, seconds=10, only_if_absent=True)
     writes.write(uuid.uuid4(), settlement())
     await asyncio.sleep(0.05)  # the write has gone out and waits for an answer
 
@@ -99,3 +99,38 @@ async def test_pending_notes_of_several_commits_within_the_gather_time_go_in_one
             "pending"
         )
     await redis.aclose()
+
+
+async def test_a_polls_cache_goes_only_where_the_key_is_still_as_the_poll_found_it(
+    redis_url: str,
+) -> None:
+    redis = Redis.from_url(redis_url)
+    caches = PollCaches.to(redis, seconds=60)
+    empty, settled, resettled, judged = (uuid.uuid4() for _ in range(4))
+    read, newer = settlement(), settlement()
+    verdict = json.dumps({"status": "verified"})
+    await redis.set(f"signup:status:{settled}", read)
+    # Settled again after the poll read it (a dead letter after completed): the newer
+    # settlement must keep sending polls to the read model.
+    await redis.set(f"signup:status:{resettled}", newer)
+    # A verdict written after a poll found the key empty: the poll's completed comes late.
+    await redis.set(f"signup:status:{judged}", verdict)
+
+    caches.cache(_completed(empty), None)
+    caches.cache(_completed(settled), read)
+    caches.cache(_completed(resettled), read)
+    caches.cache(_completed(judged), None)
+    await caches.writes.flush()
+
+    for registration_id in (empty, settled):
+        key = f"signup:status:{registration_id}"
+        assert json.loads(await redis.get(key))["status"] == "completed"
+        assert 0 < await redis.ttl(key) <= 60
+    assert await redis.get(f"signup:status:{resettled}") == newer
+    assert await redis.get(f"signup:status:{judged}") == verdict.encode()
+    await redis.aclose()
+
+
+def _completed(registration_id: uuid.UUID) -> RegistrationStatus:
+    now = datetime.now(UTC)
+    return RegistrationStatus(registration_id, "completed", now, now)

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from infrastructure.event_store.store import open_event_store
 from infrastructure.read_side.read_store import asyncpg_dsn
+from infrastructure.read_side.status_cache import PollCaches
 from infrastructure.read_side.status_queries import StatusQueries
 from infrastructure.redis_store.rate_limits import RedisRateLimiter
 from infrastructure.settings import Settings
@@ -63,8 +64,7 @@ async def test_a_wrong_id_polled_again_within_seconds_is_answered_without_the_da
         read_pool,
         events_pool,
         events.mapper,
-        redis,
-        cache_seconds=60,
+        PollCaches.to(redis, seconds=60),
         reader=RedisRateLimiter(redis, {}).read,
     )
     wrong = uuid.uuid4()
