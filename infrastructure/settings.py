@@ -73,7 +73,7 @@ class Settings:
     # AES key (base64, 16/24/32 bytes) that encrypts every event at rest; unset: plaintext.
     event_cipher_key: str | None = None
     batch_max_size: int = 500
-    batch_max_wait_ms: float = 2.0
+    batch_max_wait_ms: float = 1.0
     append_concurrency: int = 2
     # The longest a signup waits for its batch's commit before it is told 503: a batch is
     # tried up to five times through an outage (infrastructure/event_store/batch_append.py);
