@@ -273,19 +273,23 @@ class Verifications:
                         "UPDATE email_verifications SET nonce = :nonce, attempts = 0,"
                         " sends = sends + 1, last_sent_at = :now,"
                         " code_expires_at = LEAST(CAST(:now AS timestamptz)"
-                        "  + CAST(:code_ttl AS interval), expires_at)"
+                        "  + make_interval(secs => :code_ttl), expires_at)"
                         " WHERE registration_id = :id AND verified_at IS NULL"
                         " AND expired_at IS NULL AND expires_at > :now AND sends < :most"
-                        " AND last_sent_at <= CAST(:now AS timestamptz) - CAST(:every AS interval)"
+                        " AND last_sent_at <= CAST(:now AS timestamptz)"
+                        "  - make_interval(secs => :every)"
                         f" RETURNING {_CHALLENGE_COLUMNS}"
                     ),
                     {
                         "id": registration_id,
                         "nonce": nonce,
                         "now": now,
-                        "code_ttl": policy.code_ttl,
+                        # Spans in seconds, as ``_NEW_CHALLENGES`` has them: a day-long
+                        # ``interval`` is 23 or 25 hours across a daylight saving change in a
+                        # session whose time zone keeps one.
+                        "code_ttl": policy.code_ttl.total_seconds(),
                         "most": policy.max_sends,
-                        "every": policy.resend_every,
+                        "every": policy.resend_every.total_seconds(),
                     },
                 )
             ).first()
