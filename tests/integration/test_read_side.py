@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
@@ -29,10 +30,10 @@ from infrastructure.read_side.email_index import EmailIndex
 from infrastructure.read_side.failures import WAITING
 from infrastructure.read_side.parts import ReadSide
 from infrastructure.read_side.projector import run_forever
-from infrastructure.read_side.read_store import ProjectionStore, make_engine
+from infrastructure.read_side.read_store import ProjectionStore, asyncpg_dsn, make_engine
 from infrastructure.read_side.rebuild import RebuildInProgress, rebuild
 from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX, is_settlement
-from infrastructure.read_side.wakeups import Wakeups
+from infrastructure.read_side.wakeups import Wakeups, wait_for_wake
 from infrastructure.settings import Settings
 from infrastructure.verification.challenges import EventStoreVerdicts
 from interfaces.http.app import build_app
@@ -551,9 +552,12 @@ async def test_an_idle_projector_is_woken_by_an_append_instead_of_its_next_poll(
     ]
     try:
         # Asleep for 300 s with the listener connected: its connection woke the projector
-        # once (a second empty step, before or after the first), and nothing else can.
+        # once (a second empty step, before or after the first), and, when the projector began
+        # to wait while the listener rested, its listening again once more; nothing else can.
         async def asleep() -> bool:
-            return steps == [0, 0]
+            before = len(steps)
+            await asyncio.sleep(1.0)
+            return 2 <= len(steps) == before <= 3 and not any(steps)
 
         await eventually(asleep, timeout=20)
         await _register(client, 1, start=900)
@@ -945,3 +949,49 @@ async def test_a_store_migrated_before_the_write_functions_is_projected_as_befor
     assert _write_functions(settings) == made
     await _register(client, 3, start=890)
     assert await _users_once_caught_up(settings) == 7
+
+
+async def test_the_listener_rests_while_no_projector_waits_and_wakes_one_that_begins_to(
+    settings: Settings,
+) -> None:
+    assert settings.database_url
+    channel = f"wakeups_{uuid.uuid4().hex}"
+    wakeups = Wakeups(settings.database_url, channel=channel, quiet_after=0.2)
+    wake = wakeups.subscribe()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    listening = asyncio.create_task(wakeups.listen(stop))
+    try:
+        # Connected, the first wake-up given (whatever came before is read), and, as nobody
+        # waits, no longer listening: under a steady load each append's NOTIFY woke the
+        # worker for nothing.
+        await asyncio.sleep(1.0)
+        wake.clear()
+        await _notify(settings.database_url, channel)
+        await asyncio.sleep(0.5)
+        assert not wake.is_set()
+
+        # A projector that found nothing begins to wait: listening again, the listener wakes
+        # it at once, so that it reads whatever was appended while nobody listened.
+        started = loop.time()
+        await wait_for_wake(stop, wake, 30)
+        assert loop.time() - started < 5
+
+        # While one waits, an append's NOTIFY wakes it.
+        waiting = asyncio.create_task(wait_for_wake(stop, wake, 30))
+        await asyncio.sleep(0.5)
+        started = loop.time()
+        await _notify(settings.database_url, channel)
+        await asyncio.wait_for(waiting, 5)
+        assert loop.time() - started < 5
+    finally:
+        stop.set()
+        await listening
+
+
+async def _notify(url: str, channel: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute("SELECT pg_notify($1, '')", channel)
+    finally:
+        await conn.close()
