@@ -68,19 +68,11 @@ def decode_cached(raw: bytes | str) -> RegistrationStatus | None:
 
 
 async def cache_status(
-    redis: Redis,
-    status: RegistrationStatus,
-    seconds: int,
-    *,
-    overwrite: bool,
-    prefix: str = STATUS_CACHE_PREFIX,
+    redis: Redis, status: RegistrationStatus, seconds: int, prefix: str = STATUS_CACHE_PREFIX
 ) -> None:
-    await redis.set(
-        prefix + str(status.registration_id),
-        _encode(status),
-        ex=seconds,
-        nx=not overwrite,
-    )
+    """Cache ``status`` over whatever its key holds: a verdict's write (polls cache through
+    ``PollCaches``, on their conditions)."""
+    await redis.set(prefix + str(status.registration_id), _encode(status), ex=seconds)
 
 
 async def settle_now(
@@ -244,6 +236,10 @@ class PollCaches:
     @classmethod
     def to(cls, redis: Redis, seconds: int) -> PollCaches:
         return cls(CacheWrites(redis, _CACHE_OVER, (seconds,), width=3))
+
+    def key(self, registration_id: uuid.UUID) -> str:
+        """The registration's key in the cache, as polls read it."""
+        return self.writes.prefix + str(registration_id)
 
     def cache(self, status: RegistrationStatus, read: bytes | None) -> None:
         """Cache ``status`` where its key is empty (``read`` None), or still holds the

@@ -24,7 +24,7 @@ from domain.registration import SignupAttempted, UserRegistrationRequested
 from domain.statuses import COMPLETED, EXPIRED, PENDING, VERIFIED
 from infrastructure.event_store.owner_notifications import TABLE as ATTEMPTS_TABLE
 from infrastructure.postgres_outages import UNAVAILABLE
-from infrastructure.read_side.status_cache import STATUS_CACHE_PREFIX, PollCaches, decode_cached
+from infrastructure.read_side.status_cache import PollCaches, decode_cached
 from projections.registration_status import VIEW as STATUS_VIEW
 from projections.shards import user_id_for
 
@@ -53,7 +53,6 @@ class StatusQueries:
     reader: Callable[[str], Awaitable[bytes | None]]
     events_table: str = "signup_events"
     keys_table: str = "signup_subject_keys"
-    prefix: str = STATUS_CACHE_PREFIX
     # Ids found nowhere, remembered a few seconds in this process: a client polling a wrong
     # id in a loop costs no query. Safe, because an id is only ever told after its commit (a
     # miss cannot turn into a registration), and bounded, so random ids cannot grow it.
@@ -133,7 +132,7 @@ class StatusQueries:
     async def _cached(self, registration_id: uuid.UUID) -> bytes | None:
         """What the cache holds for it: a status (a pending note included), a settlement,
         or nothing."""
-        return await self.reader(self.prefix + str(registration_id)) or None
+        return await self.reader(self.caches.key(registration_id)) or None
 
     async def _from_read_model(self, registration_id: uuid.UUID) -> RegistrationStatus | None:
         row = await self.read_pool.fetchrow(_FROM_READ_MODEL, registration_id)

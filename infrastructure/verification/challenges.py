@@ -393,11 +393,11 @@ class VerdictStatuses:
         if self.redis is not None and verdicts:
             try:
                 # Unconditionally: a poll that read ``completed`` just before may have cached
-                # it; polls cache only where nothing is (see StatusQueries._cache). One round
-                # trip for a sweep's.
+                # it; polls cache only where nothing is or over the settlement they read
+                # (``PollCaches``). One round trip for a sweep's.
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for verdict in verdicts:
-                        await cache_status(pipe, verdict, self.cache_seconds, overwrite=True)
+                        await cache_status(pipe, verdict, self.cache_seconds)
                     await pipe.execute()
             except RedisError as error:
                 log.warning("status_cache_unavailable", error=type(error).__name__)
