@@ -100,10 +100,11 @@ class Wakeups:
                     await conn.close(timeout=2)
 
 
-async def _first_of(*events: asyncio.Event) -> None:
+async def _first_of(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Until one of ``events`` is set, or ``timeout`` seconds."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
@@ -114,14 +115,9 @@ async def wait_for_wake(stop: asyncio.Event, wake: asyncio.Event | None, seconds
     wakeups = wake.wakeups if isinstance(wake, Wake) else None
     if wakeups is not None:
         wakeups.waits()
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.ensure_future(wake.wait()))
     try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        await _first_of(stop, *([wake] if wake is not None else []), timeout=seconds)
     finally:
-        for waiter in waiters:
-            waiter.cancel()
         if wake is not None:
             wake.clear()
         if wakeups is not None:
