@@ -58,7 +58,7 @@ async def test_a_pending_note_never_replaces_a_settlement_and_lasts_its_seconds(
     # A note that arrives after the status row's writer settled the key (the API was slow to
     # send it) must not answer pending over that row.
     for registration_id in [settled_id, *fresh_ids]:
-        notes.note(_pending(registration_id))
+        notes.note(_status(registration_id))
     await notes.writes.flush()
 
     assert await redis.get(f"signup:status:{settled_id}") == settled
@@ -67,9 +67,9 @@ async def test_a_pending_note_never_replaces_a_settlement_and_lasts_its_seconds(
     await redis.aclose()
 
 
-def _pending(registration_id: uuid.UUID) -> RegistrationStatus:
+def _status(registration_id: uuid.UUID, status: str = "pending") -> RegistrationStatus:
     now = datetime.now(UTC)
-    return RegistrationStatus(registration_id, "pending", now, now)
+    return RegistrationStatus(registration_id, status, now, now)
 
 
 async def test_pending_notes_of_several_commits_within_the_gather_time_go_in_one_call(
@@ -89,7 +89,7 @@ async def test_pending_notes_of_several_commits_within_the_gather_time_go_in_one
     ids = [uuid.uuid4() for _ in range(3)]
     for registration_id in ids:
         # Three group commits' notes, a few milliseconds apart (well within the half second).
-        notes.note(_pending(registration_id))
+        notes.note(_status(registration_id))
         await asyncio.sleep(0.005)
     await notes.writes.flush()
 
@@ -116,10 +116,10 @@ async def test_a_polls_cache_goes_only_where_the_key_is_still_as_the_poll_found_
     # A verdict written after a poll found the key empty: the poll's completed comes late.
     await redis.set(f"signup:status:{judged}", verdict)
 
-    caches.cache(_completed(empty), None)
-    caches.cache(_completed(settled), read)
-    caches.cache(_completed(resettled), read)
-    caches.cache(_completed(judged), None)
+    caches.cache(_status(empty, "completed"), None)
+    caches.cache(_status(settled, "completed"), read)
+    caches.cache(_status(resettled, "completed"), read)
+    caches.cache(_status(judged, "completed"), None)
     await caches.writes.flush()
 
     for registration_id in (empty, settled):
@@ -129,8 +129,3 @@ async def test_a_polls_cache_goes_only_where_the_key_is_still_as_the_poll_found_
     assert await redis.get(f"signup:status:{resettled}") == newer
     assert await redis.get(f"signup:status:{judged}") == verdict.encode()
     await redis.aclose()
-
-
-def _completed(registration_id: uuid.UUID) -> RegistrationStatus:
-    now = datetime.now(UTC)
-    return RegistrationStatus(registration_id, "completed", now, now)
