@@ -9,6 +9,7 @@ from typing import Any
 from bench.client import CLIENTS
 
 DEFAULT_DURATION = 30.0
+GENERATOR_POLICIES = ("batch", "normal")
 RATE_MODE_CONNECTIONS = 256
 """Open loop: connections shared by the processes unless ``--connections`` says otherwise."""
 
@@ -34,6 +35,7 @@ class BenchConfig:
     seed: int
     baseline: bool
     client_addresses: int
+    generator_policy: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +68,7 @@ class BenchConfig:
             seed=seed,
             baseline=args.baseline,
             client_addresses=args.client_addresses,
+            generator_policy=args.generator_policy,
         )
 
 
@@ -165,6 +168,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="name N distinct clients (in 100.64.0.0/10) in X-Forwarded-For, as a load "
         "balancer would; only a server that trusts 127.0.0.1 as a proxy uses it, e.g. so that "
         "a per-client rate limit sees many clients (default 0: no header)",
+    )
+    parser.add_argument(
+        "--generator-policy",
+        choices=GENERATOR_POLICIES,
+        default="batch",
+        help="the load-generating processes' scheduling policy: batch (default; the kernel's "
+        "SCHED_BATCH: an answer that wakes one does not preempt the server it came from, as a "
+        "client on another machine would not) or normal (as earlier figures were measured)",
     )
     parser.add_argument("--seed", type=int, help="seed of the body mix (default: random)")
     parser.add_argument(

@@ -77,6 +77,7 @@ def _plans(config: BenchConfig, url: str, run_id: str, status_endpoint: bool) ->
             offset=offset,
             seed=config.seed,
             client_addresses=config.client_addresses,
+            policy=config.generator_policy,
         )
         for index in range(processes)
     ]
