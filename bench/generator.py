@@ -72,7 +72,9 @@ class WorkerPlan:
     client_addresses: int
     """How many distinct clients to name in X-Forwarded-For; 0 sends no such header."""
     policy: str = "normal"
-    """The process's scheduling policy (``batch`` or ``normal``): see :func:`take_policy`."""
+    """The process's scheduling policy (``batch`` or ``normal``): see :func:`take_policy`.
+    The bench's own default is ``batch`` (``--generator-policy``); a plan made without one
+    leaves the process as it was started."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +109,9 @@ def take_policy(policy: str) -> bool:
     answer waits for the scheduler's next tick instead of preempting whoever runs, the
     server it measures included. Its clients on other machines never take a server's core;
     on a shared one each answer did, in the middle of the server's turn of its loop (on 2
-    cores: the generator 73 -> 59 us and the API 240 -> 229 us a signup, three pairs,
-    docs/performance.md). Elsewhere, or where it is refused, the process runs as it is.
+    cores, interleaved pairs: the generator ~73 -> ~59 us and the API ~243 -> ~231 us a
+    signup, the bare baseline unchanged; docs/performance.md). Elsewhere, or where it is
+    refused, the process runs as it is.
     """
     if policy != "batch" or not hasattr(os, "SCHED_BATCH"):
         return False
