@@ -67,12 +67,10 @@ def decode_cached(raw: bytes | str) -> RegistrationStatus | None:
     return None if is_settlement(raw) else _decode(raw)
 
 
-async def cache_status(
-    redis: Redis, status: RegistrationStatus, seconds: int, prefix: str = STATUS_CACHE_PREFIX
-) -> None:
+async def cache_status(redis: Redis, status: RegistrationStatus, seconds: int) -> None:
     """Cache ``status`` over whatever its key holds: a verdict's write (polls cache through
     ``PollCaches``, on their conditions)."""
-    await redis.set(prefix + str(status.registration_id), _encode(status), ex=seconds)
+    await redis.set(STATUS_CACHE_PREFIX + str(status.registration_id), _encode(status), ex=seconds)
 
 
 async def settle_now(
