@@ -71,10 +71,8 @@ class WorkerPlan:
     seed: int
     client_addresses: int
     """How many distinct clients to name in X-Forwarded-For; 0 sends no such header."""
-    policy: str = "normal"
-    """The process's scheduling policy (``batch`` or ``normal``): see :func:`take_policy`.
-    The bench's own default is ``batch`` (``--generator-policy``); a plan made without one
-    leaves the process as it was started."""
+    policy: str
+    """The process's scheduling policy (``batch`` or ``normal``): see :func:`take_policy`."""
 
 
 @dataclass(frozen=True, slots=True)
