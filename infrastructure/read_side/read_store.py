@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,14 +31,17 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
     func,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
 
+from infrastructure.read_side.held_connections import HeldConnections
 from projections.model import Kind, Layout, Projection, Row
 
 log = structlog.get_logger(__name__)
@@ -352,17 +356,28 @@ async def records(engine: AsyncEngine, statement: str, *arguments: Any) -> list[
 
 @asynccontextmanager
 async def asyncpg_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
-    """A connection of the engine's pool as asyncpg's own, for statements outside a
+    """An asyncpg connection to the engine's database, for statements outside a
     transaction, each committing on its own (``records``; the mailer's marks, one a message,
-    on one connection a batch: a pool checkout cost more than the statement)."""
+    on one connection a batch): one the engine holds for them (``make_engine``), else one of
+    its pool's."""
+    held = _held.get(engine.sync_engine)
+    if held is not None:
+        async with held.lease() as driver:
+            yield driver
+        return
     async with engine.connect() as conn:
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
         yield driver
 
 
+# The connections each engine of ``make_engine`` holds for ``asyncpg_connection``, closed with
+# its pool when it is disposed.
+_held: weakref.WeakKeyDictionary[Engine, HeldConnections] = weakref.WeakKeyDictionary()
+
+
 def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -373,6 +388,10 @@ def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
         # A server that does not answer costs seconds, not asyncpg's default minute.
         connect_args={"timeout": 2},
     )
+    # As many as the pool may open: the statements outside a transaction use these instead.
+    held = _held[engine.sync_engine] = HeldConnections(asyncpg_dsn(url), 2 * pool_size)
+    event.listen(engine.sync_engine, "engine_disposed", lambda _: held.close())
+    return engine
 
 
 @dataclass
