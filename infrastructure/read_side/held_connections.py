@@ -3,10 +3,10 @@
 A projector's step is a handful of one-statement round trips (its headers, its payloads, the
 held failures, its rows), each of which checked a connection out of the engine's SQLAlchemy
 pool and back in: three greenlet hops, each mapping and unmapping a frame stack of its own,
-and the pool's bookkeeping, ~110 us of the worker's CPU a statement against ~28 for the
-statement itself (``docs/performance.md``). asyncpg's own pool costs ~50 us (its release
-runs in a task of its own). Here a statement takes an open connection from a list and puts it
-back: a few microseconds.
+and the pool's bookkeeping: ``records`` cost 140-169 us of client CPU a statement against
+24-30 for the statement itself (``docs/performance.md``); through asyncpg's own pool, 56-79
+(its release runs in a task of its own). Here a statement takes an open connection from a
+list and puts it back: ``records`` 31-47 us.
 
 A connection is never shared by two statements at once, and one that a statement left in an
 unknown state (any error, a cancellation) is closed instead of reused, so an outage costs a
