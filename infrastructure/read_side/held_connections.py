@@ -26,7 +26,7 @@ import asyncpg
 class HeldConnections:
     """At most ``most`` connections to ``dsn``, opened when first needed and kept."""
 
-    def __init__(self, dsn: str, most: int, connect_timeout: float = 2.0) -> None:
+    def __init__(self, dsn: str, most: int, connect_timeout: float) -> None:
         self._dsn = dsn
         self._most = most
         self._connect_timeout = connect_timeout

@@ -376,6 +376,11 @@ async def asyncpg_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
 _held: weakref.WeakKeyDictionary[Engine, HeldConnections] = weakref.WeakKeyDictionary()
 
 
+# A server that does not answer costs seconds, not asyncpg's default minute: the pool's
+# connections and the held ones alike.
+CONNECT_TIMEOUT = 2.0
+
+
 def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
     engine = create_async_engine(
         async_url(url),
@@ -385,11 +390,12 @@ def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
         # connection a restart broke fails its batch, which is retried on a fresh one, as
         # any outage is (infrastructure/read_side/projector.py).
         pool_pre_ping=False,
-        # A server that does not answer costs seconds, not asyncpg's default minute.
-        connect_args={"timeout": 2},
+        connect_args={"timeout": CONNECT_TIMEOUT},
     )
     # As many as the pool may open: the statements outside a transaction use these instead.
-    held = _held[engine.sync_engine] = HeldConnections(asyncpg_dsn(url), 2 * pool_size)
+    held = _held[engine.sync_engine] = HeldConnections(
+        asyncpg_dsn(url), 2 * pool_size, CONNECT_TIMEOUT
+    )
     event.listen(engine.sync_engine, "engine_disposed", lambda _: held.close())
     return engine
 

@@ -44,7 +44,7 @@ async def _still_open(postgres_url: str, pid: int) -> bool:
 async def test_one_statement_after_another_runs_on_the_same_open_connection(
     postgres_url: str,
 ) -> None:
-    held = HeldConnections(asyncpg_dsn(postgres_url), most=3)
+    held = HeldConnections(asyncpg_dsn(postgres_url), most=3, connect_timeout=2)
     try:
         assert await _pid(held) == await _pid(held) == await _pid(held)
     finally:
@@ -54,7 +54,7 @@ async def test_one_statement_after_another_runs_on_the_same_open_connection(
 async def test_statements_beyond_the_limit_wait_for_a_connection_to_come_back(
     postgres_url: str,
 ) -> None:
-    held = HeldConnections(asyncpg_dsn(postgres_url), most=2)
+    held = HeldConnections(asyncpg_dsn(postgres_url), most=2, connect_timeout=2)
     running = 0
     most_at_once = 0
 
@@ -76,7 +76,7 @@ async def test_statements_beyond_the_limit_wait_for_a_connection_to_come_back(
 
 
 async def test_a_connection_a_statement_failed_on_is_closed_not_reused(postgres_url: str) -> None:
-    held = HeldConnections(asyncpg_dsn(postgres_url), most=1)
+    held = HeldConnections(asyncpg_dsn(postgres_url), most=1, connect_timeout=2)
     try:
         with pytest.raises(asyncpg.UndefinedTableError):
             async with held.lease() as connection:
@@ -90,7 +90,7 @@ async def test_a_connection_a_statement_failed_on_is_closed_not_reused(postgres_
 
 
 async def test_a_cancelled_wait_for_a_connection_leaves_it_to_the_next(postgres_url: str) -> None:
-    held = HeldConnections(asyncpg_dsn(postgres_url), most=1)
+    held = HeldConnections(asyncpg_dsn(postgres_url), most=1, connect_timeout=2)
     try:
         async with held.lease():
             waiter = asyncio.create_task(_pid(held))
