@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,7 +60,47 @@ def _start_postgres(data_dir: Path) -> tuple[Any, bool]:
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "postgres"
     info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    return get_server(pgdata), info is not None and info.is_running()
+    running = info is not None and info.is_running()
+    server = get_server(pgdata)
+    if not running and _size_buffers(server.get_uri(), shared_buffers_mb(_machine_memory())):
+        # The size is read at start: a data dir started once more (its first start, or on a
+        # machine with other memory) takes it now; an attached server is left as it runs.
+        server.cleanup()
+        server = get_server(pgdata)
+    return server, running
+
+
+def shared_buffers_mb(memory: int | None) -> int:
+    """The embedded PostgreSQL's buffer pool: a quarter of the machine's memory (PostgreSQL's
+    own advice), from its default 128 MB up to 1 GB.
+
+    A signup leaves ~3 kB of rows and index entries (its event, claims and key, the read
+    models' rows): under a peak the store outgrew 128 MB within ~15 s, and from then on pages
+    were evicted to make room, the rate of a 30 s bench falling ~10 % between its first and
+    last ten seconds (docs/performance.md)."""
+    if not memory:
+        return 128
+    return max(128, min(1024, memory // 4 // 2**20))
+
+
+def _machine_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def _size_buffers(url: str, megabytes: int) -> bool:
+    """Set the buffer pool for the server's next start; whether it differs from this one's."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'"
+        ).fetchone()
+        if row is not None and row[0] == megabytes:
+            return False
+        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{int(megabytes)}MB'")
+    log.info("embedded_postgres_resized", shared_buffers_mb=megabytes)
+    return True
 
 
 # What an attacker can make Redis store is bounded (answers kept per Idempotency-Key are
