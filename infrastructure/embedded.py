@@ -83,11 +83,28 @@ def shared_buffers_mb(memory: int | None) -> int:
     return max(128, min(1024, memory // 4 // 2**20))
 
 
-def _machine_memory() -> int | None:
+# Where a container's memory limit is read (cgroup v2, then v1): the machine's memory is
+# not what a process in a container may use, and PostgreSQL's buffers count against it.
+MEMORY_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+
+
+def _machine_memory(limits: tuple[Path, ...] = MEMORY_LIMITS) -> int | None:
+    """The memory this process may use: the machine's, or its container's limit if lower."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system
         return None
+    for path in limits:
+        try:
+            limit = path.read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():  # "max" (cgroup v2) when there is none
+            memory = min(memory, int(limit))
+    return memory
 
 
 def _size_buffers(url: str, megabytes: int) -> bool:
