@@ -111,7 +111,7 @@ def _size_buffers(url: str, megabytes: int) -> bool:
     """Set the buffer pool for the server's next start; whether it differs from this one's."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'"
+            "SELECT pg_size_bytes(current_setting('shared_buffers')) / 1048576"
         ).fetchone()
         if row is not None and row[0] == megabytes:
             return False

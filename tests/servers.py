@@ -75,12 +75,12 @@ def bench_round(tmp_path: Path, label: str, checkout: Path = ROOT) -> dict[str, 
         command += ["--baseline", "--client-addresses", "100000"]
         command += ["--report", str(report), "--plot", str(tmp_path / f"{label}.png")]
         bench = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    # The round's data (~750 MB: the store, the WAL, the AOF) goes with it: kept, the kernel
-    # wrote it out during the next rounds (its dirty pages expire after 30 s), and each round
-    # read lower than the one before (0.352 / 0.339 / 0.329 / 0.326); deleted, what is not
-    # written yet is never written.
-    shutil.rmtree(tmp_path / label, ignore_errors=True)
     assert bench.returncode == 0, bench.stderr[-4000:]
+    # The round's data (~750 MB: the store, the WAL, the AOF) goes with it (its log and report
+    # stay): kept, the kernel wrote it out during the next rounds (its dirty pages expire after
+    # 30 s), and each round read lower than the one before (0.352 / 0.339 / 0.329 / 0.326);
+    # deleted, what is not written yet is never written.
+    shutil.rmtree(tmp_path / label, ignore_errors=True)
     document: dict[str, Any] = json.loads(report.read_text())
     target = document["target"]
     assert target["accepted"] > 0 and target["server_errors_5xx"] == 0

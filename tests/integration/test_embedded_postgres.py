@@ -13,7 +13,7 @@ from infrastructure.embedded import _machine_memory, embedded_servers, shared_bu
 def _buffers_mb(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'"
+            "SELECT pg_size_bytes(current_setting('shared_buffers')) / 1048576"
         ).fetchone()
     assert row is not None
     return int(row[0])
